@@ -1,0 +1,52 @@
+//! The event contract of the crypto checkout event bus.
+//!
+//! Every producer and consumer speaks through this crate. It guarantees that an event on
+//! `crypto-checkout.domain-events` is a [`Envelope`] whose payload is one of the typed [`EventData`]
+//! variants, with exact money, typed ids and the spec's partition keys, and that anything else is refused
+//! with a [`ContractError`] — permanent by nature, so the consumer runtime sends it to the DLQ without retry.
+//!
+//! ```
+//! use events::{Envelope, EventType, decode, encode, examples};
+//!
+//! let event: Envelope = examples::example(EventType::SettlementCompleted);
+//! let bytes = encode(&event)?;                   // canonical JSON, size-checked
+//! assert_eq!(decode(&bytes)?, event);            // parse + upcast + validate
+//! assert_eq!(event.topic(), "crypto-checkout.domain-events");
+//! assert!(event.partition_key().starts_with("mer_"));
+//! # Ok::<(), events::ContractError>(())
+//! ```
+//!
+//! Layout:
+//! - [`codec`]: [`decode`] and [`encode`]; [`envelope`]: [`Envelope`], partition key, topic, headers.
+//! - [`payload`]: the payload structs; [`upcast`]: older versions and their upcasters.
+//! - [`event_type`]: the catalogue (types, aggregates, versions, partition keys) as data.
+//! - [`id`], [`money`], [`metadata`], [`time`]: the value types.
+//! - [`schema`]: JSON Schemas; [`examples`]: valid example events; [`topics`], [`headers`]: Kafka names.
+//! - [`error`]: the [`ContractError`] family.
+//!
+//! Decisions: `docs/decisions/0002` (id wire form), `0003` (money), `0004` (versioning).
+
+pub mod codec;
+pub mod envelope;
+pub mod error;
+pub mod event_type;
+pub mod examples;
+pub mod headers;
+pub mod id;
+pub mod metadata;
+pub mod money;
+pub mod payload;
+pub mod schema;
+pub mod time;
+pub mod topics;
+pub mod upcast;
+
+pub use codec::{MAX_EVENT_BYTES, decode, encode};
+pub use envelope::{Envelope, EnvelopeParts};
+pub use error::{ContractError, ContractErrorKind};
+pub use event_type::{AggregateType, CATALOGUE, EventSpec, EventType, PartitionKeyField};
+pub use id::{
+    AggregateId, CorrelationId, EventId, IdError, InvoiceId, MerchantId, PaymentId, SettlementId,
+};
+pub use metadata::{Actor, ActorKind, Metadata, TraceParent};
+pub use payload::{Event, EventData};

@@ -1,0 +1,306 @@
+//! Merchant events: an account is created, its settings change, it may be suspended.
+//!
+//! Guarantees: a merchant accepts at least one asset and lists each once; a settings change names every
+//! changed setting with its old and new value, typed per setting, and changes something; a suspension has a
+//! reason code (version 2; version 1 had free text and is upcast, see [`crate::upcast`]).
+
+use chrono::{DateTime, Utc};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use super::{check_details, check_unique, invariant};
+use crate::error::{ContractError, ContractErrorKind};
+use crate::money::{CryptoAsset, Currency, FiatCurrency, Percentage};
+use crate::time::rfc3339;
+
+/// Longest accepted business name.
+pub const MAX_BUSINESS_NAME_CHARS: usize = 200;
+/// Accepted invoice expiry windows, in minutes: one minute to one week.
+pub const INVOICE_EXPIRY_MINUTES: std::ops::RangeInclusive<u32> = 1..=10_080;
+
+/// How many confirmations a payment needs before it counts, as in BTCPay's speed policies.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum SpeedPolicy {
+    /// 0 confirmations: accepted as soon as seen.
+    HighSpeed,
+    /// 1 confirmation.
+    MediumSpeed,
+    /// 2 confirmations.
+    LowMediumSpeed,
+    /// 6 confirmations.
+    LowSpeed,
+}
+
+impl SpeedPolicy {
+    /// Confirmations required on Bitcoin; other networks scale this in the chain watcher.
+    pub const fn bitcoin_confirmations(self) -> u32 {
+        match self {
+            SpeedPolicy::HighSpeed => 0,
+            SpeedPolicy::MediumSpeed => 1,
+            SpeedPolicy::LowMediumSpeed => 2,
+            SpeedPolicy::LowSpeed => 6,
+        }
+    }
+}
+
+fn check_accepted(assets: &[CryptoAsset], path: &str) -> Result<(), ContractError> {
+    if assets.is_empty() {
+        return Err(invariant(path, "a merchant accepts at least one asset"));
+    }
+    check_unique(assets, path)
+}
+
+/// A merchant account was opened.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct MerchantCreated {
+    /// Name shown to customers at checkout; 1 to 200 characters.
+    #[schemars(length(min = 1, max = 200))]
+    pub business_name: String,
+    /// Currency new invoices are priced in unless they say otherwise.
+    pub default_currency: FiatCurrency,
+    /// Currency settlements are paid in.
+    pub settlement_currency: Currency,
+    /// The platform fee rate agreed with the merchant, `1` meaning 1 %.
+    pub fee_percentage: Percentage,
+    /// Assets customers may pay with.
+    pub accepted_crypto_currencies: Vec<CryptoAsset>,
+    /// Confirmations a payment needs.
+    pub speed_policy: SpeedPolicy,
+}
+
+impl MerchantCreated {
+    pub(crate) fn validate(&self) -> Result<(), ContractError> {
+        crate::metadata::check_text(
+            Some(&self.business_name),
+            MAX_BUSINESS_NAME_CHARS,
+            "business_name",
+        )?;
+        check_accepted(
+            &self.accepted_crypto_currencies,
+            "accepted_crypto_currencies",
+        )
+    }
+}
+
+/// Why a merchant was suspended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum SuspensionReason {
+    /// Risk checks suspect fraud.
+    SuspectedFraud,
+    /// Compliance (KYB, sanctions) review pending or failed.
+    ComplianceReview,
+    /// The merchant broke the terms of service.
+    TermsViolation,
+    /// The merchant asked to pause the account.
+    MerchantRequest,
+    /// Anything else; `details` says what. Version 1 events, which had only free text, upcast to this.
+    Other,
+}
+
+/// A merchant's account was suspended: no new invoices, settlements held. Version 2.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct MerchantSuspended {
+    /// Why, as a code consumers can branch on.
+    pub reason: SuspensionReason,
+    /// Free text, required when `reason` is `other`; at most 1000 characters.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 1000))]
+    pub details: Option<String>,
+    /// When the suspension took effect.
+    #[serde(
+        serialize_with = "rfc3339::serialize",
+        deserialize_with = "rfc3339::deserialize"
+    )]
+    pub suspended_at: DateTime<Utc>,
+}
+
+impl MerchantSuspended {
+    pub(crate) fn validate(&self) -> Result<(), ContractError> {
+        check_details(
+            self.details.as_deref(),
+            self.reason == SuspensionReason::Other,
+        )
+    }
+}
+
+/// One setting's old and new value.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Change<T> {
+    /// Value before the update.
+    pub old: T,
+    /// Value after the update.
+    pub new: T,
+}
+
+/// The settings an update changed; absent settings did not change.
+#[derive(Clone, Debug, PartialEq, Eq, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SettingsChanges {
+    /// Currency new invoices are priced in.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub default_currency: Option<Change<FiatCurrency>>,
+    /// Currency settlements are paid in.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub settlement_currency: Option<Change<Currency>>,
+    /// Payment window of new invoices, in minutes (1 to 10080).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub invoice_expiry_minutes: Option<Change<u32>>,
+    /// Confirmations a payment needs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub speed_policy: Option<Change<SpeedPolicy>>,
+    /// Under-payment still accepted as full payment, in percent of the invoice.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub payment_tolerance_percentage: Option<Change<Percentage>>,
+    /// Assets customers may pay with.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub accepted_crypto_currencies: Option<Change<Vec<CryptoAsset>>>,
+}
+
+/// A merchant changed settings.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SettingsUpdated {
+    /// What changed, each with old and new value.
+    pub changes: SettingsChanges,
+}
+
+fn check_changed<T: PartialEq>(
+    change: &Option<Change<T>>,
+    path: &str,
+    any: &mut bool,
+) -> Result<(), ContractError> {
+    if let Some(change) = change {
+        if change.old == change.new {
+            return Err(invariant(
+                path,
+                "old and new value are equal; an unchanged setting is left out",
+            ));
+        }
+        *any = true;
+    }
+    Ok(())
+}
+
+impl SettingsUpdated {
+    pub(crate) fn validate(&self) -> Result<(), ContractError> {
+        let c = &self.changes;
+        let mut any = false;
+        check_changed(&c.default_currency, "changes.default_currency", &mut any)?;
+        check_changed(
+            &c.settlement_currency,
+            "changes.settlement_currency",
+            &mut any,
+        )?;
+        check_changed(
+            &c.invoice_expiry_minutes,
+            "changes.invoice_expiry_minutes",
+            &mut any,
+        )?;
+        check_changed(&c.speed_policy, "changes.speed_policy", &mut any)?;
+        check_changed(
+            &c.payment_tolerance_percentage,
+            "changes.payment_tolerance_percentage",
+            &mut any,
+        )?;
+        check_changed(
+            &c.accepted_crypto_currencies,
+            "changes.accepted_crypto_currencies",
+            &mut any,
+        )?;
+        if !any {
+            return Err(invariant(
+                "changes",
+                "a settings update changes at least one setting",
+            ));
+        }
+        if let Some(minutes) = &c.invoice_expiry_minutes {
+            for (value, side) in [(minutes.old, "old"), (minutes.new, "new")] {
+                if !INVOICE_EXPIRY_MINUTES.contains(&value) {
+                    return Err(ContractError::at(
+                        ContractErrorKind::InvalidValue,
+                        &format!("changes.invoice_expiry_minutes.{side}"),
+                        format!("{value} minutes is outside {INVOICE_EXPIRY_MINUTES:?}"),
+                    ));
+                }
+            }
+        }
+        if let Some(assets) = &c.accepted_crypto_currencies {
+            check_accepted(&assets.old, "changes.accepted_crypto_currencies.old")?;
+            check_accepted(&assets.new, "changes.accepted_crypto_currencies.new")?;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_update_must_change_something() {
+        let empty = SettingsUpdated {
+            changes: SettingsChanges::default(),
+        };
+        assert_eq!(empty.validate().unwrap_err().path(), "$.changes");
+        let same = SettingsUpdated {
+            changes: SettingsChanges {
+                speed_policy: Some(Change {
+                    old: SpeedPolicy::LowSpeed,
+                    new: SpeedPolicy::LowSpeed,
+                }),
+                ..Default::default()
+            },
+        };
+        assert_eq!(
+            same.validate().unwrap_err().path(),
+            "$.changes.speed_policy"
+        );
+    }
+
+    #[test]
+    fn typed_old_and_new_values_are_checked() {
+        let update = SettingsUpdated {
+            changes: SettingsChanges {
+                invoice_expiry_minutes: Some(Change { old: 30, new: 0 }),
+                ..Default::default()
+            },
+        };
+        assert_eq!(
+            update.validate().unwrap_err().path(),
+            "$.changes.invoice_expiry_minutes.new"
+        );
+        let json = r#"{"changes":{"default_currency":{"old":"USD","new":"EUR"}}}"#;
+        let parsed: SettingsUpdated = serde_json::from_str(json).unwrap();
+        assert!(parsed.validate().is_ok());
+        assert_eq!(serde_json::to_string(&parsed).unwrap(), json);
+    }
+
+    #[test]
+    fn accepted_assets_are_a_non_empty_set() {
+        let created = MerchantCreated {
+            business_name: "Coffee Corner".into(),
+            default_currency: FiatCurrency::USD,
+            settlement_currency: Currency::Fiat(FiatCurrency::USD),
+            fee_percentage: "1".parse().unwrap(),
+            accepted_crypto_currencies: vec![CryptoAsset::Btc, CryptoAsset::Btc],
+            speed_policy: SpeedPolicy::MediumSpeed,
+        };
+        assert_eq!(
+            created.validate().unwrap_err().path(),
+            "$.accepted_crypto_currencies[1]"
+        );
+        assert!(
+            MerchantCreated {
+                accepted_crypto_currencies: vec![],
+                ..created
+            }
+            .validate()
+            .is_err()
+        );
+    }
+}

@@ -1,0 +1,102 @@
+//! `checkoutctl`: the operator command line of the crypto checkout event bus, as a library.
+//!
+//! Guarantees: every command group is a clap `Args` type implementing [`Run`], and writes only through the
+//! [`Io`] it is given, so tests drive commands in memory exactly as the binary does. Exit codes are uniform:
+//! [`exit::OK`], [`exit::INVALID`] when the input broke a contract, [`exit::FAILURE`] when the command could
+//! not do its job (unreadable file, bad arguments).
+//!
+//! Adding a command group (say `topics`): write `src/topics_cmd.rs` with a `TopicsArgs` implementing
+//! [`Run`], declare `pub mod topics_cmd;` here, and add one line to the `subcommands!` list in `main.rs`.
+
+use std::io::{BufRead, Write};
+use std::process::ExitCode;
+
+pub mod events_cmd;
+
+/// Exit codes shared by all commands.
+pub mod exit {
+    /// Everything was fine.
+    pub const OK: u8 = 0;
+    /// The input was read but is not valid (e.g. an event breaks the contract).
+    pub const INVALID: u8 = 1;
+    /// The command could not run (unreadable input, bad arguments); clap uses 2 for usage errors too.
+    pub const FAILURE: u8 = 2;
+}
+
+/// The standard streams, injectable for tests.
+pub struct Io<'a> {
+    /// Standard input.
+    pub stdin: &'a mut dyn BufRead,
+    /// Standard output: results only, so it can be piped.
+    pub stdout: &'a mut dyn Write,
+    /// Standard error: diagnostics and summaries.
+    pub stderr: &'a mut dyn Write,
+}
+
+/// A command group.
+pub trait Run {
+    /// Runs the command; `Err` means it could not do its job (exit code [`exit::FAILURE`]).
+    fn run(self, io: &mut Io<'_>) -> anyhow::Result<u8>;
+}
+
+/// Runs a parsed command against the process's standard streams and turns the outcome into an exit code;
+/// failures are printed with their whole cause chain.
+pub fn run_main(command: impl Run) -> ExitCode {
+    let stdin = std::io::stdin();
+    let (mut stdin, mut stdout, mut stderr) = (
+        stdin.lock(),
+        std::io::stdout().lock(),
+        std::io::stderr().lock(),
+    );
+    let mut io = Io {
+        stdin: &mut stdin,
+        stdout: &mut stdout,
+        stderr: &mut stderr,
+    };
+    match command.run(&mut io) {
+        Ok(code) => ExitCode::from(code),
+        // `checkoutctl … | head` closes the pipe early; that is the reader's choice, not a failure.
+        Err(error) if is_broken_pipe(&error) => ExitCode::from(exit::OK),
+        Err(error) => {
+            // Nothing more useful to do if stderr itself is gone.
+            let _ = writeln!(io.stderr, "error: {error:#}");
+            ExitCode::from(exit::FAILURE)
+        }
+    }
+}
+
+fn is_broken_pipe(error: &anyhow::Error) -> bool {
+    error.chain().any(|cause| {
+        cause
+            .downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+    })
+}
+
+/// Declares the top-level command list of `main.rs`: one line per command group, `Name(ArgsType)`. The
+/// group's help text comes from the doc comment (or `#[command(about)]`) of its `Args` type.
+#[macro_export]
+macro_rules! subcommands {
+    ($($(#[$meta:meta])* $variant:ident($args:ty)),* $(,)?) => {
+        /// Operate the crypto checkout event bus.
+        #[derive(Debug, clap::Parser)]
+        #[command(name = "checkoutctl", version)]
+        struct Cli {
+            #[command(subcommand)]
+            command: Command,
+        }
+
+        #[derive(Debug, clap::Subcommand)]
+        enum Command {
+            $($(#[$meta])* $variant($args),)*
+        }
+
+        impl $crate::Run for Command {
+            fn run(self, io: &mut $crate::Io<'_>) -> anyhow::Result<u8> {
+                match self {
+                    $(Command::$variant(args) => $crate::Run::run(args, io),)*
+                }
+            }
+        }
+    };
+}

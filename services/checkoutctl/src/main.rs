@@ -1,0 +1,22 @@
+//! `checkoutctl` entry point: parse arguments, dispatch, exit. Everything else lives in the library.
+
+use clap::Parser;
+
+checkoutctl::subcommands! {
+    Events(checkoutctl::events_cmd::EventsArgs),
+}
+
+fn main() -> std::process::ExitCode {
+    checkoutctl::run_main(Cli::parse().command)
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    /// clap checks argument definitions only when a command is built; this builds all of them.
+    #[test]
+    fn command_definitions_are_consistent() {
+        super::Cli::command().debug_assert();
+    }
+}
