@@ -11,6 +11,7 @@
 use std::io::{BufRead, Write};
 use std::process::ExitCode;
 
+pub mod db_cmd;
 pub mod events_cmd;
 
 /// Exit codes shared by all commands.
@@ -21,6 +22,16 @@ pub mod exit {
     pub const INVALID: u8 = 1;
     /// The command could not run (unreadable input, bad arguments); clap uses 2 for usage errors too.
     pub const FAILURE: u8 = 2;
+}
+
+/// Runs an async command body on a runtime of its own (commands are short-lived; one thread is plenty).
+pub fn block_on<T>(
+    future: impl std::future::Future<Output = anyhow::Result<T>>,
+) -> anyhow::Result<T> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?
+        .block_on(future)
 }
 
 /// The standard streams, injectable for tests.

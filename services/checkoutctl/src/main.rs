@@ -4,6 +4,7 @@ use clap::Parser;
 
 checkoutctl::subcommands! {
     Events(checkoutctl::events_cmd::EventsArgs),
+    Db(checkoutctl::db_cmd::DbArgs),
 }
 
 fn main() -> std::process::ExitCode {

@@ -1,0 +1,48 @@
+# The two commands of the README: `make run` (the main job) and `make test` (the whole suite). Both bring the
+# local stack up first (Kafka from Maven Central, PostgreSQL from the system's packages; see deploy/local/).
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+# Our machines have 2 cores: keep builds from oversubscribing them. Integration tests mostly wait on the broker
+# and the database, so a few more test threads than cores pays off.
+export CARGO_BUILD_JOBS ?= 2
+TEST_THREADS ?= 4
+BROKERS ?= 1
+CARGO ?= cargo
+# Run a command with the stack's environment (.dev/env) exported.
+WITH_ENV := set -a && . ./.dev/env && set +a &&
+
+.PHONY: help up down clean build test run fmt fmt-check lint ci kafka-cli
+
+help: ## Show the targets.
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | expand -t 14
+
+up: ## Start Kafka (BROKERS=1|3) and PostgreSQL, apply migrations, write .dev/env. Idempotent.
+	@BROKERS=$(BROKERS) ./deploy/local/up
+
+down: ## Stop exactly what `make up` / `make run` started.
+	@./deploy/local/down
+
+clean: down ## Stop everything and delete .dev/ (data, logs, Kafka jars). Keeps target/.
+	rm -rf .dev
+
+build: ## Build every crate and binary.
+	$(CARGO) build --workspace --all-targets
+
+test: up ## The whole test suite against the real broker and database.
+	$(WITH_ENV) $(CARGO) test --workspace -- --test-threads=$(TEST_THREADS)
+
+run: up ## Start every service binary that exists, with logs in .dev/logs; Ctrl-C stops them.
+	$(CARGO) build --workspace --bins
+	@./deploy/local/run
+
+fmt: ## Format the code.
+	$(CARGO) fmt --all
+
+fmt-check:
+	$(CARGO) fmt --all -- --check
+
+lint: fmt-check ## rustfmt check and clippy with warnings as errors.
+	$(CARGO) clippy --workspace --all-targets -- -D warnings
+
+ci: lint test ## What .ci/run does.

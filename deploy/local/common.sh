@@ -1,0 +1,79 @@
+# shellcheck shell=bash
+# Shared helpers of the local provisioning scripts (up, down, run, fetch-kafka, kafka-cli).
+# Sourced, never executed. Everything lives under $DEV (the git-ignored .dev/ of the checkout).
+
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
+DEV="${CHECKOUT_DEV_DIR:-$ROOT/.dev}"
+LOGS="$DEV/logs"
+RUN="$DEV/run"
+KAFKA_POM="$ROOT/deploy/local/kafka/pom.xml"
+KAFKA_VERSION="$(sed -n 's:.*<kafka.version>\(.*\)</kafka.version>.*:\1:p' "$KAFKA_POM")"
+KAFKA_LIBS="$DEV/cache/kafka-$KAFKA_VERSION/libs"
+
+mkdir -p "$LOGS" "$RUN"
+
+say()  { printf '\033[1m==>\033[0m %s\n' "$*" >&2; }
+warn() { printf '\033[33mwarning:\033[0m %s\n' "$*" >&2; }
+die()  { printf '\033[31merror:\033[0m %s\n' "$*" >&2; exit 1; }
+
+# Prints the last lines of a log file to stderr, for failures.
+show_tail() {
+  local file="$1" lines="${2:-40}"
+  if [[ -f "$file" ]]; then
+    printf -- '--- last %s lines of %s ---\n' "$lines" "$file" >&2
+    tail -n "$lines" "$file" >&2
+    printf -- '---\n' >&2
+  fi
+}
+
+# True when something accepts TCP connections on 127.0.0.1:$1.
+port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+
+# True when the process whose PID is in file $1 is alive and its command line contains $2
+# (guards against a recycled PID belonging to some other program).
+pid_alive() {
+  local pidfile="$1" marker="$2" pid
+  [[ -f "$pidfile" ]] || return 1
+  pid="$(cat "$pidfile")"
+  [[ -n "$pid" && -r "/proc/$pid/cmdline" ]] || return 1
+  tr '\0' ' ' <"/proc/$pid/cmdline" | grep -qF -- "$marker"
+}
+
+# Stops the process recorded in $1 (if it is ours: see pid_alive), waiting up to $3 seconds before SIGKILL.
+stop_pidfile() {
+  local pidfile="$1" marker="$2" grace="${3:-20}" pid i
+  if pid_alive "$pidfile" "$marker"; then
+    pid="$(cat "$pidfile")"
+    kill -TERM "$pid" 2>/dev/null || true
+    for ((i = 0; i < grace * 10; i++)); do
+      kill -0 "$pid" 2>/dev/null || break
+      sleep 0.1
+    done
+    if kill -0 "$pid" 2>/dev/null; then
+      warn "pid $pid ($(basename "$pidfile" .pid)) did not stop within ${grace}s; sending SIGKILL"
+      kill -KILL "$pid" 2>/dev/null || true
+    fi
+  fi
+  rm -f "$pidfile"
+}
+
+# Java 17 or newer is required by Kafka 4.x.
+require_java() {
+  command -v java >/dev/null 2>&1 || die "Java is not installed: Kafka $KAFKA_VERSION needs Java 17 or newer (e.g. apt-get install openjdk-17-jre-headless)"
+  local version major
+  version="$(java -version 2>&1 | sed -n 's/.*version "\([^"]*\)".*/\1/p' | head -n1)"
+  major="${version%%.*}"
+  [[ "$major" == 1 ]] && major="$(echo "$version" | cut -d. -f2)"
+  [[ "$major" =~ ^[0-9]+$ ]] || die "cannot read the Java version from 'java -version' (got '$version')"
+  ((major >= 17)) || die "Java $version is too old: Kafka $KAFKA_VERSION needs Java 17 or newer"
+}
+
+# The classpath of the cached Kafka jars; fetches them first when the cache is missing or incomplete.
+kafka_classpath() {
+  if [[ ! -f "$KAFKA_LIBS/.complete" ]]; then
+    "$ROOT/deploy/local/fetch-kafka" >&2
+  fi
+  printf '%s/*' "$KAFKA_LIBS"
+}
