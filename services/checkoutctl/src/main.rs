@@ -4,6 +4,7 @@ use clap::Parser;
 
 checkoutctl::subcommands! {
     Events(checkoutctl::events_cmd::EventsArgs),
+    Outbox(checkoutctl::outbox_cmd::OutboxArgs),
     Db(checkoutctl::db_cmd::DbArgs),
 }
 
