@@ -12,7 +12,7 @@ CARGO ?= cargo
 # Run a command with the stack's environment (.dev/env) exported.
 WITH_ENV := set -a && . ./.dev/env && set +a &&
 
-.PHONY: help up down clean build test run fmt fmt-check lint ci bench-outbox
+.PHONY: help up down clean build test test-cluster run fmt fmt-check lint ci bench-outbox
 
 help: ## Show the targets.
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | expand -t 14
@@ -32,6 +32,10 @@ build: ## Build every crate and binary.
 test: up ## The whole test suite against the real broker and database.
 	$(WITH_ENV) $(CARGO) test --workspace -- --test-threads=$(TEST_THREADS)
 
+test-cluster: ## Tests that need the 3-broker cluster (production profile: RF 3, min ISR 2).
+	@BROKERS=3 SKIP_MIGRATE=1 ./deploy/local/up
+	$(WITH_ENV) $(CARGO) test -p topology --test cluster -- --test-threads=1
+
 run: up ## Start every service binary that exists, with logs in .dev/logs; Ctrl-C stops them.
 	$(CARGO) build --workspace --bins
 	@./deploy/local/run
@@ -48,4 +52,4 @@ fmt-check:
 lint: fmt-check ## rustfmt check and clippy with warnings as errors.
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
 
-ci: lint test ## What .ci/run does.
+ci: lint test test-cluster ## What .ci/run does.

@@ -14,6 +14,7 @@ use std::process::ExitCode;
 pub mod db_cmd;
 pub mod events_cmd;
 pub mod outbox_cmd;
+pub mod topics_cmd;
 
 /// Exit codes shared by all commands.
 pub mod exit {

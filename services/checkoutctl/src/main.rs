@@ -4,6 +4,7 @@ use clap::Parser;
 
 checkoutctl::subcommands! {
     Events(checkoutctl::events_cmd::EventsArgs),
+    Topics(checkoutctl::topics_cmd::TopicsArgs),
     Outbox(checkoutctl::outbox_cmd::OutboxArgs),
     Db(checkoutctl::db_cmd::DbArgs),
 }

@@ -1,0 +1,49 @@
+//! `checkoutctl topics …`: topics and cluster settings as code (deploy/kafka/topics.yaml), by the `topology`
+//! crate. Plan and apply talk to the cluster at KAFKA_BOOTSTRAP_SERVERS; export only reads the file.
+//!
+//! Guarantees (see `topology`): plan changes nothing; apply creates missing topics with every config and
+//! alters configs automatically, increases partitions only with approval, never decreases them, never deletes
+//! a topic and never changes a replication factor itself. Exit codes are listed in `--help`.
+
+use anyhow::Context;
+
+use crate::{Io, Run, block_on};
+
+/// Topics and cluster settings as code: plan, apply, export (deploy/kafka/topics.yaml).
+#[derive(Debug, clap::Args)]
+#[command(after_long_help = topology::EXIT_CODES_HELP)]
+pub struct TopicsArgs {
+    #[command(subcommand)]
+    command: topology::TopicsCommand,
+    /// Kafka bootstrap servers; `make up` writes them to .dev/env.
+    #[arg(long, env = "KAFKA_BOOTSTRAP_SERVERS", global = true)]
+    bootstrap_servers: Option<String>,
+}
+
+impl Run for TopicsArgs {
+    fn run(self, io: &mut Io<'_>) -> anyhow::Result<u8> {
+        let needs_cluster = !matches!(self.command, topology::TopicsCommand::Export { .. });
+        let bootstrap = match self.bootstrap_servers {
+            Some(servers) => servers,
+            None if needs_cluster => {
+                anyhow::bail!(
+                    "KAFKA_BOOTSTRAP_SERVERS is not set (pass --bootstrap-server or source .dev/env)"
+                )
+            }
+            None => String::new(),
+        };
+        let result = block_on(async move {
+            topology::run(self.command, &bootstrap)
+                .await
+                .context("topics command failed")
+        });
+        match result {
+            Ok(outcome) => Ok(outcome.code()),
+            // The topics commands document exit code 1 for errors and refused changes (2 is clap's usage error).
+            Err(err) => {
+                writeln!(io.stderr, "error: {err:#}")?;
+                Ok(1)
+            }
+        }
+    }
+}
