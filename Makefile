@@ -30,7 +30,7 @@ build: ## Build every crate and binary.
 	$(CARGO) build --workspace --all-targets
 
 test: up ## The whole test suite against the real broker and database.
-	$(WITH_ENV) $(CARGO) test --workspace -- --test-threads=$(TEST_THREADS)
+	$(WITH_ENV) $(CARGO) test --workspace --no-fail-fast -- --test-threads=$(TEST_THREADS)
 
 test-cluster: ## Tests that need the 3-broker cluster (production profile: RF 3, min ISR 2).
 	@BROKERS=3 SKIP_MIGRATE=1 ./deploy/local/up

@@ -18,7 +18,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use figment::Figment;
-use figment::providers::{Env, Format, Serialized, Toml};
+use figment::providers::{Format, Serialized, Toml};
 use secrecy::SecretString;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
@@ -151,7 +151,7 @@ impl<S: DeserializeOwned + Serialize + Default> Settings<S> {
         let file = file
             .map(Path::to_path_buf)
             .or_else(|| std::env::var_os(CONFIG_FILE_ENV).map(PathBuf::from));
-        Self::from_figment(figment(file.as_deref())?)
+        Self::from_figment(figment(file.as_deref(), std::env::vars())?)
     }
 
     /// Like [`Settings::load`] for one of the bus's services: its operations server defaults to
@@ -166,7 +166,7 @@ impl<S: DeserializeOwned + Serialize + Default> Settings<S> {
         let http = HttpSettings {
             listen: SocketAddr::from(([127, 0, 0, 1], spec.ops_port)),
         };
-        Self::from_figment(layered(http, file.as_deref())?)
+        Self::from_figment(layered(http, file.as_deref(), std::env::vars())?)
     }
 
     /// Extracts settings from an already layered figment (tests use it with a jailed environment).
@@ -192,12 +192,21 @@ impl<S: DeserializeOwned + Serialize + Default> Settings<S> {
     }
 }
 
-/// The layered provider: defaults of the common sections, the file, `CHECKOUT__…`, then the well-known names.
-pub fn figment(file: Option<&Path>) -> Result<Figment, ConfigError> {
-    layered(HttpSettings::default(), file)
+/// The layered provider: defaults of the common sections, the file, then the environment `vars` (the process's
+/// own in production; tests and the docker-compose check pass theirs, so nothing mutates the process
+/// environment).
+pub fn figment(
+    file: Option<&Path>,
+    vars: impl IntoIterator<Item = (String, String)>,
+) -> Result<Figment, ConfigError> {
+    layered(HttpSettings::default(), file, vars)
 }
 
-fn layered(http: HttpSettings, file: Option<&Path>) -> Result<Figment, ConfigError> {
+fn layered(
+    http: HttpSettings,
+    file: Option<&Path>,
+    vars: impl IntoIterator<Item = (String, String)>,
+) -> Result<Figment, ConfigError> {
     let mut figment = Figment::new()
         .merge(Serialized::default("database", DatabaseSettings::default()))
         .merge(Serialized::default("http", http))
@@ -210,18 +219,26 @@ fn layered(http: HttpSettings, file: Option<&Path>) -> Result<Figment, ConfigErr
         }
         figment = figment.merge(Toml::file_exact(path));
     }
-    figment = figment.merge(Env::prefixed(ENV_PREFIX).split("__"));
-    for (var, key) in WELL_KNOWN_ENV {
-        figment = figment.merge(Env::raw().only(&[var]).map(move |_| (*key).into()));
+    let (mut prefixed, mut well_known) = (Vec::new(), Vec::new());
+    for (name, value) in vars {
+        if let Some(rest) = name.strip_prefix(ENV_PREFIX) {
+            prefixed.push((rest.to_lowercase().replace("__", "."), value));
+        } else if let Some((_, key)) = WELL_KNOWN_ENV.iter().find(|(var, _)| *var == name) {
+            well_known.push((key.to_string(), value));
+        }
+    }
+    // CHECKOUT__… first, then the well-known names, which win (as documented above).
+    for (key, value) in prefixed.into_iter().chain(well_known) {
+        // Typed like figment's own Env provider: "42" is a number, "true" a bool, the rest strings.
+        let value: figment::value::Value = value.parse().unwrap_or_else(|never| match never {});
+        figment = figment.merge(Serialized::globals(figment::util::nest(&key, value)));
     }
     Ok(figment)
 }
 
 #[cfg(test)]
-#[allow(clippy::result_large_err)] // figment::Jail's closures must return figment's (large) error type.
 mod tests {
     use super::*;
-    use figment::Jail;
     use secrecy::ExposeSecret;
 
     #[derive(Debug, Default, Serialize, Deserialize, PartialEq)]
@@ -232,80 +249,88 @@ mod tests {
         backoff: Duration,
     }
 
-    fn load_in_jail(jail: &Jail, file: Option<&str>) -> Result<Settings<Own>, ConfigError> {
-        let path = file.map(|f| jail.directory().join(f));
-        Settings::<Own>::from_figment(figment(path.as_deref())?)
+    fn load(file: Option<&Path>, vars: &[(&str, &str)]) -> Result<Settings<Own>, ConfigError> {
+        let vars = vars.iter().map(|(k, v)| (k.to_string(), v.to_string()));
+        Settings::<Own>::from_figment(figment(file, vars)?)
     }
 
     #[test]
     fn layers_file_then_prefixed_env_then_well_known_names() {
-        Jail::expect_with(|jail| {
-            jail.create_file(
-                "svc.toml",
-                r#"
-                [kafka]
-                bootstrap_servers = "file:9092"
-                [http]
-                listen = "0.0.0.0:9100"
-                [service]
-                batch_size = 50
-                backoff = "500ms"
-                "#,
-            )?;
-            jail.set_env("CHECKOUT__HTTP__LISTEN", "127.0.0.1:9200");
-            jail.set_env("CHECKOUT__LOG__FORMAT", "json");
-            jail.set_env("KAFKA_BOOTSTRAP_SERVERS", "env:9092");
-            jail.set_env("DATABASE_URL", "postgres://u:secret@h/db");
-            let s = load_in_jail(jail, Some("svc.toml")).expect("loads");
-            assert_eq!(s.kafka.bootstrap_servers, "env:9092");
-            assert_eq!(s.http.listen, "127.0.0.1:9200".parse().unwrap());
-            assert_eq!(s.log.format, LogFormat::Json);
-            assert_eq!(
-                s.service,
-                Own {
-                    batch_size: 50,
-                    backoff: Duration::from_millis(500)
-                }
-            );
-            assert_eq!(
-                s.database.url.as_ref().unwrap().expose_secret(),
-                "postgres://u:secret@h/db"
-            );
-            Ok(())
-        });
+        let file = std::env::temp_dir().join(format!("svc-{}.toml", std::process::id()));
+        std::fs::write(
+            &file,
+            r#"
+            [kafka]
+            bootstrap_servers = "file:9092"
+            [http]
+            listen = "0.0.0.0:9100"
+            [service]
+            batch_size = 50
+            backoff = "500ms"
+            "#,
+        )
+        .unwrap();
+        let s = load(
+            Some(&file),
+            &[
+                ("CHECKOUT__HTTP__LISTEN", "127.0.0.1:9200"),
+                ("CHECKOUT__LOG__FORMAT", "json"),
+                ("CHECKOUT__KAFKA__BOOTSTRAP_SERVERS", "prefixed:9092"),
+                ("KAFKA_BOOTSTRAP_SERVERS", "env:9092"),
+                ("DATABASE_URL", "postgres://u:secret@h/db"),
+                ("UNRELATED", "ignored"),
+            ],
+        )
+        .expect("loads");
+        std::fs::remove_file(&file).unwrap();
+        assert_eq!(s.kafka.bootstrap_servers, "env:9092");
+        assert_eq!(s.http.listen, "127.0.0.1:9200".parse().unwrap());
+        assert_eq!(s.log.format, LogFormat::Json);
+        assert_eq!(
+            s.service,
+            Own {
+                batch_size: 50,
+                backoff: Duration::from_millis(500)
+            }
+        );
+        assert_eq!(
+            s.database.url.as_ref().unwrap().expose_secret(),
+            "postgres://u:secret@h/db"
+        );
     }
 
     #[test]
     fn unknown_keys_are_rejected_by_name() {
-        Jail::expect_with(|jail| {
-            jail.set_env("KAFKA_BOOTSTRAP_SERVERS", "k:9092");
-            jail.set_env("CHECKOUT__HTTP__LISTNE", "127.0.0.1:1");
-            let err = load_in_jail(jail, None).expect_err("typo must fail");
-            assert!(err.to_string().contains("listne"), "{err}");
-            Ok(())
-        });
+        let err = load(
+            None,
+            &[
+                ("KAFKA_BOOTSTRAP_SERVERS", "k:9092"),
+                ("CHECKOUT__HTTP__LISTNE", "127.0.0.1:1"),
+            ],
+        )
+        .expect_err("typo must fail");
+        assert!(err.to_string().contains("listne"), "{err}");
     }
 
     #[test]
     fn missing_bootstrap_servers_and_missing_file_are_errors() {
-        Jail::expect_with(|jail| {
-            let err = load_in_jail(jail, None).expect_err("no bootstrap servers");
-            assert!(err.to_string().contains("bootstrap_servers"), "{err}");
-            let err = load_in_jail(jail, Some("nope.toml")).expect_err("missing file");
-            assert!(matches!(err, ConfigError::MissingFile { .. }), "{err}");
-            Ok(())
-        });
+        let err = load(None, &[]).expect_err("no bootstrap servers");
+        assert!(err.to_string().contains("bootstrap_servers"), "{err}");
+        let err = load(Some(Path::new("/nonexistent/nope.toml")), &[]).expect_err("missing file");
+        assert!(matches!(err, ConfigError::MissingFile { .. }), "{err}");
     }
 
     #[test]
     fn the_database_url_never_prints() {
-        Jail::expect_with(|jail| {
-            jail.set_env("KAFKA_BOOTSTRAP_SERVERS", "k:9092");
-            jail.set_env("DATABASE_URL", "postgres://u:hunter2@h/db");
-            let s = load_in_jail(jail, None).unwrap();
-            assert!(!format!("{s:?}").contains("hunter2"));
-            assert!(!serde_json::to_string(&s).unwrap().contains("hunter2"));
-            Ok(())
-        });
+        let s = load(
+            None,
+            &[
+                ("KAFKA_BOOTSTRAP_SERVERS", "k:9092"),
+                ("DATABASE_URL", "postgres://u:hunter2@h/db"),
+            ],
+        )
+        .unwrap();
+        assert!(!format!("{s:?}").contains("hunter2"));
+        assert!(!serde_json::to_string(&s).unwrap().contains("hunter2"));
     }
 }
