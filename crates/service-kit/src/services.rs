@@ -1,5 +1,5 @@
 //! The services of the bus and their operations ports: one table. The services take their default `http.listen`
-//! from it, `deploy/local/run` reads it from this file (keep one `ServiceSpec { … }` per line), and a test checks
+//! from it, `deploy/local/run` reads it from this file (each `name` followed by its `ops_port`), and a test checks
 //! that docker-compose agrees with it.
 
 /// A long-running service: its binary name and the port of its operations server (`/health`, `/ready`,
