@@ -102,6 +102,9 @@ pub struct Publisher {
     settings: PublisherSettings,
     /// Topic → max.message.bytes, refreshed with the heartbeat.
     limits: HashMap<String, usize>,
+    /// The next batch, read while the previous one awaited its acknowledgements. Used only if that batch
+    /// had no failure (otherwise a failed key's later rows could be in it) and only for buckets still owned.
+    prefetched: Option<Vec<OutboxRow>>,
 }
 
 /// Per-record overhead added to key + value + headers when comparing with `max.message.bytes` (record batch
@@ -136,6 +139,7 @@ impl Publisher {
             metrics,
             settings,
             limits: HashMap::new(),
+            prefetched: None,
         })
     }
 
@@ -308,8 +312,15 @@ impl Publisher {
 
     /// Publishes one batch of the given buckets' oldest rows. Public for tests and benchmarks.
     pub async fn publish_batch(&mut self, buckets: &[i16]) -> Result<BatchOutcome, OutboxError> {
-        let mut rows =
-            store::fetch_publishable(&self.pool, buckets, self.settings.batch_size).await?;
+        let mut rows = match self.prefetched.take() {
+            Some(rows) => rows
+                .into_iter()
+                .filter(|r| buckets.contains(&r.bucket))
+                .collect(),
+            None => {
+                store::fetch_publishable(&self.pool, buckets, self.settings.batch_size, &[]).await?
+            }
+        };
         for row in &mut rows {
             if let Some(routed) = self.settings.topic_routes.get(&row.topic) {
                 row.topic.clone_from(routed);
@@ -356,7 +367,12 @@ impl Publisher {
         }
 
         let (rows_sent, deliveries): (Vec<&OutboxRow>, Vec<_>) = pending.into_iter().unzip();
-        let results = join_all(deliveries).await;
+        // While the broker acknowledges this batch, read the next one (leaving this one's rows out).
+        let in_batch: Vec<i64> = rows.iter().map(|r| r.id).collect();
+        let (results, next) = tokio::join!(
+            join_all(deliveries),
+            store::fetch_publishable(&self.pool, buckets, self.settings.batch_size, &in_batch)
+        );
         let mut published = Vec::with_capacity(rows_sent.len());
         let mut retry_ids = Vec::new();
         let mut last_retry_error = String::new();
@@ -411,6 +427,9 @@ impl Publisher {
             outcome.retriable_failures += retry_ids.len();
         }
         outcome.published = published.len();
+        if outcome.quarantined == 0 && outcome.retriable_failures == 0 {
+            self.prefetched = next.ok().filter(|rows| !rows.is_empty());
+        }
         if let Some(row) = rows.first() {
             self.metrics
                 .batch_seconds
@@ -546,6 +565,7 @@ mod tests {
     fn record_size_counts_key_payload_and_headers() {
         let row = OutboxRow {
             id: 1,
+            bucket: 0,
             event_id: uuid::Uuid::nil(),
             topic: "t".into(),
             partition_key: "key".into(),

@@ -2,7 +2,8 @@
 //!
 //! Guarantees of [`fetch_publishable`]: rows come in id order (per key: commit order, see [`crate::writer`]),
 //! only from the given buckets, never quarantined rows, and never a row whose key has a quarantined row — a
-//! poison event blocks the later events of its key, and only those.
+//! poison event blocks the later events of its key, and only those. `exclude` leaves out rows still in flight
+//! (the publisher prefetches the next batch while the current one awaits its acknowledgements).
 
 use chrono::{DateTime, Utc};
 use sqlx::{PgConnection, PgPool};
@@ -11,6 +12,7 @@ use sqlx::{PgConnection, PgPool};
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct OutboxRow {
     pub id: i64,
+    pub bucket: i16,
     pub event_id: uuid::Uuid,
     pub topic: String,
     pub partition_key: String,
@@ -24,11 +26,12 @@ pub async fn fetch_publishable(
     pool: &PgPool,
     buckets: &[i16],
     limit: i64,
+    exclude: &[i64],
 ) -> Result<Vec<OutboxRow>, sqlx::Error> {
     sqlx::query_as(
-        "SELECT id, event_id, topic, partition_key, payload::text AS payload, headers, created_at \
+        "SELECT id, bucket, event_id, topic, partition_key, payload::text AS payload, headers, created_at \
          FROM outbox o \
-         WHERE o.bucket = ANY($1) AND o.quarantined_at IS NULL \
+         WHERE o.bucket = ANY($1) AND o.quarantined_at IS NULL AND o.id <> ALL($3) \
            AND NOT EXISTS (SELECT 1 FROM outbox q \
                            WHERE q.quarantined_at IS NOT NULL AND q.partition_key = o.partition_key) \
          ORDER BY o.id \
@@ -36,6 +39,7 @@ pub async fn fetch_publishable(
     )
     .bind(buckets)
     .bind(limit)
+    .bind(exclude)
     .fetch_all(pool)
     .await
 }
