@@ -22,6 +22,7 @@
 //!   deletes what was acknowledged, flushes the producer, releases its buckets.
 
 use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use futures::future::join_all;
@@ -96,12 +97,11 @@ pub struct BatchOutcome {
 pub struct Publisher {
     pool: PgPool,
     producer: FutureProducer,
-    admin: AdminClient<DefaultClientContext>,
     leases: Leases,
     metrics: Metrics,
     settings: PublisherSettings,
-    /// Topic → max.message.bytes, refreshed with the heartbeat.
-    limits: HashMap<String, usize>,
+    /// Topic → max.message.bytes, refreshed in the background with the heartbeat.
+    limits: TopicLimits,
     /// The next batch, read while the previous one awaited its acknowledgements. Used only if that batch
     /// had no failure (otherwise a failed key's later rows could be in it) and only for buckets still owned.
     prefetched: Option<Vec<OutboxRow>>,
@@ -134,11 +134,13 @@ impl Publisher {
         Ok(Self {
             pool,
             producer,
-            admin,
             leases,
             metrics,
             settings,
-            limits: HashMap::new(),
+            limits: TopicLimits {
+                admin: Arc::new(admin),
+                known: Arc::default(),
+            },
             prefetched: None,
         })
     }
@@ -263,13 +265,8 @@ impl Publisher {
         self.metrics
             .owned_buckets
             .set(self.leases.owned().len() as i64);
-        // Topic limits change rarely; refresh them with the heartbeat, cheaply, for the topics we know.
-        let topics: Vec<String> = self.limits.keys().cloned().collect();
-        for topic in topics {
-            if let Some(limit) = self.describe_limit(&topic).await {
-                self.limits.insert(topic, limit);
-            }
-        }
+        // Topic limits change rarely; re-read them off the publishing path.
+        self.limits.refresh_in_background();
     }
 
     async fn kafka_reachable(&self) -> bool {
@@ -282,32 +279,6 @@ impl Publisher {
         })
         .await
         .unwrap_or(false)
-    }
-
-    /// `max.message.bytes` of a topic as the broker reports it (None when it cannot be read).
-    async fn describe_limit(&self, topic: &str) -> Option<usize> {
-        let opts = AdminOptions::new().request_timeout(Some(Duration::from_secs(5)));
-        let results = self
-            .admin
-            .describe_configs([&ResourceSpecifier::Topic(topic)], &opts)
-            .await
-            .ok()?;
-        let resource = results.into_iter().next()?.ok()?;
-        resource
-            .get("max.message.bytes")?
-            .value
-            .as_ref()?
-            .parse()
-            .ok()
-    }
-
-    async fn limit_of(&mut self, topic: &str) -> Option<usize> {
-        if let Some(limit) = self.limits.get(topic) {
-            return Some(*limit);
-        }
-        let limit = self.describe_limit(topic).await?;
-        self.limits.insert(topic.to_string(), limit);
-        Some(limit)
     }
 
     /// Publishes one batch of the given buckets' oldest rows. Public for tests and benchmarks.
@@ -338,7 +309,7 @@ impl Publisher {
             if failed_keys.contains(row.partition_key.as_str()) {
                 continue; // keep per-key order: nothing after a failed row of the same key
             }
-            if let Some(limit) = self.limit_of(&row.topic).await {
+            if let Some(limit) = self.limits.get(&row.topic).await {
                 let size = record_size(row);
                 if size > limit {
                     let why = format!(
@@ -366,6 +337,7 @@ impl Publisher {
             }
         }
 
+        let enqueued = started.elapsed();
         let (rows_sent, deliveries): (Vec<&OutboxRow>, Vec<_>) = pending.into_iter().unzip();
         // While the broker acknowledges this batch, read the next one (leaving this one's rows out).
         let in_batch: Vec<i64> = rows.iter().map(|r| r.id).collect();
@@ -373,6 +345,7 @@ impl Publisher {
             join_all(deliveries),
             store::fetch_publishable(&self.pool, buckets, self.settings.batch_size, &in_batch)
         );
+        let acknowledged = started.elapsed();
         let mut published = Vec::with_capacity(rows_sent.len());
         let mut retry_ids = Vec::new();
         let mut last_retry_error = String::new();
@@ -427,7 +400,10 @@ impl Publisher {
             outcome.retriable_failures += retry_ids.len();
         }
         outcome.published = published.len();
-        if outcome.quarantined == 0 && outcome.retriable_failures == 0 {
+        // A full batch means a backlog: the prefetched rows are next. A partial one means the table was drained
+        // when it was read; reading again now catches more of what committed meanwhile (lower latency).
+        let full = rows.len() as i64 >= self.settings.batch_size;
+        if full && outcome.quarantined == 0 && outcome.retriable_failures == 0 {
             self.prefetched = next.ok().filter(|rows| !rows.is_empty());
         }
         if let Some(row) = rows.first() {
@@ -438,7 +414,10 @@ impl Publisher {
         }
         tracing::debug!(
             ?outcome,
-            elapsed_ms = started.elapsed().as_millis() as u64,
+            enqueue_ms = enqueued.as_secs_f64() * 1e3,
+            ack_ms = (acknowledged - enqueued).as_secs_f64() * 1e3,
+            finish_ms = (started.elapsed() - acknowledged).as_secs_f64() * 1e3,
+            prefetched = self.prefetched.as_ref().map_or(0, Vec::len),
             "batch done"
         );
         Ok(outcome)
@@ -479,6 +458,62 @@ impl Publisher {
         store::quarantine(&self.pool, row.id, why).await?;
         Ok(())
     }
+}
+
+/// `max.message.bytes` per topic, as the broker reports it. Read once inline the first time a topic is seen
+/// (the size check needs it before sending), then refreshed by background tasks so a slow admin request
+/// never stalls publishing.
+struct TopicLimits {
+    admin: Arc<AdminClient<DefaultClientContext>>,
+    known: Arc<Mutex<HashMap<String, usize>>>,
+}
+
+impl TopicLimits {
+    async fn get(&self, topic: &str) -> Option<usize> {
+        if let Some(limit) = self.known.lock().expect("limits lock").get(topic) {
+            return Some(*limit);
+        }
+        let limit = describe_limit(&self.admin, topic).await?;
+        self.known
+            .lock()
+            .expect("limits lock")
+            .insert(topic.to_string(), limit);
+        Some(limit)
+    }
+
+    fn refresh_in_background(&self) {
+        let topics: Vec<String> = self
+            .known
+            .lock()
+            .expect("limits lock")
+            .keys()
+            .cloned()
+            .collect();
+        let (admin, known) = (self.admin.clone(), self.known.clone());
+        tokio::spawn(async move {
+            for topic in topics {
+                if let Some(limit) = describe_limit(&admin, &topic).await {
+                    known.lock().expect("limits lock").insert(topic, limit);
+                }
+            }
+        });
+    }
+}
+
+/// `max.message.bytes` of a topic as the broker reports it (None when it cannot be read).
+async fn describe_limit(admin: &AdminClient<DefaultClientContext>, topic: &str) -> Option<usize> {
+    let opts = AdminOptions::new().request_timeout(Some(Duration::from_secs(5)));
+    let results = admin
+        .describe_configs([&ResourceSpecifier::Topic(topic)], &opts)
+        .await
+        .ok()?;
+    let resource = results.into_iter().next()?.ok()?;
+    resource
+        .get("max.message.bytes")?
+        .value
+        .as_ref()?
+        .parse()
+        .ok()
 }
 
 fn record_size(row: &OutboxRow) -> usize {

@@ -66,6 +66,11 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
+    // Quiet by default; RUST_LOG=outbox::publisher=debug shows each batch's enqueue/ack/finish times.
+    service_kit::telemetry::init(&service_kit::LogSettings {
+        filter: "warn".into(),
+        ..Default::default()
+    });
     let total = env_or("BENCH_EVENTS", 1_000_000);
     let steady_secs = env_or("BENCH_STEADY_SECS", 60);
     let record_size = events::encode(&event(InvoiceId::new())).unwrap().len();
