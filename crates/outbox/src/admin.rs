@@ -70,16 +70,7 @@ pub async fn release(conn: &mut PgConnection, event_id: uuid::Uuid) -> Result<()
     .bind(event_id)
     .execute(&mut *conn)
     .await?;
-    if done.rows_affected() == 0 {
-        return Err(OutboxError::NotFound(format!(
-            "no quarantined outbox row has event_id {event_id}"
-        )));
-    }
-    sqlx::query("SELECT pg_notify($1, '')")
-        .bind(crate::NOTIFY_CHANNEL)
-        .execute(&mut *conn)
-        .await?;
-    Ok(())
+    unblocked(conn, event_id, done.rows_affected()).await
 }
 
 /// Moves one quarantined row to `outbox_dropped`, unblocking the later events of its key.
@@ -98,7 +89,16 @@ pub async fn drop_row(
     .bind(reason)
     .execute(&mut *conn)
     .await?;
-    if moved.rows_affected() == 0 {
+    unblocked(conn, event_id, moved.rows_affected()).await
+}
+
+/// After release/drop: refuse when no quarantined row matched, else wake the publisher (the key is unblocked).
+async fn unblocked(
+    conn: &mut PgConnection,
+    event_id: uuid::Uuid,
+    rows: u64,
+) -> Result<(), OutboxError> {
+    if rows == 0 {
         return Err(OutboxError::NotFound(format!(
             "no quarantined outbox row has event_id {event_id}"
         )));

@@ -7,9 +7,9 @@
 use std::collections::HashMap;
 
 use anyhow::Context;
-use sqlx::{Connection, PgConnection};
+use sqlx::PgConnection;
 
-use crate::{Io, Run, block_on, exit};
+use crate::{Io, Run, block_on, connect, exit};
 
 /// Apply or inspect the database migrations (DATABASE_URL).
 #[derive(Debug, clap::Args)]
@@ -31,13 +31,9 @@ enum DbCommand {
 
 impl Run for DbArgs {
     fn run(self, io: &mut Io<'_>) -> anyhow::Result<u8> {
-        let url = self
-            .database_url
-            .context("DATABASE_URL is not set (pass --database-url or source .dev/env)")?;
+        let url = self.database_url;
         block_on(async move {
-            let mut conn = PgConnection::connect(&url)
-                .await
-                .context("connecting to PostgreSQL")?;
+            let mut conn = connect(url).await?;
             let migrator = &service_kit::db::MIGRATOR;
             match self.command {
                 DbCommand::Migrate => {

@@ -36,6 +36,17 @@ pub fn block_on<T>(
         .block_on(future)
 }
 
+/// Connects to the database of `--database-url` / `DATABASE_URL`, or says how to set it.
+pub async fn connect(database_url: Option<String>) -> anyhow::Result<sqlx::PgConnection> {
+    use anyhow::Context;
+    use sqlx::Connection;
+    let url =
+        database_url.context("DATABASE_URL is not set (pass --database-url or source .dev/env)")?;
+    sqlx::PgConnection::connect(&url)
+        .await
+        .context("connecting to PostgreSQL")
+}
+
 /// The standard streams, injectable for tests.
 pub struct Io<'a> {
     /// Standard input.

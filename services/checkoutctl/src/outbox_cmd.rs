@@ -13,7 +13,7 @@ use std::path::PathBuf;
 use anyhow::Context;
 use sqlx::{Connection, PgConnection};
 
-use crate::{Io, Run, block_on, exit};
+use crate::{Io, Run, block_on, connect, exit};
 
 /// Append events to the transactional outbox; show its backlog; release or drop quarantined rows.
 #[derive(Debug, clap::Args)]
@@ -67,13 +67,9 @@ enum OutboxCommand {
 
 impl Run for OutboxArgs {
     fn run(self, io: &mut Io<'_>) -> anyhow::Result<u8> {
-        let url = self
-            .database_url
-            .context("DATABASE_URL is not set (pass --database-url or source .dev/env)")?;
+        let url = self.database_url;
         block_on(async move {
-            let mut conn = PgConnection::connect(&url)
-                .await
-                .context("connecting to PostgreSQL")?;
+            let mut conn = connect(url).await?;
             match self.command {
                 OutboxCommand::Append { input, batch_size } => {
                     append(&mut conn, input, batch_size as usize, io).await
