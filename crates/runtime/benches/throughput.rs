@@ -1,0 +1,212 @@
+//! Throughput of the consumer runtime with a no-op handler, in each guarantee, against the real broker and
+//! database (`make up`). Prints figures; asserts nothing.
+//!
+//! ```sh
+//! cargo bench -p runtime --bench throughput            # 200 000 records of 100 bytes, 12 partitions
+//! BENCH_RECORDS=50000 cargo bench -p runtime --bench throughput
+//! ```
+//!
+//! Each run gets its own consumer group over the same pre-produced topic and is timed from the consumer's start to
+//! the last record processed (joining the group included; the time to the first record is reported too). Rounds
+//! interleave the modes and the median is reported, because the machine is shared.
+
+use std::time::{Duration, Instant};
+
+use prometheus::Registry;
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use runtime::policy::{PolicyOverrides, READ_MODEL_PROJECTIONS};
+use runtime::{
+    Consumer, ConsumerOptions, GroupPolicy, Guarantee, Handler, HandlerCtx, HandlerError, Record,
+};
+use service_kit::KafkaSettings;
+
+const PARTITIONS: i32 = 12;
+
+struct NoOp;
+
+impl Handler for NoOp {
+    async fn handle(
+        &self,
+        _record: &Record,
+        _ctx: &mut HandlerCtx<'_>,
+    ) -> Result<(), HandlerError> {
+        Ok(())
+    }
+}
+
+fn processed(registry: &Registry) -> u64 {
+    registry
+        .gather()
+        .iter()
+        .filter(|f| f.name() == "checkout_consumer_records_processed_total")
+        .flat_map(|f| {
+            f.get_metric()
+                .iter()
+                .map(|m| m.get_counter().get_value() as u64)
+        })
+        .sum()
+}
+
+async fn produce(topic: &str, records: usize) {
+    let kafka = kafka();
+    let producer: FutureProducer = service_kit::kafka::producer_config(&kafka)
+        .set("queue.buffering.max.messages", "1000000")
+        .create()
+        .expect("producer");
+    let value = "x".repeat(100);
+    let mut pending = Vec::with_capacity(10_000);
+    for i in 0..records {
+        let key = i.to_string();
+        let delivery = loop {
+            match producer.send_result(FutureRecord::to(topic).key(&key).payload(&value)) {
+                Ok(d) => break d,
+                Err((_, _)) => tokio::time::sleep(Duration::from_millis(5)).await,
+            }
+        };
+        pending.push(delivery);
+        if pending.len() == 10_000 {
+            for d in pending.drain(..) {
+                d.await.expect("delivery").expect("acknowledged");
+            }
+        }
+    }
+    for d in pending {
+        d.await.expect("delivery").expect("acknowledged");
+    }
+}
+
+fn kafka() -> KafkaSettings {
+    KafkaSettings {
+        bootstrap_servers: testkit::infra().bootstrap_servers.clone(),
+        client: Default::default(),
+    }
+}
+
+struct Figures {
+    join: Duration,
+    steady: Duration,
+    records: usize,
+}
+
+async fn run(
+    topic: &str,
+    records: usize,
+    guarantee: Guarantee,
+    pool: Option<sqlx::PgPool>,
+) -> Figures {
+    let policy = GroupPolicy::resolve(
+        READ_MODEL_PROJECTIONS,
+        &PolicyOverrides {
+            group: Some(testkit::unique_name("bench")),
+            topics: Some(vec![topic.to_string()]),
+            guarantee: Some(guarantee),
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    let registry = Registry::new();
+    let mut builder = Consumer::builder(policy, kafka())
+        .handler(NoOp)
+        .registry(&registry)
+        .options(ConsumerOptions {
+            lag_interval: Duration::from_secs(60),
+            ..Default::default()
+        });
+    if let Some(pool) = pool {
+        builder = builder.database(pool);
+    }
+    let consumer = builder.build().unwrap();
+    let shutdown = tokio_util::sync::CancellationToken::new();
+    let started = Instant::now();
+    let task = tokio::spawn(consumer.run(shutdown.clone()));
+    let mut first = None;
+    loop {
+        let n = processed(&registry) as usize;
+        if n > 0 && first.is_none() {
+            first = Some(Instant::now());
+        }
+        if n >= records {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(600),
+            "{guarantee:?}: only {n} of {records} after 10 min"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let done = Instant::now();
+    shutdown.cancel();
+    task.await.unwrap().unwrap();
+    let first = first.unwrap();
+    Figures {
+        join: first - started,
+        steady: done - first,
+        records,
+    }
+}
+
+#[tokio::main]
+async fn main() {
+    let records: usize = std::env::var("BENCH_RECORDS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(200_000);
+    let topic = testkit::create_topic_with(testkit::infra(), "bench", PARTITIONS, &[]).await;
+    let produced = Instant::now();
+    produce(&topic, records).await;
+    println!(
+        "produced {records} records of 100 bytes into {PARTITIONS} partitions in {:.1?}",
+        produced.elapsed()
+    );
+    let db = testkit::fresh_database().await;
+    // One connection per partition lane (the runtime runs up to 16 lanes at once): a lane never waits for one.
+    let pool = sqlx::postgres::PgPoolOptions::new()
+        .max_connections(16)
+        .connect(&db.url)
+        .await
+        .unwrap();
+
+    let modes = [
+        ("at-least-once", Guarantee::AtLeastOnce),
+        (
+            "exactly-once (a) Kafka transactions",
+            Guarantee::ExactlyOnceKafka,
+        ),
+        (
+            "exactly-once (b) PostgreSQL offsets",
+            Guarantee::ExactlyOnceDb,
+        ),
+    ];
+    // Interleaved rounds, so that the machine's other load spreads over every mode; the median is reported.
+    let rounds: usize = std::env::var("BENCH_ROUNDS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(3);
+    let mut rates: Vec<Vec<f64>> = vec![Vec::new(); modes.len()];
+    for round in 1..=rounds {
+        for (i, (name, guarantee)) in modes.iter().enumerate() {
+            let pool = (*guarantee == Guarantee::ExactlyOnceDb).then(|| pool.clone());
+            let f = run(&topic, records, *guarantee, pool).await;
+            let rate = f.records as f64 / (f.join + f.steady).as_secs_f64();
+            println!(
+                "round {round}: {name:<38} {rate:>10.0} records/s  ({} records in {:.2?}, the first after {:.2?})",
+                f.records,
+                f.join + f.steady,
+                f.join
+            );
+            rates[i].push(rate);
+        }
+    }
+    let median = |v: &mut Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    };
+    let medians: Vec<f64> = rates.iter_mut().map(median).collect();
+    println!("median of {rounds} rounds:");
+    for ((name, _), rate) in modes.iter().zip(&medians) {
+        println!(
+            "  {name:<38} {rate:>10.0} records/s  ({:.2} x at-least-once)",
+            rate / medians[0]
+        );
+    }
+}

@@ -1,0 +1,170 @@
+//! Dead-letter records: the original record, unchanged, plus provenance headers.
+//!
+//! Guarantees: [`dead_letter`] copies the source record's key, value and headers byte for byte (in order) to
+//! `<source topic>.dlq` and appends the provenance headers named once below — original topic, partition,
+//! offset and timestamp, consumer group, error class, error message (the whole cause chain), attempt count,
+//! first and last failure time (RFC 3339, UTC, milliseconds). The runtime writes it and waits for the broker's
+//! acknowledgement (or, in mode (a), puts it in the same transaction as the offsets) before the source offset
+//! is committed; a failed DLQ write is an infrastructure error — retried, never skipped.
+//!
+//! Replaying: a DLQ record is the original plus `dlq.*` headers, so a replay tool strips the `dlq.` headers and
+//! produces key/value/headers back to `dlq.original.topic`.
+
+use std::time::SystemTime;
+
+use chrono::{DateTime, SecondsFormat, Utc};
+
+use crate::error::HandlerError;
+use crate::policy::dead_letter_topic;
+use crate::record::{OutputRecord, Record};
+use crate::retry::FailureLog;
+
+pub const ORIGINAL_TOPIC: &str = "dlq.original.topic";
+pub const ORIGINAL_PARTITION: &str = "dlq.original.partition";
+pub const ORIGINAL_OFFSET: &str = "dlq.original.offset";
+/// Milliseconds since the epoch, as the broker reported it (absent when it did not).
+pub const ORIGINAL_TIMESTAMP: &str = "dlq.original.timestamp";
+pub const CONSUMER_GROUP: &str = "dlq.consumer.group";
+/// `transient`, `schema`, `business` or `infrastructure` (in practice `schema` or `business`).
+pub const ERROR_CLASS: &str = "dlq.error.class";
+/// The error and its cause chain, truncated to [`MAX_MESSAGE_BYTES`].
+pub const ERROR_MESSAGE: &str = "dlq.error.message";
+/// Attempts made, all failed.
+pub const ATTEMPTS: &str = "dlq.attempts";
+pub const FIRST_FAILURE: &str = "dlq.first.failure";
+pub const LAST_FAILURE: &str = "dlq.last.failure";
+
+/// Every provenance header, in the order they are appended.
+pub const PROVENANCE_HEADERS: [&str; 10] = [
+    ORIGINAL_TOPIC,
+    ORIGINAL_PARTITION,
+    ORIGINAL_OFFSET,
+    ORIGINAL_TIMESTAMP,
+    CONSUMER_GROUP,
+    ERROR_CLASS,
+    ERROR_MESSAGE,
+    ATTEMPTS,
+    FIRST_FAILURE,
+    LAST_FAILURE,
+];
+
+/// Longest error message kept in a header (bytes, cut on a character boundary).
+pub const MAX_MESSAGE_BYTES: usize = 4096;
+
+/// The dead-letter record of `record`, which failed with `error` after the failures in `log`.
+pub fn dead_letter(
+    record: &Record,
+    group: &str,
+    error: &HandlerError,
+    log: &FailureLog,
+) -> OutputRecord {
+    let mut headers = record.headers.clone();
+    let mut add =
+        |name: &str, value: String| headers.push((name.to_string(), Some(value.into_bytes())));
+    add(ORIGINAL_TOPIC, record.topic.to_string());
+    add(ORIGINAL_PARTITION, record.partition.to_string());
+    add(ORIGINAL_OFFSET, record.offset.to_string());
+    if let Some(ts) = record.timestamp {
+        add(ORIGINAL_TIMESTAMP, ts.to_string());
+    }
+    add(CONSUMER_GROUP, group.to_string());
+    add(ERROR_CLASS, error.class().as_str().to_string());
+    add(ERROR_MESSAGE, truncate(error.chain(), MAX_MESSAGE_BYTES));
+    add(ATTEMPTS, log.attempts.to_string());
+    add(FIRST_FAILURE, rfc3339(log.first_failure));
+    add(LAST_FAILURE, rfc3339(log.last_failure));
+    OutputRecord {
+        topic: dead_letter_topic(&record.topic),
+        // Same partition when the DLQ has as many partitions; otherwise the key decides. We let the key decide:
+        // DLQ topics may have fewer partitions than their source.
+        partition: None,
+        key: record.key.clone(),
+        value: record.value.clone(),
+        headers,
+    }
+}
+
+fn rfc3339(t: SystemTime) -> String {
+    DateTime::<Utc>::from(t).to_rfc3339_opts(SecondsFormat::Millis, true)
+}
+
+fn truncate(mut s: String, max: usize) -> String {
+    if s.len() > max {
+        let mut cut = max;
+        while !s.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        s.truncate(cut);
+    }
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::error::ErrorClass;
+    use std::time::Duration;
+
+    #[test]
+    fn keeps_the_original_and_appends_every_provenance_header() {
+        let record = Record {
+            topic: "crypto-checkout.domain-events".into(),
+            partition: 7,
+            offset: 42,
+            timestamp: Some(1_736_935_200_000),
+            key: Some(b"inv_1".to_vec()),
+            value: Some(b"\xff not json".to_vec()),
+            headers: vec![
+                ("event_id".into(), Some(b"e1".to_vec())),
+                ("nil".into(), None),
+            ],
+        };
+        let t0 = SystemTime::UNIX_EPOCH + Duration::from_millis(1_736_935_200_123);
+        let mut log = FailureLog::first(ErrorClass::Business, t0);
+        log.record(ErrorClass::Business, t0 + Duration::from_secs(1));
+        let err = HandlerError::business("invoice inv_1 is unknown");
+        let dlq = dead_letter(&record, "read-model-projections", &err, &log);
+
+        assert_eq!(dlq.topic, "crypto-checkout.domain-events.dlq");
+        assert_eq!(dlq.key, record.key);
+        assert_eq!(dlq.value, record.value);
+        assert_eq!(
+            dlq.headers[..2],
+            record.headers[..],
+            "original headers first, unchanged"
+        );
+        let names: Vec<&str> = dlq.headers[2..].iter().map(|(k, _)| k.as_str()).collect();
+        assert_eq!(names, PROVENANCE_HEADERS);
+        let get = |name: &str| {
+            let v = dlq
+                .headers
+                .iter()
+                .find(|(k, _)| k == name)
+                .unwrap()
+                .1
+                .clone()
+                .unwrap();
+            String::from_utf8(v).unwrap()
+        };
+        assert_eq!(get(ORIGINAL_TOPIC), "crypto-checkout.domain-events");
+        assert_eq!(get(ORIGINAL_PARTITION), "7");
+        assert_eq!(get(ORIGINAL_OFFSET), "42");
+        assert_eq!(get(ORIGINAL_TIMESTAMP), "1736935200000");
+        assert_eq!(get(CONSUMER_GROUP), "read-model-projections");
+        assert_eq!(get(ERROR_CLASS), "business");
+        assert_eq!(
+            get(ERROR_MESSAGE),
+            "business error: invoice inv_1 is unknown"
+        );
+        assert_eq!(get(ATTEMPTS), "2");
+        assert_eq!(get(FIRST_FAILURE), "2025-01-15T10:00:00.123Z");
+        assert_eq!(get(LAST_FAILURE), "2025-01-15T10:00:01.123Z");
+    }
+
+    #[test]
+    fn long_messages_are_cut_on_a_character_boundary() {
+        let s = "é".repeat(3000);
+        let cut = truncate(s, MAX_MESSAGE_BYTES);
+        assert!(cut.len() <= MAX_MESSAGE_BYTES && cut.chars().all(|c| c == 'é'));
+    }
+}

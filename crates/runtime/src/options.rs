@@ -1,0 +1,205 @@
+//! The runtime's operational settings (not in the spec): deadlines, intervals, bounds, instance identity.
+//!
+//! Guarantees: every knob has a safe default, durations are typed (`"10s"`), unknown keys are rejected, and
+//! [`ConsumerOptions::validate`] checks the dependent ones against the group policy at start-up (a drain deadline
+//! shorter than the session timeout, commit intervals shorter than the transaction timeout, …).
+//! [`ConsumerConfig`] is the `service.consumer` section a consumer service embeds in its settings.
+
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::RuntimeError;
+use crate::policy::{GroupPolicy, PolicyOverrides};
+
+/// Operational settings of one consumer instance.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ConsumerOptions {
+    /// This instance's stable identity (e.g. the pod name). Used in `client.id`, in the `transactional.id` of
+    /// mode (a) — a restarted instance with the same id fences its predecessor's producer and aborts its open
+    /// transaction at once — and as `group.instance.id` when `static_membership` is on. Must be unique among
+    /// live instances of the group. Default: a random id per process.
+    pub instance_id: Option<String>,
+    /// Kafka static membership (KIP-345): a restart within the session timeout keeps the assignment without a
+    /// rebalance. A stopped static member is only replaced after the session timeout.
+    pub static_membership: bool,
+    /// How many partitions may run a handler at the same time.
+    pub max_parallel_partitions: usize,
+    /// At-least-once and mode (b): how often done offsets are committed to Kafka (asynchronously).
+    #[serde(with = "humantime_serde")]
+    pub commit_interval: Duration,
+    /// Mode (a): how often the open transaction is committed (with the offsets of the records done in it).
+    #[serde(with = "humantime_serde")]
+    pub transaction_commit_interval: Duration,
+    /// Mode (a): librdkafka `transaction.timeout.ms`.
+    #[serde(with = "humantime_serde")]
+    pub transaction_timeout: Duration,
+    /// Mode (a): the timeout of every transactional call (init, send offsets, commit, abort).
+    #[serde(with = "humantime_serde")]
+    pub transactional_call_timeout: Duration,
+    /// On revoke and shutdown: how long in-flight work may take to finish before it is abandoned.
+    #[serde(with = "humantime_serde")]
+    pub drain_timeout: Duration,
+    /// How long to wait for the broker to acknowledge output and DLQ records.
+    #[serde(with = "humantime_serde")]
+    pub produce_timeout: Duration,
+    /// Mode (b): the timeout of the runtime's own database statements (begin, offset store, commit).
+    #[serde(with = "humantime_serde")]
+    pub db_timeout: Duration,
+    /// The circuit breaker's first probe interval; it doubles after each failed probe up to `breaker_probe_max`.
+    #[serde(with = "humantime_serde")]
+    pub breaker_probe_initial: Duration,
+    #[serde(with = "humantime_serde")]
+    pub breaker_probe_max: Duration,
+    /// Records of a partition waiting for its lane (beyond its queue of `batch_size`) before the partition is
+    /// paused, in bytes (key, value, headers, plus ~128 bytes each). Pausing is costly — librdkafka drops what
+    /// it prefetched for the partition and fetches it again on resume — so this is a few fetches' worth. The
+    /// runtime's memory is about `partitions × (this + 2 batches)` plus librdkafka's prefetch.
+    pub buffer_bytes_per_partition: usize,
+    /// librdkafka's prefetch bound for the whole consumer (`queued.max.messages.kbytes`; librdkafka lowers
+    /// `fetch.max.bytes` to it).
+    pub queued_max_messages_kbytes: u32,
+    /// How often partition lag is sampled (librdkafka statistics).
+    #[serde(with = "humantime_serde")]
+    pub lag_interval: Duration,
+    /// Where a group without a committed offset starts: `earliest` (default: nothing is skipped) or `latest`.
+    pub auto_offset_reset: String,
+    /// Wait before re-creating the consumer after a failure that requires it.
+    #[serde(with = "humantime_serde")]
+    pub restart_backoff: Duration,
+}
+
+impl Default for ConsumerOptions {
+    fn default() -> Self {
+        ConsumerOptions {
+            instance_id: None,
+            static_membership: false,
+            max_parallel_partitions: 16,
+            commit_interval: Duration::from_secs(1),
+            transaction_commit_interval: Duration::from_millis(100),
+            transaction_timeout: Duration::from_secs(60),
+            transactional_call_timeout: Duration::from_secs(10),
+            drain_timeout: Duration::from_secs(10),
+            produce_timeout: Duration::from_secs(30),
+            db_timeout: Duration::from_secs(30),
+            breaker_probe_initial: Duration::from_secs(1),
+            breaker_probe_max: Duration::from_secs(30),
+            buffer_bytes_per_partition: 4 << 20,
+            queued_max_messages_kbytes: 8192,
+            lag_interval: Duration::from_secs(5),
+            auto_offset_reset: "earliest".into(),
+            restart_backoff: Duration::from_secs(1),
+        }
+    }
+}
+
+impl ConsumerOptions {
+    /// Checks the settings that depend on each other or on the policy.
+    pub fn validate(&self, policy: &GroupPolicy) -> Result<(), RuntimeError> {
+        let bad = |why: String| Err(RuntimeError::Config(why));
+        if self.buffer_bytes_per_partition < 64 << 10 {
+            return bad("buffer_bytes_per_partition must be at least 64 KiB".into());
+        }
+        if self.max_parallel_partitions == 0 {
+            return bad("max_parallel_partitions must be at least 1".into());
+        }
+        if self.drain_timeout >= policy.session_timeout {
+            return bad(format!(
+                "drain_timeout ({:?}) must be shorter than the session timeout ({:?})",
+                self.drain_timeout, policy.session_timeout
+            ));
+        }
+        if self.transaction_commit_interval.is_zero() || self.commit_interval.is_zero() {
+            return bad("commit intervals must be positive".into());
+        }
+        if self.transactional_call_timeout >= self.transaction_timeout
+            || self.transaction_commit_interval >= self.transaction_timeout
+        {
+            return bad("transactional_call_timeout and transaction_commit_interval must be shorter than transaction_timeout".into());
+        }
+        if self.breaker_probe_initial.is_zero()
+            || self.breaker_probe_max < self.breaker_probe_initial
+        {
+            return bad(
+                "breaker_probe_initial must be positive and not above breaker_probe_max".into(),
+            );
+        }
+        if !matches!(self.auto_offset_reset.as_str(), "earliest" | "latest") {
+            return bad(format!(
+                "auto_offset_reset must be earliest or latest, not {:?}",
+                self.auto_offset_reset
+            ));
+        }
+        if self
+            .instance_id
+            .as_deref()
+            .is_some_and(|id| id.trim().is_empty())
+        {
+            return bad("instance_id must not be empty".into());
+        }
+        Ok(())
+    }
+}
+
+/// The `service.consumer` section of a consumer service's settings:
+///
+/// ```toml
+/// [service.consumer]
+/// group = "settlement-processing"          # one of the spec's groups: its policy is the default
+/// [service.consumer.policy]                # overrides of the policy (optional)
+/// batch_size = 20
+/// [service.consumer.options]               # operational settings (optional)
+/// instance_id = "settlement-0"
+/// drain_timeout = "15s"
+/// ```
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ConsumerConfig {
+    pub group: String,
+    pub policy: PolicyOverrides,
+    pub options: ConsumerOptions,
+}
+
+impl ConsumerConfig {
+    /// The group's policy with the overrides applied, validated with the options.
+    pub fn resolve(&self) -> Result<GroupPolicy, RuntimeError> {
+        let policy = GroupPolicy::resolve(&self.group, &self.policy)?;
+        self.options.validate(&policy)?;
+        Ok(policy)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::policy::SETTLEMENT_PROCESSING;
+
+    #[test]
+    fn a_service_section_resolves_to_the_spec_policy_with_overrides() {
+        let config: ConsumerConfig = serde_json::from_value(serde_json::json!({
+            "group": SETTLEMENT_PROCESSING,
+            "policy": { "batch_size": 20 },
+            "options": { "instance_id": "settlement-0", "drain_timeout": "15s" },
+        }))
+        .unwrap();
+        let policy = config.resolve().unwrap();
+        assert_eq!(policy.batch_size, 20);
+        assert_eq!(policy.session_timeout, Duration::from_secs(45));
+        assert_eq!(config.options.drain_timeout, Duration::from_secs(15));
+    }
+
+    #[test]
+    fn a_drain_deadline_longer_than_the_session_is_rejected() {
+        let config = ConsumerConfig {
+            group: SETTLEMENT_PROCESSING.into(),
+            options: ConsumerOptions {
+                drain_timeout: Duration::from_secs(60),
+                ..Default::default()
+            },
+            ..Default::default()
+        };
+        let err = config.resolve().unwrap_err().to_string();
+        assert!(err.contains("drain_timeout"), "{err}");
+    }
+}
