@@ -309,18 +309,25 @@ impl Publisher {
             if failed_keys.contains(row.partition_key.as_str()) {
                 continue; // keep per-key order: nothing after a failed row of the same key
             }
-            if let Some(limit) = self.limits.get(&row.topic).await {
-                let size = record_size(row);
-                if size > limit {
-                    let why = format!(
-                        "record of {size} bytes exceeds max.message.bytes={limit} of {}",
-                        row.topic
-                    );
-                    self.quarantine(row, &why).await?;
-                    outcome.quarantined += 1;
-                    failed_keys.insert(&row.partition_key);
-                    continue;
-                }
+            // The size check is what keeps a poison row from reaching the broker; without the topic's limit we
+            // do not send blind, we try again later.
+            let Some(limit) = self.limits.get(&row.topic).await else {
+                let why = format!("cannot read max.message.bytes of {}", row.topic);
+                store::record_failure(&self.pool, &[row.id], &why).await?;
+                outcome.retriable_failures += 1;
+                failed_keys.insert(&row.partition_key);
+                continue;
+            };
+            let size = record_size(row);
+            if size > limit {
+                let why = format!(
+                    "record of {size} bytes exceeds max.message.bytes={limit} of {}",
+                    row.topic
+                );
+                self.quarantine(row, &why).await?;
+                outcome.quarantined += 1;
+                failed_keys.insert(&row.partition_key);
+                continue;
             }
             match self.enqueue(row).await {
                 Ok(delivery) => pending.push((row, delivery)),
@@ -502,7 +509,7 @@ impl TopicLimits {
 
 /// `max.message.bytes` of a topic as the broker reports it (None when it cannot be read).
 async fn describe_limit(admin: &AdminClient<DefaultClientContext>, topic: &str) -> Option<usize> {
-    let opts = AdminOptions::new().request_timeout(Some(Duration::from_secs(5)));
+    let opts = AdminOptions::new().request_timeout(Some(Duration::from_secs(15)));
     let results = admin
         .describe_configs([&ResourceSpecifier::Topic(topic)], &opts)
         .await

@@ -71,11 +71,11 @@ async fn main() {
         filter: "warn".into(),
         ..Default::default()
     });
-    let total = env_or("BENCH_EVENTS", 1_000_000);
+    let events_wanted = env_or("BENCH_EVENTS", 1_000_000);
     let steady_secs = env_or("BENCH_STEADY_SECS", 60);
     let record_size = events::encode(&event(InvoiceId::new())).unwrap().len();
     println!(
-        "outbox benchmark: {total} events of {record_size} bytes; steady state 2000 events/s for {steady_secs}s"
+        "outbox benchmark: {events_wanted} events of {record_size} bytes; steady state 2000 events/s for {steady_secs}s"
     );
 
     // 1. Backlog drain.
@@ -84,8 +84,8 @@ async fn main() {
     let fill = Instant::now();
     let invoices: Vec<InvoiceId> = (0..50_000).map(|_| InvoiceId::new()).collect();
     let mut inserted = 0u64;
-    while inserted < total {
-        let n = 5_000.min(total - inserted);
+    while inserted < events_wanted {
+        let n = 5_000.min(events_wanted - inserted);
         let batch: Vec<Envelope> = (0..n)
             .map(|i| event(invoices[((inserted + i) as usize) % invoices.len()]))
             .collect();
@@ -95,7 +95,7 @@ async fn main() {
         inserted += n;
         if inserted.is_multiple_of(100_000) {
             eprintln!(
-                "  inserted {inserted}/{total} ({:.0}s)",
+                "  inserted {inserted}/{events_wanted} ({:.0}s)",
                 fill.elapsed().as_secs_f64()
             );
         }
@@ -105,9 +105,9 @@ async fn main() {
         .await
         .unwrap();
     println!(
-        "  writer: {total} events appended in {:.1}s ({:.0} events/s, batches of 5000)",
+        "  writer: {events_wanted} events appended in {:.1}s ({:.0} events/s, batches of 5000)",
         fill.elapsed().as_secs_f64(),
-        total as f64 / fill.elapsed().as_secs_f64()
+        events_wanted as f64 / fill.elapsed().as_secs_f64()
     );
 
     let shutdown = CancellationToken::new();
@@ -134,9 +134,9 @@ async fn main() {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     let drain_secs = started.elapsed().as_secs_f64();
-    let drain_rate = total as f64 / drain_secs;
+    let drain_rate = events_wanted as f64 / drain_secs;
     println!(
-        "1. backlog drain: {total} events in {drain_secs:.1}s = {drain_rate:.0} events/s (target >= 20000)"
+        "1. backlog drain: {events_wanted} events in {drain_secs:.1}s = {drain_rate:.0} events/s (target >= 20000)"
     );
     shutdown.cancel();
     running.wait().await.unwrap();
@@ -244,7 +244,7 @@ async fn main() {
             "--topic",
             &perf_topic,
             "--num-records",
-            &total.min(1_000_000).to_string(),
+            &events_wanted.min(1_000_000).to_string(),
         ])
         .args([
             "--record-size",

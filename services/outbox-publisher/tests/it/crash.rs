@@ -104,17 +104,22 @@ async fn publishers_sigkilled_mid_batch_lose_nothing_and_keep_per_key_order() {
     }
 
     let expected = sequences(&db.pool).await;
-    let total: u64 = expected.values().sum();
+    let events_written: u64 = expected.values().sum();
     let bootstrap = infra().bootstrap_servers.clone();
     let received = tokio::task::spawn_blocking(move || {
-        read_all(&bootstrap, &topic, total as usize, Duration::from_secs(60))
+        read_all(
+            &bootstrap,
+            &topic,
+            events_written as usize,
+            Duration::from_secs(60),
+        )
     })
     .await
     .unwrap();
     let duplicates = assert_complete_and_ordered(&received, &expected);
     println!(
-        "crash test: {kills} SIGKILLs, {total} events, {duplicates} duplicates ({:.2}%)",
-        100.0 * duplicates as f64 / total as f64
+        "crash test: {kills} SIGKILLs, {events_written} events, {duplicates} duplicates ({:.2}%)",
+        100.0 * duplicates as f64 / events_written as f64
     );
     let _ = std::fs::remove_dir_all(&dir);
 }

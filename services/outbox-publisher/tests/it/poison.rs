@@ -12,16 +12,15 @@ use testkit::{create_topic_with, fresh_database, infra};
 
 use crate::helpers::*;
 
-/// An event of `invoice` with `seq`, padded to roughly `extra` more bytes (within the contract's limits).
+/// An event of `invoice` with `seq`, valid for the contract but ~25 KB: over the test topic's limit, while a
+/// producer batch of small events (batch.size 16 KiB) stays under it.
 fn padded_event(invoice: InvoiceId, seq: u64) -> Envelope {
-    let mut parts = events::examples::example(EventType::InvoiceCancelled).into_parts();
+    let mut parts = events::examples::example(EventType::InvoicePaid).into_parts();
     parts.aggregate_id = invoice.into();
     parts.event_id = events::EventId::new();
     parts.metadata.request_id = Some(format!("seq-{seq}"));
-    parts.metadata.user_agent = Some("u".repeat(500));
-    if let events::EventData::InvoiceCancelled(c) = &mut parts.event_data {
-        c.reason = serde_json::from_str("\"other\"").unwrap();
-        c.details = Some("d".repeat(1000));
+    if let events::EventData::InvoicePaid(paid) = &mut parts.event_data {
+        paid.payment_ids = (0..600).map(|_| events::PaymentId::new()).collect();
     }
     Envelope::from_parts(parts).expect("valid padded event")
 }
@@ -40,10 +39,11 @@ async fn a_poison_row_blocks_only_its_key_and_is_released_or_dropped_by_an_opera
     let big = events::encode(&padded_event(InvoiceId::new(), 2))
         .unwrap()
         .len();
-    let limit = small + 800; // small events + key + headers fit; padded ones do not
+    // Above a full producer batch of small events (16 KiB + overhead), below the padded event.
+    let limit = 20_000;
     assert!(
-        big > limit + 300,
-        "padding too small: small={small} big={big}"
+        small < 2_000 && big > limit + 2_000,
+        "sizes: small={small} big={big}"
     );
 
     let db = fresh_database().await;
