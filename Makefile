@@ -12,7 +12,7 @@ CARGO ?= cargo
 # Run a command with the stack's environment (.dev/env) exported.
 WITH_ENV := set -a && . ./.dev/env && set +a &&
 
-.PHONY: help up down clean build test test-cluster run fmt fmt-check lint ci bench bench-events bench-outbox bench-runtime
+.PHONY: help up down clean build test test-cluster run fmt fmt-check lint ci bench bench-events bench-outbox bench-runtime bench-e2e
 
 help: ## Show the targets.
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | expand -t 14
@@ -40,13 +40,16 @@ run: up ## Start every service binary that exists, with logs in .dev/logs; Ctrl-
 	$(CARGO) build --workspace --bins
 	@./deploy/local/run
 
-bench: bench-events bench-outbox bench-runtime ## Every benchmark; figures are printed, never asserted.
+bench: bench-events bench-outbox bench-runtime bench-e2e ## Every benchmark; figures are printed, never asserted.
 
 bench-events: ## Event codec: decode+validate and encode of ~1 KiB envelopes (criterion).
 	$(CARGO) bench -p events --bench codec
 
 bench-runtime: up ## Consumer runtime: no-op handler records/s at-least-once vs exactly-once (a) and (b).
 	$(WITH_ENV) BENCH_RECORDS=$${BENCH_RECORDS:-1000000} $(CARGO) bench -p runtime --bench throughput
+
+bench-e2e: up ## Consumer groups at the issue's scale: 10k invoices, commit → read model p50/p99 at 2k/s, checked against the truth.
+	$(WITH_ENV) $(CARGO) bench -p flows --bench e2e
 
 bench-outbox: up ## Outbox figures: 1M-event drain, commit→ack p50/p99 at 2k/s, ratio to kafka-producer-perf-test.
 	$(WITH_ENV) $(CARGO) bench -p outbox-publisher --bench outbox

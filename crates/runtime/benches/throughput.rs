@@ -198,7 +198,7 @@ async fn main() {
         }
     }
     let median = |v: &mut Vec<f64>| {
-        v.sort_by(f64::total_cmp);
+        v.sort_by(|a, b| a.partial_cmp(b).expect("finite figures"));
         v[v.len() / 2]
     };
     let medians: Vec<f64> = rates.iter_mut().map(median).collect();

@@ -11,9 +11,14 @@
 use std::io::{BufRead, Write};
 use std::process::ExitCode;
 
+pub mod analytics_cmd;
+pub mod audit_cmd;
 pub mod db_cmd;
 pub mod events_cmd;
+pub mod invoice_cmd;
+pub mod merchant_cmd;
 pub mod outbox_cmd;
+pub mod projections_cmd;
 pub mod topics_cmd;
 
 /// Exit codes shared by all commands.

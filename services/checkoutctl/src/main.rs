@@ -7,6 +7,11 @@ checkoutctl::subcommands! {
     Topics(checkoutctl::topics_cmd::TopicsArgs),
     Outbox(checkoutctl::outbox_cmd::OutboxArgs),
     Db(checkoutctl::db_cmd::DbArgs),
+    Invoice(checkoutctl::invoice_cmd::InvoiceArgs),
+    Merchant(checkoutctl::merchant_cmd::MerchantArgs),
+    Analytics(checkoutctl::analytics_cmd::AnalyticsArgs),
+    Projections(checkoutctl::projections_cmd::ProjectionsArgs),
+    Audit(checkoutctl::audit_cmd::AuditArgs),
 }
 
 fn main() -> std::process::ExitCode {

@@ -1,0 +1,835 @@
+//! The generator's intent: what happens to every merchant, invoice, payment and settlement, and when.
+//!
+//! Guarantees: [`plan`] is a pure function of the [`Scenario`] (same seed, same plan, ids included); every time
+//! in a plan respects the platform's rules, so the events emitted from it are valid and, per partition key, in
+//! the order they happened:
+//! - an invoice is created before anything else happens to it; payments are detected before they confirm or
+//!   fail; `InvoicePaid` follows the detection that covers what is due (the platform's rule, so a payment that
+//!   fails is always one that did not cover the invoice); expiry happens at `expires_at`; a late payment
+//!   follows the expiry;
+//! - a settlement is created a minute after the last counted payment of a paid invoice is confirmed, in the
+//!   invoice's currency with [`platform_fee`] at the merchant's rate; a suspended merchant gets no new invoices
+//!   and no new settlements (held);
+//! - times after the scenario's horizon are part of the plan (flows still in flight) but nothing after the
+//!   horizon is emitted: the system is observed at the horizon.
+//!
+//! The plan is what both the emitter ([`crate::emit`]) and the ground truth ([`crate::truth`]) read; they never
+//! read each other.
+
+use chrono::{DateTime, TimeDelta, Utc};
+use events::money::{
+    Amount, CryptoAsset, Currency, Decimal, FeeSplit, FiatCurrency, Percentage, platform_fee,
+};
+use events::payload::{
+    CancellationReason, Network, PaymentFailureReason, SettlementFailureReason, SpeedPolicy,
+    SuspensionReason, TransactionHash,
+};
+use events::{CorrelationId, InvoiceId, MerchantId, PaymentId, SettlementId};
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use rust_decimal::RoundingStrategy;
+use uuid::Uuid;
+
+/// What to generate.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Scenario {
+    /// Everything random derives from it, ids included.
+    pub seed: u64,
+    pub merchants: usize,
+    pub invoices: usize,
+    /// First instant of the first UTC day.
+    pub start: DateTime<Utc>,
+    /// Invoices are created over this many days; the horizon is `start + days`.
+    pub days: u32,
+}
+
+impl Scenario {
+    /// `merchants` merchants and `invoices` invoices over three UTC days from 2025-01-15.
+    pub fn new(seed: u64, merchants: usize, invoices: usize) -> Scenario {
+        Scenario {
+            seed,
+            merchants,
+            invoices,
+            start: DateTime::parse_from_rfc3339("2025-01-15T00:00:00Z")
+                .expect("fixed date")
+                .with_timezone(&Utc),
+            days: 3,
+        }
+    }
+
+    /// The scale: 200 merchants, 10 000 invoices.
+    pub fn large(seed: u64) -> Scenario {
+        Scenario::new(seed, 200, 10_000)
+    }
+
+    /// When the system is observed: nothing later is emitted.
+    pub fn horizon(&self) -> DateTime<Utc> {
+        self.start + TimeDelta::days(i64::from(self.days))
+    }
+}
+
+/// Platform defaults that `MerchantCreated` does not carry.
+pub const DEFAULT_EXPIRY_MINUTES: u32 = 15;
+
+/// A merchant's settings at some point in time.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MerchantSettings {
+    /// Invoices are priced in it and settled in it (default and settlement currency move together).
+    pub currency: FiatCurrency,
+    pub accepted: Vec<CryptoAsset>,
+    pub speed: SpeedPolicy,
+    pub expiry_minutes: u32,
+    /// Under-payment accepted as full payment, in percent (0 = none; the generator never relies on it).
+    pub tolerance: Percentage,
+}
+
+#[derive(Debug, Clone)]
+pub struct SettingsUpdate {
+    pub at: DateTime<Utc>,
+    pub after: MerchantSettings,
+}
+
+#[derive(Debug, Clone)]
+pub struct Suspension {
+    pub at: DateTime<Utc>,
+    pub reason: SuspensionReason,
+}
+
+/// Who acts for a merchant: its API key, its dashboard user, where they connect from.
+#[derive(Debug, Clone)]
+pub struct MerchantPlan {
+    pub id: MerchantId,
+    pub business_name: String,
+    pub created_at: DateTime<Utc>,
+    pub fee_percentage: Percentage,
+    pub initial: MerchantSettings,
+    pub update: Option<SettingsUpdate>,
+    pub suspension: Option<Suspension>,
+    pub api_key: String,
+    pub user: String,
+    pub ip: std::net::IpAddr,
+}
+
+impl MerchantPlan {
+    /// The settings in force at `at`.
+    pub fn settings_at(&self, at: DateTime<Utc>) -> &MerchantSettings {
+        match &self.update {
+            Some(update) if update.at <= at => &update.after,
+            _ => &self.initial,
+        }
+    }
+
+    /// Whether the merchant is suspended at `at`.
+    pub fn suspended_at(&self, at: DateTime<Utc>) -> bool {
+        self.suspension.as_ref().is_some_and(|s| s.at <= at)
+    }
+}
+
+/// The shape of an invoice's life; used for weighting and for reporting coverage.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Kind {
+    /// One payment of exactly what is due.
+    Paid,
+    /// A partial payment, then the rest.
+    PaidInTwo,
+    /// One payment of more than is due.
+    Overpaid,
+    /// Expired (possibly after a partial payment), then paid after expiry.
+    PaidLate,
+    /// Nothing paid before expiry.
+    Expired,
+    /// Partly paid before expiry.
+    ExpiredPartial,
+    /// Cancelled with nothing paid.
+    Cancelled,
+    /// Cancelled after a partial payment (to be refunded).
+    CancelledPartial,
+    /// A partial payment fails (dropped, double spent), then a full payment.
+    FailedThenPaid,
+    /// A partial payment fails, then the invoice expires.
+    FailedThenExpired,
+}
+
+impl Kind {
+    const WEIGHTS: [(Kind, u32); 10] = [
+        (Kind::Paid, 38),
+        (Kind::PaidInTwo, 8),
+        (Kind::Overpaid, 7),
+        (Kind::PaidLate, 5),
+        (Kind::Expired, 14),
+        (Kind::ExpiredPartial, 6),
+        (Kind::Cancelled, 6),
+        (Kind::CancelledPartial, 2),
+        (Kind::FailedThenPaid, 7),
+        (Kind::FailedThenExpired, 7),
+    ];
+}
+
+/// One on-chain payment towards an invoice.
+#[derive(Debug, Clone)]
+pub struct PaymentPlan {
+    pub id: PaymentId,
+    pub transaction_hash: TransactionHash,
+    pub amount: Amount,
+    /// What was still due on the invoice before this payment.
+    pub due_before: Amount,
+    /// Detected after the invoice expired.
+    pub late: bool,
+    pub detected_at: DateTime<Utc>,
+    /// `(confirmations, at)` of each `PaymentConfirming`, increasing.
+    pub confirming: Vec<(u32, DateTime<Utc>)>,
+    /// When it reached its required confirmations; `None` for a payment that fails.
+    pub confirmed_at: Option<DateTime<Utc>>,
+    pub failed: Option<(DateTime<Utc>, PaymentFailureReason)>,
+    /// Height of the including block (absent for a zero-confirmation payment).
+    pub block_height: Option<u64>,
+}
+
+impl PaymentPlan {
+    /// Whether it counts towards the invoice (it has not failed) at `at`.
+    pub fn counts_at(&self, at: DateTime<Utc>) -> bool {
+        self.detected_at <= at && self.failed.is_none_or(|(f, _)| f > at)
+    }
+}
+
+/// The invoice was paid in full.
+#[derive(Debug, Clone)]
+pub struct PaidPlan {
+    /// The `InvoicePaid` event's time (two seconds after the covering detection).
+    pub at: DateTime<Utc>,
+    /// When the covering payment was detected (`InvoicePaid.paid_at`).
+    pub paid_at: DateTime<Utc>,
+    pub late: bool,
+}
+
+#[derive(Debug, Clone)]
+pub struct CancelPlan {
+    pub at: DateTime<Utc>,
+    pub reason: CancellationReason,
+}
+
+/// How a settlement ends.
+#[derive(Debug, Clone)]
+pub struct SettlementPlan {
+    pub id: SettlementId,
+    pub created_at: DateTime<Utc>,
+    pub currency: Currency,
+    pub gross: Amount,
+    pub split: FeeSplit,
+    pub fee_percentage: Percentage,
+    /// Failed payout attempts, in order: `(at, reason, will_retry)`.
+    pub failures: Vec<(DateTime<Utc>, SettlementFailureReason, bool)>,
+    pub completed_at: Option<DateTime<Utc>>,
+}
+
+/// What the customer's request that created the invoice looked like.
+#[derive(Debug, Clone)]
+pub struct Request {
+    pub ip: std::net::IpAddr,
+    pub user_agent: String,
+    pub request_id: String,
+}
+
+#[derive(Debug, Clone)]
+pub struct InvoicePlan {
+    pub id: InvoiceId,
+    /// Index into [`Plan::merchants`].
+    pub merchant: usize,
+    pub kind: Kind,
+    pub created_at: DateTime<Utc>,
+    pub expires_at: DateTime<Utc>,
+    pub currency: FiatCurrency,
+    pub total: Amount,
+    pub asset: CryptoAsset,
+    pub network: Network,
+    pub due: Amount,
+    pub required_confirmations: u32,
+    pub fee_percentage: Percentage,
+    pub correlation: CorrelationId,
+    pub request: Request,
+    pub payments: Vec<PaymentPlan>,
+    pub paid: Option<PaidPlan>,
+    /// `InvoiceExpired` time (also for a late-paid invoice, which expired first).
+    pub expired_at: Option<DateTime<Utc>>,
+    pub cancelled: Option<CancelPlan>,
+    pub settlement: Option<SettlementPlan>,
+    /// When the customer opened the checkout page (`CheckoutViewed` on the analytics topic).
+    pub views: Vec<DateTime<Utc>>,
+}
+
+impl InvoicePlan {
+    /// What had been received (detected, not failed) at `at`.
+    pub fn received_at(&self, at: DateTime<Utc>) -> Amount {
+        self.payments
+            .iter()
+            .filter(|p| p.counts_at(at))
+            .fold(Amount::ZERO, |sum, p| {
+                sum.checked_add(p.amount).expect("amounts stay small")
+            })
+    }
+}
+
+/// Everything that happens in a scenario.
+#[derive(Debug, Clone)]
+pub struct Plan {
+    pub scenario: Scenario,
+    pub horizon: DateTime<Utc>,
+    pub merchants: Vec<MerchantPlan>,
+    pub invoices: Vec<InvoicePlan>,
+}
+
+/// A deterministic UUID v7 at `at` (so ids sort by time like real ones) from the generator's randomness.
+pub(crate) fn v7(rng: &mut StdRng, at: DateTime<Utc>) -> Uuid {
+    let millis = u64::try_from(at.timestamp_millis()).expect("times after 1970");
+    let random: [u8; 10] = rng.random();
+    uuid::Builder::from_unix_timestamp_millis(millis, &random).into_uuid()
+}
+
+pub(crate) fn hex(rng: &mut StdRng, bytes: usize) -> String {
+    (0..bytes)
+        .map(|_| format!("{:02x}", rng.random::<u8>()))
+        .collect()
+}
+
+fn secs(s: i64) -> TimeDelta {
+    TimeDelta::seconds(s)
+}
+
+fn between(rng: &mut StdRng, from: DateTime<Utc>, to: DateTime<Utc>) -> DateTime<Utc> {
+    let span = (to - from).num_milliseconds().max(1);
+    from + TimeDelta::milliseconds(rng.random_range(0..span))
+}
+
+/// Fiat units per one unit of the asset: the quotes the generator's platform converts at.
+fn rate(asset: CryptoAsset, fiat: FiatCurrency) -> Decimal {
+    let table: [(&str, [i64; 4]); 4] = [
+        // BTC, ETH, USDT, USDC — in hundredths of the fiat unit.
+        ("USD", [9_725_000, 332_000, 100, 100]),
+        ("EUR", [9_350_000, 319_000, 96, 96]),
+        ("GBP", [7_840_000, 267_500, 79, 79]),
+        ("JPY", [1_520_000_000, 51_800_000, 15_620, 15_620]),
+    ];
+    let row = table
+        .iter()
+        .find(|(code, _)| *code == fiat.code())
+        .expect("generator currencies only");
+    let column = CryptoAsset::ALL
+        .iter()
+        .position(|a| *a == asset)
+        .expect("known asset");
+    Decimal::new(row.1[column], 2)
+}
+
+fn networks(asset: CryptoAsset) -> &'static [Network] {
+    match asset {
+        CryptoAsset::Btc => &[Network::Bitcoin],
+        CryptoAsset::Eth => &[Network::Ethereum],
+        CryptoAsset::Usdt => &[Network::Tron, Network::Ethereum, Network::Polygon],
+        CryptoAsset::Usdc => &[Network::Ethereum, Network::Polygon],
+    }
+}
+
+/// Seconds per block, and how the merchant's (Bitcoin) speed policy scales on the network.
+fn chain(network: Network) -> (i64, u32, u64) {
+    match network {
+        Network::Bitcoin => (600, 1, 880_000),
+        Network::Ethereum => (12, 3, 21_500_000),
+        Network::Tron => (3, 5, 68_000_000),
+        Network::Polygon => (2, 10, 66_000_000),
+    }
+}
+
+/// Confirmations required on `network` under `speed`.
+pub fn required_confirmations(speed: SpeedPolicy, network: Network) -> u32 {
+    speed.bitcoin_confirmations() * chain(network).1
+}
+
+fn amount(value: Decimal) -> Amount {
+    Amount::new(value).expect("generator amounts are positive")
+}
+
+/// `value` rounded down to `decimals`, at least one smallest unit.
+fn floor_units(value: Decimal, decimals: u32) -> Decimal {
+    let floored = value.round_dp_with_strategy(decimals, RoundingStrategy::ToZero);
+    floored.max(Decimal::new(1, decimals))
+}
+
+const CURRENCIES: [(&str, u32); 4] = [("USD", 55), ("EUR", 25), ("GBP", 12), ("JPY", 8)];
+const FEES: [&str; 6] = ["1", "1", "1", "0.5", "1.5", "2.25"];
+const SPEEDS: [SpeedPolicy; 4] = [
+    SpeedPolicy::HighSpeed,
+    SpeedPolicy::MediumSpeed,
+    SpeedPolicy::LowMediumSpeed,
+    SpeedPolicy::LowSpeed,
+];
+
+fn weighted<T: Copy>(rng: &mut StdRng, table: &[(T, u32)]) -> T {
+    let total: u32 = table.iter().map(|(_, w)| w).sum();
+    let mut pick = rng.random_range(0..total);
+    for (item, weight) in table {
+        if pick < *weight {
+            return *item;
+        }
+        pick -= weight;
+    }
+    unreachable!("pick < total")
+}
+
+fn fiat(code: &str) -> FiatCurrency {
+    FiatCurrency::from_code(code).expect("generator currencies exist")
+}
+
+fn ip(rng: &mut StdRng) -> std::net::IpAddr {
+    match rng.random_range(0..4) {
+        0 => format!("2001:db8::{:x}", rng.random_range(1..0xffff_u32)),
+        1 => format!("198.51.100.{}", rng.random_range(1..255)),
+        _ => format!("203.0.113.{}", rng.random_range(1..255)),
+    }
+    .parse()
+    .expect("valid address")
+}
+
+/// Builds the plan of a scenario.
+pub fn plan(scenario: &Scenario) -> Plan {
+    let mut rng = StdRng::seed_from_u64(scenario.seed);
+    let horizon = scenario.horizon();
+    let span_ms = (horizon - scenario.start).num_milliseconds();
+    let merchants: Vec<MerchantPlan> = (0..scenario.merchants)
+        .map(|i| merchant(&mut rng, scenario, i, span_ms))
+        .collect();
+    let mut invoices = Vec::with_capacity(scenario.invoices);
+    for _ in 0..scenario.invoices {
+        // A last-minute rush: a few percent of the invoices are created in the final twenty minutes, so the
+        // horizon catches flows in every in-flight state (new, partially paid, paid but unconfirmed, …).
+        let offset = if rng.random_bool(0.04) {
+            span_ms - rng.random_range(1..20 * 60_000)
+        } else {
+            rng.random_range(0..span_ms)
+        };
+        let created_at = scenario.start + TimeDelta::milliseconds(offset);
+        // Bigger and smaller merchants: a squared uniform favours the first ones. Suspended merchants take
+        // no new invoices; merchant 0 is never suspended.
+        let mut index = 0;
+        for _ in 0..8 {
+            let u: f64 = rng.random();
+            let candidate = ((u * u) * merchants.len() as f64) as usize;
+            if !merchants[candidate].suspended_at(created_at) {
+                index = candidate;
+                break;
+            }
+        }
+        invoices.push(invoice(&mut rng, &merchants, index, created_at));
+    }
+    invoices.sort_by_key(|i| i.created_at);
+    Plan {
+        scenario: scenario.clone(),
+        horizon,
+        merchants,
+        invoices,
+    }
+}
+
+fn merchant(rng: &mut StdRng, scenario: &Scenario, index: usize, span_ms: i64) -> MerchantPlan {
+    let created_at = scenario.start - TimeDelta::days(30) + secs(index as i64 * 97);
+    let mut accepted: Vec<CryptoAsset> = CryptoAsset::ALL
+        .into_iter()
+        .filter(|_| rng.random_bool(0.6))
+        .collect();
+    if accepted.is_empty() {
+        accepted.push(CryptoAsset::Usdt);
+    }
+    let initial = MerchantSettings {
+        currency: fiat(weighted(rng, &CURRENCIES)),
+        accepted,
+        speed: SPEEDS[rng.random_range(0..SPEEDS.len())],
+        expiry_minutes: DEFAULT_EXPIRY_MINUTES,
+        tolerance: Percentage::default(),
+    };
+    let at_fraction = |rng: &mut StdRng, from: f64, to: f64| {
+        let f: f64 = rng.random_range(from..to);
+        scenario.start + TimeDelta::milliseconds((span_ms as f64 * f) as i64)
+    };
+    let update = rng.random_bool(0.35).then(|| {
+        let mut after = initial.clone();
+        match rng.random_range(0..4) {
+            0 => {
+                after.speed = SPEEDS[(SPEEDS.iter().position(|s| *s == after.speed).unwrap()
+                    + 1
+                    + rng.random_range(0..3))
+                    % SPEEDS.len()];
+                after.expiry_minutes = [30, 60][rng.random_range(0..2)];
+            }
+            1 => {
+                let others: Vec<&str> = CURRENCIES
+                    .iter()
+                    .map(|(c, _)| *c)
+                    .filter(|c| *c != after.currency.code())
+                    .collect();
+                after.currency = fiat(others[rng.random_range(0..others.len())]);
+            }
+            2 => {
+                let missing: Vec<CryptoAsset> = CryptoAsset::ALL
+                    .into_iter()
+                    .filter(|a| !after.accepted.contains(a))
+                    .collect();
+                if missing.is_empty() {
+                    after.accepted.retain(|a| *a != CryptoAsset::Eth);
+                } else {
+                    after
+                        .accepted
+                        .push(missing[rng.random_range(0..missing.len())]);
+                }
+            }
+            _ => {
+                after.tolerance = "1.5".parse().expect("valid");
+                after.expiry_minutes = 30;
+            }
+        }
+        SettingsUpdate {
+            at: at_fraction(rng, 0.2, 0.8),
+            after,
+        }
+    });
+    let suspension = (index > 0 && rng.random_bool(0.04)).then(|| Suspension {
+        at: at_fraction(rng, 0.5, 0.95),
+        reason: [
+            SuspensionReason::SuspectedFraud,
+            SuspensionReason::ComplianceReview,
+            SuspensionReason::MerchantRequest,
+        ][rng.random_range(0..3)],
+    });
+    MerchantPlan {
+        id: MerchantId::from_uuid(v7(rng, created_at)).expect("non-nil"),
+        business_name: format!(
+            "{} {:03}",
+            [
+                "Coffee Corner",
+                "Pixel Forge",
+                "Nordic Knits",
+                "Atlas Books",
+                "Blue Fin Sushi"
+            ][index % 5],
+            index
+        ),
+        created_at,
+        fee_percentage: FEES[rng.random_range(0..FEES.len())]
+            .parse()
+            .expect("valid fee"),
+        initial,
+        update,
+        suspension,
+        api_key: format!("key_{}", hex(rng, 8)),
+        user: format!("usr_{}", hex(rng, 6)),
+        ip: ip(rng),
+    }
+}
+
+fn transaction_hash(rng: &mut StdRng, network: Network) -> TransactionHash {
+    let digits = hex(rng, 32);
+    let text = match network {
+        Network::Ethereum | Network::Polygon => format!("0x{digits}"),
+        Network::Bitcoin | Network::Tron => digits,
+    };
+    TransactionHash::parse(&text).expect("valid hash")
+}
+
+struct InvoiceBuilder<'a> {
+    rng: &'a mut StdRng,
+    network: Network,
+    required: u32,
+    payments: Vec<PaymentPlan>,
+}
+
+impl InvoiceBuilder<'_> {
+    /// A payment detected at `at`; it fails `fails_after` later when given, otherwise it confirms.
+    fn pay(
+        &mut self,
+        at: DateTime<Utc>,
+        amount: Amount,
+        due_before: Amount,
+        late: bool,
+        fails_after: Option<TimeDelta>,
+    ) -> DateTime<Utc> {
+        let (block_seconds, _, base_height) = chain(self.network);
+        let id = PaymentId::from_uuid(v7(self.rng, at)).expect("non-nil");
+        let transaction_hash = transaction_hash(self.rng, self.network);
+        let r = self.required;
+        let mut payment = PaymentPlan {
+            id,
+            transaction_hash,
+            amount,
+            due_before,
+            late,
+            detected_at: at,
+            confirming: Vec::new(),
+            confirmed_at: None,
+            failed: None,
+            block_height: None,
+        };
+        match fails_after {
+            Some(delay) => {
+                let reason = [
+                    PaymentFailureReason::Dropped,
+                    PaymentFailureReason::DoubleSpent,
+                ][self.rng.random_range(0..2)];
+                payment.failed = Some((at + delay, reason));
+            }
+            None if r == 0 => payment.confirmed_at = Some(at + secs(1)),
+            None => {
+                let height = base_height + (at.timestamp() / block_seconds) as u64 % 1_000_000;
+                payment.block_height = Some(height);
+                let mut steps = vec![1, r / 2];
+                steps.dedup();
+                payment.confirming = steps
+                    .into_iter()
+                    .filter(|k| *k >= 1 && *k < r)
+                    .map(|k| (k, at + secs(block_seconds * i64::from(k))))
+                    .collect();
+                payment.confirmed_at = Some(at + secs(block_seconds * i64::from(r)));
+            }
+        }
+        self.payments.push(payment);
+        at
+    }
+}
+
+fn invoice(
+    rng: &mut StdRng,
+    merchants: &[MerchantPlan],
+    merchant_index: usize,
+    created_at: DateTime<Utc>,
+) -> InvoicePlan {
+    let merchant = &merchants[merchant_index];
+    let settings = merchant.settings_at(created_at).clone();
+    let asset = settings.accepted[rng.random_range(0..settings.accepted.len())];
+    let nets = networks(asset);
+    let network = nets[rng.random_range(0..nets.len())];
+    let required = required_confirmations(settings.speed, network);
+    let currency = settings.currency;
+    let total = match currency.decimals() {
+        0 => Decimal::new(rng.random_range(100..300_000), 0),
+        d => Decimal::new(rng.random_range(100..200_000), 2).round_dp(d),
+    };
+    let due = floor_units(total / rate(asset, currency), asset.decimals());
+    let (total, due) = (amount(total), amount(due));
+    let expires_at = created_at + TimeDelta::minutes(i64::from(settings.expiry_minutes));
+    let kind = weighted(rng, &Kind::WEIGHTS);
+    let window = expires_at - created_at;
+    let first_detection =
+        created_at + secs(20) + (window - secs(60)) * rng.random_range(0..60) / 100;
+    let partial = |rng: &mut StdRng| {
+        let tenths = rng.random_range(2..8);
+        let value = floor_units(due.as_decimal() * Decimal::new(tenths, 1), asset.decimals());
+        amount(value.min(due.as_decimal() - Decimal::new(1, asset.decimals())))
+    };
+    let mut b = InvoiceBuilder {
+        rng,
+        network,
+        required,
+        payments: Vec::new(),
+    };
+    let remaining = |paid: Amount| due.checked_sub(paid).expect("partial below due");
+    let mut paid = None;
+    let mut expired_at = None;
+    let mut cancelled = None;
+    let paid_now = |at: DateTime<Utc>, late: bool| {
+        Some(PaidPlan {
+            at: at + secs(2),
+            paid_at: at,
+            late,
+        })
+    };
+    match kind {
+        Kind::Paid => {
+            let at = b.pay(first_detection, due, due, false, None);
+            paid = paid_now(at, false);
+        }
+        Kind::Overpaid => {
+            let extra = floor_units(
+                due.as_decimal() * Decimal::new(b.rng.random_range(3..11), 2),
+                asset.decimals(),
+            );
+            let over = amount(due.as_decimal() + extra);
+            let at = b.pay(first_detection, over, due, false, None);
+            paid = paid_now(at, false);
+        }
+        Kind::PaidInTwo => {
+            let first = partial(b.rng);
+            b.pay(first_detection, first, due, false, None);
+            let second_at = between(b.rng, first_detection + secs(10), expires_at - secs(5));
+            let at = b.pay(second_at, remaining(first), remaining(first), false, None);
+            paid = paid_now(at, false);
+        }
+        Kind::PaidLate => {
+            let mut received = Amount::ZERO;
+            if b.rng.random_bool(0.5) {
+                received = partial(b.rng);
+                b.pay(first_detection, received, due, false, None);
+            }
+            expired_at = Some(expires_at);
+            let late_at = expires_at + secs(b.rng.random_range(60..1800));
+            let at = b.pay(
+                late_at,
+                remaining(received),
+                remaining(received),
+                true,
+                None,
+            );
+            paid = paid_now(at, true);
+        }
+        Kind::Expired => expired_at = Some(expires_at),
+        Kind::ExpiredPartial => {
+            let first = partial(b.rng);
+            b.pay(first_detection, first, due, false, None);
+            expired_at = Some(expires_at);
+        }
+        Kind::Cancelled | Kind::CancelledPartial => {
+            let at = between(b.rng, first_detection + secs(5), expires_at - secs(5));
+            if kind == Kind::CancelledPartial {
+                let first = partial(b.rng);
+                b.pay(first_detection, first, due, false, None);
+            }
+            let reason = [
+                CancellationReason::MerchantRequest,
+                CancellationReason::CustomerRequest,
+                CancellationReason::Duplicate,
+            ][b.rng.random_range(0..3)];
+            cancelled = Some(CancelPlan { at, reason });
+        }
+        Kind::FailedThenPaid | Kind::FailedThenExpired => {
+            let first = partial(b.rng);
+            let fails_after = secs(b.rng.random_range(30..240));
+            b.pay(first_detection, first, due, false, Some(fails_after));
+            if kind == Kind::FailedThenPaid {
+                let retry_at = between(
+                    b.rng,
+                    first_detection + fails_after + secs(10),
+                    expires_at - secs(5),
+                );
+                let at = b.pay(retry_at, due, due, false, None);
+                paid = paid_now(at, false);
+            } else {
+                expired_at = Some(expires_at);
+            }
+        }
+    }
+    let payments = b.payments;
+    let rng = b.rng;
+    let settlement = paid.as_ref().and_then(|_| {
+        let last_confirmation = payments
+            .iter()
+            .filter(|p| p.failed.is_none())
+            .filter_map(|p| p.confirmed_at)
+            .max()?;
+        let created = last_confirmation + secs(60);
+        if merchant.suspended_at(created) {
+            return None; // settlements of a suspended merchant are held
+        }
+        let split = platform_fee(total, merchant.fee_percentage, currency.into())
+            .expect("generator amounts fit their currency");
+        let mut failures = Vec::new();
+        let completed_at = match rng.random_range(0..100) {
+            0..85 => Some(created + secs(rng.random_range(120..900))),
+            85..95 => {
+                let failed = created + secs(300);
+                failures.push((failed, SettlementFailureReason::PayoutRejected, true));
+                Some(failed + secs(rng.random_range(300..1200)))
+            }
+            _ => {
+                let reason = [
+                    SettlementFailureReason::ComplianceHold,
+                    SettlementFailureReason::InvalidPayoutDestination,
+                ][rng.random_range(0..2)];
+                failures.push((created + secs(300), reason, false));
+                None
+            }
+        };
+        Some(SettlementPlan {
+            id: SettlementId::from_uuid(v7(rng, created)).expect("non-nil"),
+            created_at: created,
+            currency: currency.into(),
+            gross: total,
+            split,
+            fee_percentage: merchant.fee_percentage,
+            failures,
+            completed_at,
+        })
+    });
+    let mut views = Vec::new();
+    let mut at = created_at;
+    for _ in 0..weighted(rng, &[(0, 20), (1, 50), (2, 20), (3, 10)]) {
+        at += secs(rng.random_range(5..60));
+        views.push(at);
+    }
+    InvoicePlan {
+        id: InvoiceId::from_uuid(v7(rng, created_at)).expect("non-nil"),
+        merchant: merchant_index,
+        kind,
+        created_at,
+        expires_at,
+        currency,
+        total,
+        asset,
+        network,
+        due,
+        required_confirmations: required,
+        fee_percentage: merchant.fee_percentage,
+        correlation: CorrelationId::from_uuid(v7(rng, created_at)).expect("non-nil"),
+        request: Request {
+            ip: ip(rng),
+            user_agent: format!(
+                "ShopBackend/2.{} (+{})",
+                rng.random_range(0..9),
+                merchant.api_key
+            ),
+            request_id: format!("req_{}", hex(rng, 12)),
+        },
+        payments,
+        paid,
+        expired_at,
+        cancelled,
+        settlement,
+        views,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_same_seed_gives_the_same_plan() {
+        let a = plan(&Scenario::new(7, 5, 50));
+        let b = plan(&Scenario::new(7, 5, 50));
+        let ids = |p: &Plan| p.invoices.iter().map(|i| i.id).collect::<Vec<_>>();
+        assert_eq!(ids(&a), ids(&b));
+        assert_ne!(ids(&a), ids(&plan(&Scenario::new(8, 5, 50))));
+    }
+
+    #[test]
+    fn every_kind_of_flow_occurs_and_timelines_are_consistent() {
+        let p = plan(&Scenario::new(1, 20, 2000));
+        for (kind, _) in Kind::WEIGHTS {
+            assert!(p.invoices.iter().any(|i| i.kind == kind), "{kind:?}");
+        }
+        for i in &p.invoices {
+            for pay in &i.payments {
+                assert!(pay.detected_at > i.created_at);
+                assert!(pay.amount.as_decimal() > Decimal::ZERO);
+                if let Some(paid) = &i.paid {
+                    assert!(pay.detected_at <= paid.paid_at);
+                }
+                assert!(pay.confirmed_at.is_some() != pay.failed.is_some());
+            }
+            if let Some(paid) = &i.paid {
+                assert!(i.cancelled.is_none());
+                let received = i.received_at(paid.at);
+                assert!(received >= i.due, "{:?}", i.kind);
+                assert_eq!(paid.late, i.expired_at.is_some());
+            }
+            if let Some(s) = &i.settlement {
+                assert_eq!(s.split.fee.checked_add(s.split.net), Some(s.gross));
+            }
+        }
+    }
+}

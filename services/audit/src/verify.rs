@@ -1,0 +1,113 @@
+//! Verifying the audit log: recompute the chain from row 1 and name the first row where it breaks.
+//!
+//! Guarantees: [`verify`] reads every row in `seq` order (streaming, constant memory) and checks, for each, that
+//! it is the next number, that its `prev_hash` is the previous row's `hash`, and that its `hash` is the hash of
+//! its own contents; finally that the chain head names the last row. The first violation is reported with the
+//! row's number and event id and what is wrong: a deleted row shows as a gap (and a broken link), a modified row
+//! as a hash that does not match its contents, a moved row as both; rows removed from the end as a head that
+//! points past the log. Verification never writes.
+
+use futures_util::TryStreamExt;
+use serde::Serialize;
+use sqlx::PgConnection;
+
+use crate::chain::{AuditRow, GENESIS, hex};
+
+/// The first row where the chain does not hold.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Break {
+    /// The row's number (for a broken head: the number the head claims).
+    pub seq: i64,
+    /// The row's event id, when the row exists.
+    pub event_id: Option<String>,
+    pub problem: String,
+}
+
+/// The result of a verification.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Verification {
+    /// Rows read.
+    pub rows: u64,
+    /// The chain head: last row number and hash.
+    pub head_seq: i64,
+    pub head_hash: String,
+    pub first_break: Option<Break>,
+}
+
+impl Verification {
+    pub fn intact(&self) -> bool {
+        self.first_break.is_none()
+    }
+}
+
+/// Verifies the whole chain.
+pub async fn verify(conn: &mut PgConnection) -> Result<Verification, sqlx::Error> {
+    let (head_seq, head_hash): (i64, Vec<u8>) =
+        sqlx::query_as("SELECT seq, hash FROM audit_chain_head")
+            .fetch_one(&mut *conn)
+            .await?;
+    let mut rows = 0u64;
+    let mut expected_seq = 1i64;
+    let mut prev = GENESIS.to_vec();
+    let mut first_break = None;
+    {
+        let mut stream =
+            sqlx::query_as::<_, AuditRow>("SELECT * FROM audit_log ORDER BY seq").fetch(&mut *conn);
+        while let Some(row) = stream.try_next().await? {
+            rows += 1;
+            let problem = if row.seq != expected_seq {
+                Some(if row.seq > expected_seq {
+                    format!(
+                        "row(s) {expected_seq}..={} are missing before it (deleted)",
+                        row.seq - 1
+                    )
+                } else {
+                    format!("its number repeats or goes back (expected row {expected_seq})")
+                })
+            } else if row.prev_hash != prev {
+                Some(format!(
+                    "its prev_hash {} is not row {}'s hash {} (a row was removed, inserted or moved)",
+                    hex(&row.prev_hash),
+                    row.seq - 1,
+                    hex(&prev)
+                ))
+            } else if row.compute_hash().as_slice() != row.hash.as_slice() {
+                Some(format!(
+                    "its contents do not match its hash {} (the row was modified)",
+                    hex(&row.hash)
+                ))
+            } else {
+                None
+            };
+            if let Some(problem) = problem {
+                first_break = Some(Break {
+                    seq: row.seq,
+                    event_id: Some(format!("evt_{}", row.event_id)),
+                    problem,
+                });
+                break;
+            }
+            expected_seq = row.seq + 1;
+            prev = row.hash;
+        }
+    }
+    if first_break.is_none() && (head_seq != expected_seq - 1 || head_hash != prev) {
+        first_break = Some(Break {
+            seq: head_seq,
+            event_id: None,
+            problem: format!(
+                "the chain head names row {head_seq} ({}) but the log ends at row {} ({}): rows were removed \
+                 from the end, or the head was changed",
+                hex(&head_hash),
+                expected_seq - 1,
+                hex(&prev)
+            ),
+        });
+    }
+    Ok(Verification {
+        rows,
+        head_seq,
+        head_hash: hex(&head_hash),
+        first_break,
+    })
+}

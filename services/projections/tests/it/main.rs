@@ -1,0 +1,11 @@
+//! The projections service against the real broker and database: generated checkout flows published through
+//! the outbox and the publisher, read models compared with the generator's own truth; duplicates, the DLQ, the
+//! rebuild and SIGKILLed processes. Each test has its own database, topics and consumer group.
+
+mod helpers;
+
+mod dlq;
+mod duplicates;
+mod flows_e2e;
+mod rebuild;
+mod sigkill;
