@@ -41,6 +41,7 @@ mod poll;
 mod produce;
 pub mod record;
 pub mod retry;
+pub mod service;
 
 pub use breaker::BreakerState;
 pub use consumer::{Consumer, ConsumerBuilder, NoHandler, READY_ASSIGNED, READY_BREAKER};

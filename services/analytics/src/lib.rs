@@ -15,16 +15,13 @@ pub mod checkout_events;
 pub mod handler;
 pub mod query;
 
-use std::net::SocketAddr;
-
 use anyhow::Context;
-use runtime::policy::{ANALYTICS_AGGREGATION, PolicyOverrides};
-use runtime::{Consumer, ConsumerOptions, GroupPolicy, Guarantee, RuntimeError};
+use runtime::policy::ANALYTICS_AGGREGATION;
+use runtime::service::Ops;
+use runtime::{GroupPolicy, Guarantee, RuntimeError};
 use serde::{Deserialize, Serialize};
-use service_kit::ops::{OpsServer, Readiness};
 use service_kit::shutdown::CancellationToken;
 use service_kit::{Settings, db};
-use tokio::task::JoinHandle;
 
 /// The binary's name and its row in the services table (operations port 9105).
 pub const SERVICE: &str = "analytics";
@@ -40,81 +37,44 @@ pub struct AnalyticsSettings {
     pub consumer: ConsumerSettings,
 }
 
-/// The group is fixed by the service (analytics-aggregation); `policy.group` only renames it.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct ConsumerSettings {
-    pub policy: PolicyOverrides,
-    pub options: ConsumerOptions,
-}
-
 impl AnalyticsSettings {
     /// The analytics-aggregation policy with the configured overrides, validated. The aggregates are only
     /// exactly-once in mode (b), so another guarantee is refused.
     pub fn policy(&self) -> Result<GroupPolicy, RuntimeError> {
-        let policy = GroupPolicy::resolve(ANALYTICS_AGGREGATION, &self.consumer.policy)?;
+        let policy = self.consumer.policy(ANALYTICS_AGGREGATION)?;
         if policy.guarantee != Guarantee::ExactlyOnceDb {
             return Err(RuntimeError::Config(format!(
                 "analytics aggregates exactly-once into PostgreSQL: the guarantee must be exactly_once_db, not {}",
                 policy.guarantee.as_str()
             )));
         }
-        self.consumer.options.validate(&policy)?;
         Ok(policy)
     }
 }
 
-/// A started service.
-pub struct Running {
-    pub ops_addr: SocketAddr,
-    pub registry: prometheus::Registry,
-    pub readiness: Readiness,
-    consumer: JoinHandle<Result<(), RuntimeError>>,
-    ops: OpsServer,
-}
+/// A started service (see [`runtime::service`]).
+pub use runtime::service::{ConsumerSettings, Running};
 
 /// Binds the operations server, connects to PostgreSQL and starts consuming until `shutdown`.
 pub async fn start(config: Config, shutdown: CancellationToken) -> anyhow::Result<Running> {
     let policy = config.service.policy().context("invalid consumer policy")?;
-    let registry = prometheus::Registry::new();
-    let readiness = Readiness::default();
-    let ops = OpsServer::start(
-        config.http.listen,
-        registry.clone(),
-        readiness.clone(),
-        shutdown.clone(),
-    )
-    .await?;
+    let ops = Ops::start(config.http.listen, shutdown.clone()).await?;
     let pool = db::connect(&config.database)
         .await
         .context("connecting to PostgreSQL")?;
-    let metrics = handler::AnalyticsMetrics::register(&registry).context("registering metrics")?;
-    let consumer = Consumer::builder(policy.clone(), config.kafka.clone())
+    let metrics =
+        handler::AnalyticsMetrics::register(&ops.registry).context("registering metrics")?;
+    let consumer = ops
+        .consumer(
+            policy,
+            config.kafka.clone(),
+            config.service.consumer.options.clone(),
+        )
         .handler(handler::Aggregator::new(metrics))
         .database(pool)
-        .registry(&registry)
-        .readiness(readiness.clone())
-        .options(config.service.consumer.options.clone())
         .build()
         .context("building the consumer")?;
-    tracing::info!(ops = %ops.addr, group = %policy.group, topics = ?policy.topics, "{SERVICE} started");
-    let consumer = tokio::spawn(consumer.run(shutdown));
-    Ok(Running {
-        ops_addr: ops.addr,
-        registry,
-        readiness,
-        consumer,
-        ops,
-    })
-}
-
-impl Running {
-    /// Waits for the consumer to stop (after the shutdown token fired) and the operations server to close.
-    pub async fn wait(self) -> anyhow::Result<()> {
-        let result = self.consumer.await.context("consumer task panicked")?;
-        let _ = self.ops.task.await;
-        result.context("the consumer failed")
-    }
+    Ok(ops.run(SERVICE, consumer, shutdown))
 }
 
 #[cfg(test)]

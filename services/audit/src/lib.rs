@@ -13,16 +13,13 @@ pub mod chain;
 pub mod handler;
 pub mod verify;
 
-use std::net::SocketAddr;
-
 use anyhow::Context;
-use runtime::policy::{AUDIT_LOGGING, PolicyOverrides};
-use runtime::{Consumer, ConsumerOptions, GroupPolicy, RuntimeError};
+use runtime::policy::AUDIT_LOGGING;
+use runtime::service::Ops;
+use runtime::{GroupPolicy, RuntimeError};
 use serde::{Deserialize, Serialize};
-use service_kit::ops::{OpsServer, Readiness};
 use service_kit::shutdown::CancellationToken;
 use service_kit::{Settings, db};
-use tokio::task::JoinHandle;
 
 /// The binary's name and its row in the services table (operations port 9106).
 pub const SERVICE: &str = "audit";
@@ -38,73 +35,34 @@ pub struct AuditSettings {
     pub consumer: ConsumerSettings,
 }
 
-/// The group is fixed by the service (audit-logging); `policy.group` only renames it.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct ConsumerSettings {
-    pub policy: PolicyOverrides,
-    pub options: ConsumerOptions,
-}
-
 impl AuditSettings {
     /// The audit-logging policy with the configured overrides, validated.
     pub fn policy(&self) -> Result<GroupPolicy, RuntimeError> {
-        let policy = GroupPolicy::resolve(AUDIT_LOGGING, &self.consumer.policy)?;
-        self.consumer.options.validate(&policy)?;
-        Ok(policy)
+        self.consumer.policy(AUDIT_LOGGING)
     }
 }
 
-/// A started service.
-pub struct Running {
-    pub ops_addr: SocketAddr,
-    pub registry: prometheus::Registry,
-    pub readiness: Readiness,
-    consumer: JoinHandle<Result<(), RuntimeError>>,
-    ops: OpsServer,
-}
+/// A started service (see [`runtime::service`]).
+pub use runtime::service::{ConsumerSettings, Running};
 
 /// Binds the operations server, connects to PostgreSQL and starts consuming until `shutdown`.
 pub async fn start(config: Config, shutdown: CancellationToken) -> anyhow::Result<Running> {
     let policy = config.service.policy().context("invalid consumer policy")?;
-    let registry = prometheus::Registry::new();
-    let readiness = Readiness::default();
-    let ops = OpsServer::start(
-        config.http.listen,
-        registry.clone(),
-        readiness.clone(),
-        shutdown.clone(),
-    )
-    .await?;
+    let ops = Ops::start(config.http.listen, shutdown.clone()).await?;
     let pool = db::connect(&config.database)
         .await
         .context("connecting to PostgreSQL")?;
-    let metrics = handler::AuditMetrics::register(&registry).context("registering metrics")?;
-    let consumer = Consumer::builder(policy.clone(), config.kafka.clone())
+    let metrics = handler::AuditMetrics::register(&ops.registry).context("registering metrics")?;
+    let consumer = ops
+        .consumer(
+            policy,
+            config.kafka.clone(),
+            config.service.consumer.options.clone(),
+        )
         .handler(handler::Auditor::new(pool, metrics))
-        .registry(&registry)
-        .readiness(readiness.clone())
-        .options(config.service.consumer.options.clone())
         .build()
         .context("building the consumer")?;
-    tracing::info!(ops = %ops.addr, group = %policy.group, topics = ?policy.topics, "{SERVICE} started");
-    let consumer = tokio::spawn(consumer.run(shutdown));
-    Ok(Running {
-        ops_addr: ops.addr,
-        registry,
-        readiness,
-        consumer,
-        ops,
-    })
-}
-
-impl Running {
-    /// Waits for the consumer to stop (after the shutdown token fired) and the operations server to close.
-    pub async fn wait(self) -> anyhow::Result<()> {
-        let result = self.consumer.await.context("consumer task panicked")?;
-        let _ = self.ops.task.await;
-        result.context("the consumer failed")
-    }
+    Ok(ops.run(SERVICE, consumer, shutdown))
 }
 
 #[cfg(test)]

@@ -36,7 +36,7 @@ async fn main() -> ExitCode {
     telemetry::init(&config.log);
     let shutdown = service_kit::shutdown::on_signal();
     let result = match audit::start(config, shutdown).await {
-        Ok(running) => running.wait().await,
+        Ok(running) => running.wait().await.map_err(anyhow::Error::from),
         Err(err) => Err(err),
     };
     match result {
