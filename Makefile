@@ -24,7 +24,7 @@ down: ## Stop exactly what `make up` / `make run` started.
 	@./deploy/local/down
 
 clean: down ## Stop everything and delete .dev/ (data, logs, Kafka jars). Keeps target/.
-	rm -rf .dev
+	rm -rf .dev /var/tmp/crypto-checkout-pg-$$(printf "%s" "$(CURDIR)" | md5sum | cut -c1-12)
 
 build: ## Build every crate and binary.
 	$(CARGO) build --workspace --all-targets

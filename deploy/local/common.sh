@@ -77,3 +77,20 @@ kafka_classpath() {
   fi
   printf '%s/*' "$KAFKA_LIBS"
 }
+
+# Where the project-local PostgreSQL cluster lives: .dev/pg, unless we are root and the `postgres` system user
+# (which the server runs as) cannot reach it — a checkout under a private home directory — in which case a
+# directory of its own under /var/tmp, named after this checkout. Its server log is pg.log inside it.
+pg_dir() {
+  local dir="$DEV/pg"
+  if [[ "$(id -u)" == 0 ]] && id postgres >/dev/null 2>&1; then
+    mkdir -p "$dir"
+    chown postgres "$dir"
+    if ! runuser -u postgres -- test -w "$dir"; then
+      dir="/var/tmp/crypto-checkout-pg-$(printf '%s' "$ROOT" | md5sum | cut -c1-12)"
+      mkdir -p "$dir"
+      chown postgres "$dir"
+    fi
+  fi
+  echo "$dir"
+}
