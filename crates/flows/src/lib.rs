@@ -12,12 +12,14 @@
 //!   handler: it is the independent expectation tests compare the services' state with ([`check`]).
 //!
 //! Layout: [`plan`] (the intent), [`emit`] (plan → events), [`truth`] (plan → expected state), [`check`] (read
-//! the services' tables, diff), [`harness`] (a private bus per test: database, topics, outbox publisher).
+//! the services' tables, diff), [`harness`] (a private bus per test: database, topics, outbox publisher),
+//! [`service`] (a consumer service under test: in this process, or as processes SIGKILLed while events flow).
 
 pub mod check;
 pub mod emit;
 pub mod harness;
 pub mod plan;
+pub mod service;
 pub mod truth;
 
 use events::Envelope;

@@ -56,7 +56,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::breaker::{Breaker, BreakerState};
 use crate::error::RuntimeError;
-use crate::handler::Handler;
+use crate::handler::{BatchHandler, Handler};
 use crate::metrics::Metrics;
 use crate::options::ConsumerOptions;
 use crate::policy::{GroupPolicy, Guarantee};
@@ -96,6 +96,22 @@ pub struct ConsumerBuilder<H> {
 /// No handler set yet.
 pub struct NoHandler;
 
+/// A [`BatchHandler`] run by the runtime (see [`ConsumerBuilder::batch_handler`]).
+pub struct Batched<B>(pub B);
+
+impl<B: BatchHandler> Handler for Batched<B> {
+    async fn handle(
+        &self,
+        record: &crate::Record,
+        ctx: &mut crate::HandlerCtx<'_>,
+    ) -> Result<(), crate::HandlerError> {
+        self.0
+            .handle_batch(std::slice::from_ref(record), ctx)
+            .await
+            .map_err(|e| e.error)
+    }
+}
+
 /// A consumer of one group: the poll thread, the partition lanes and the handler.
 pub struct Consumer<H> {
     shared: Arc<Shared<H>>,
@@ -126,6 +142,11 @@ impl<H> ConsumerBuilder<H> {
             readiness: self.readiness,
             options: self.options,
         }
+    }
+
+    /// A handler that takes a partition's batch at once (see [`BatchHandler`]).
+    pub fn batch_handler<B: BatchHandler>(self, handler: B) -> ConsumerBuilder<Batched<B>> {
+        self.handler(Batched(handler))
     }
 
     /// The database of mode (b) (offsets and the handler's transaction).

@@ -57,6 +57,11 @@ impl ErrorClass {
         Self::Infrastructure,
     ];
 
+    /// The class named `name` (the inverse of [`ErrorClass::as_str`]).
+    pub fn parse(name: &str) -> Option<ErrorClass> {
+        Self::ALL.into_iter().find(|c| c.as_str() == name)
+    }
+
     /// Stable lowercase name (metrics label, DLQ header value).
     pub const fn as_str(self) -> &'static str {
         match self {

@@ -1,12 +1,22 @@
-//! The one trait a consumer service implements, and the context the runtime hands it.
+//! The two shapes of a consumer service's logic, and the context the runtime hands it.
 //!
-//! Guarantees: for one partition, `handle` is called for one record at a time, in offset order; a record is
-//! retried (same record, in place) until it succeeds, is dead-lettered, or the partition is revoked — so a
-//! handler may be called again for a record it already saw (at-least-once), and must be idempotent unless the
-//! guarantee is exactly-once. Records queued with [`HandlerCtx::produce`] are sent only if `handle` returns
-//! `Ok`: in at-least-once and mode (b) they are acknowledged by the broker before the offset is committed; in
-//! mode (a) they are part of the same Kafka transaction as the offset. [`HandlerCtx::db`] is the open database
-//! transaction of mode (b), which also stores the offset.
+//! - [`BatchHandler`]: the whole ordered batch of a partition at once, applied as **one unit** (all of it or
+//!   none of it), so a handler can do its database work with a handful of statements per batch (`UNNEST`
+//!   arrays, multi-row upserts) instead of round trips per record. When the unit fails, the handler says which
+//!   record made it fail ([`BatchError::at`]) or that it cannot tell ([`BatchError::unknown`], and the runtime
+//!   finds the record by bisecting); the runtime then applies the rest without it and takes that record through
+//!   its retry policy alone — records of the same key wait for it, so per-key order holds.
+//! - [`Handler`]: one record per call, for logic that works record by record (an HTTP call per record). Records
+//!   before a failing one keep their effects in at-least-once and mode (a); in mode (b) they are replayed in a
+//!   new transaction, because the failed one's writes were rolled back with them.
+//!
+//! Guarantees for both: the records of one partition arrive in offset order (a batch may skip offsets: records
+//! done earlier and records held back behind a failure are left out); a record is retried until it succeeds,
+//! is dead-lettered, or the partition is revoked — so a handler may see a record again (at-least-once) and must
+//! be idempotent unless the guarantee is exactly-once. Records queued with [`HandlerCtx::produce`] are sent
+//! only for work that succeeded: in at-least-once and mode (b) they are acknowledged by the broker before the
+//! offset is committed; in mode (a) they are part of the same Kafka transaction as the offset.
+//! [`HandlerCtx::db`] is the open database transaction of mode (b), which also stores the offset.
 
 use std::future::Future;
 
@@ -15,7 +25,46 @@ use sqlx::PgConnection;
 use crate::error::HandlerError;
 use crate::record::{OutputRecord, Record};
 
-/// A consumer service's logic. One value is shared by every partition lane of the consumer.
+/// A consumer service's logic, one batch per call. One value is shared by every partition lane of the consumer.
+pub trait BatchHandler: Send + Sync + 'static {
+    /// Applies `records` (one partition's, in offset order, at most the group's batch size) as one unit: on
+    /// `Ok` all of it is done; on `Err` none of it may have taken effect — roll back what was started (in mode
+    /// (b) the runtime rolls back its transaction, which holds everything written through [`HandlerCtx::db`]).
+    fn handle_batch(
+        &self,
+        records: &[Record],
+        ctx: &mut HandlerCtx<'_>,
+    ) -> impl Future<Output = Result<(), BatchError>> + Send;
+}
+
+/// Why a batch failed, and which record made it fail when the handler knows.
+#[derive(Debug)]
+pub struct BatchError {
+    /// Index in the batch of the record that failed; `None` when the handler cannot tell (e.g. a constraint
+    /// violated by a multi-row statement): the runtime then bisects the batch to find it.
+    pub index: Option<usize>,
+    pub error: HandlerError,
+}
+
+impl BatchError {
+    /// Record `index` of the batch failed with `error`.
+    pub fn at(index: usize, error: impl Into<HandlerError>) -> Self {
+        BatchError {
+            index: Some(index),
+            error: error.into(),
+        }
+    }
+
+    /// The batch failed and no single record can be blamed from here.
+    pub fn unknown(error: impl Into<HandlerError>) -> Self {
+        BatchError {
+            index: None,
+            error: error.into(),
+        }
+    }
+}
+
+/// A consumer service's logic, one record per call. One value is shared by every partition lane.
 pub trait Handler: Send + Sync + 'static {
     /// Processes one record. The returned error's variant decides what happens next (see [`HandlerError`]).
     fn handle(
@@ -30,6 +79,8 @@ pub struct HandlerCtx<'a> {
     group: &'a str,
     attempt: u32,
     outputs: Vec<OutputRecord>,
+    /// `outputs[..kept]` belong to records that succeeded (per-record handlers).
+    kept: usize,
     db: Option<&'a mut PgConnection>,
 }
 
@@ -39,11 +90,12 @@ impl<'a> HandlerCtx<'a> {
             group,
             attempt,
             outputs: Vec::new(),
+            kept: 0,
             db,
         }
     }
 
-    /// Queues a record to produce if this call returns `Ok` (discarded otherwise).
+    /// Queues a record to produce once the work it belongs to succeeded (discarded otherwise).
     pub fn produce(&mut self, record: OutputRecord) {
         self.outputs.push(record);
     }
@@ -59,12 +111,22 @@ impl<'a> HandlerCtx<'a> {
         self.group
     }
 
-    /// 1 for the first attempt at this record in this consumer, 2 for the first retry, …
+    /// 1 for a record's first attempt, 2 for its first retry, … (counted across restarts and rebalances).
     pub fn attempt(&self) -> u32 {
         self.attempt
     }
 
-    pub(crate) fn into_outputs(self) -> Vec<OutputRecord> {
+    /// The outputs queued so far belong to records that succeeded.
+    #[allow(dead_code)] // called by the batch-native lane (next commit)
+    pub(crate) fn keep(&mut self) {
+        self.kept = self.outputs.len();
+    }
+
+    /// The outputs of the whole call (`all`), or only those of the records that succeeded.
+    pub(crate) fn into_outputs(mut self, all: bool) -> Vec<OutputRecord> {
+        if !all {
+            self.outputs.truncate(self.kept);
+        }
         self.outputs
     }
 }

@@ -322,7 +322,7 @@ impl<H: Handler> Lane<H> {
             .processing
             .observe(started.elapsed().as_secs_f64());
         let outputs = if result.is_ok() {
-            ctx.into_outputs()
+            ctx.into_outputs(true)
         } else {
             Vec::new()
         };

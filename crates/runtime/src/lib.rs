@@ -44,9 +44,9 @@ pub mod retry;
 pub mod service;
 
 pub use breaker::BreakerState;
-pub use consumer::{Consumer, ConsumerBuilder, NoHandler, READY_ASSIGNED, READY_BREAKER};
+pub use consumer::{Batched, Consumer, ConsumerBuilder, NoHandler, READY_ASSIGNED, READY_BREAKER};
 pub use error::{BoxError, ErrorClass, HandlerError, RuntimeError};
-pub use handler::{Handler, HandlerCtx};
+pub use handler::{BatchError, BatchHandler, Handler, HandlerCtx};
 pub use metrics::Metrics;
 pub use options::{ConsumerConfig, ConsumerOptions};
 pub use policy::{Backoff, GroupPolicy, Guarantee, PolicyOverrides, RetryPolicy};

@@ -1,17 +1,27 @@
-//! The start-up every consumer service shares, so that a service's `start` is only its policy, its database and
-//! its handler.
+//! The one shape of a consumer service: a type implementing [`ConsumerService`] — its name, its group, its
+//! settings and how to build its handler. Everything else is written once, here:
 //!
-//! [`Ops::start`] binds the operations server (`/health`, `/ready`, `/metrics`) first, so a service answers
-//! `/health` while it connects; [`Ops::consumer`] is a [`ConsumerBuilder`] already wired to that server's
-//! registry and readiness; [`Ops::run`] spawns the consumer; [`Running::wait`] returns once it has drained,
-//! committed and left its group (after the shutdown token fired) and the server has closed.
+//! - [`main`]: `--help`, configuration (defaults → TOML file → `CHECKOUT__…` variables → `KAFKA_BOOTSTRAP_SERVERS`
+//!   and `DATABASE_URL`), telemetry, SIGTERM/Ctrl-C, start, drain, exit code;
+//! - [`start`]: the group's policy from the spec with the configured overrides (checked by the service), the
+//!   operations server (`/health`, `/ready`, `/metrics`) bound first so `/health` answers while the service
+//!   connects, PostgreSQL, the handler, the consumer; [`Running::wait`] returns once the consumer has drained,
+//!   committed and left its group and the server has closed.
+//!
+//! A service's `main.rs` is `fn main() -> ExitCode { runtime::service::main::<MyService>() }`.
 
+use std::future::Future;
 use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
 
+use anyhow::Context as _;
 use prometheus::Registry;
+use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
-use service_kit::KafkaSettings;
 use service_kit::ops::{OpsServer, Readiness};
+use service_kit::{KafkaSettings, Settings};
+use sqlx::PgPool;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
@@ -37,6 +47,180 @@ impl ConsumerSettings {
         self.options.validate(&policy)?;
         Ok(policy)
     }
+}
+
+/// The `[service]` section of a consumer service: at least `[service.consumer]`.
+pub trait ServiceSettings:
+    Clone + Default + Serialize + DeserializeOwned + std::fmt::Debug + Send + Sync + 'static
+{
+    fn consumer(&self) -> &ConsumerSettings;
+    fn consumer_mut(&mut self) -> &mut ConsumerSettings;
+}
+
+/// `[service]` of a service whose only settings are its consumer's.
+///
+/// ```toml
+/// [service.consumer.policy]        # overrides of the group's spec policy (optional)
+/// batch_size = 200
+/// [service.consumer.options]       # runtime options (optional)
+/// instance_id = "projections-0"
+/// ```
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ConsumerOnly {
+    pub consumer: ConsumerSettings,
+}
+
+impl ServiceSettings for ConsumerOnly {
+    fn consumer(&self) -> &ConsumerSettings {
+        &self.consumer
+    }
+    fn consumer_mut(&mut self) -> &mut ConsumerSettings {
+        &mut self.consumer
+    }
+}
+
+/// What a service's handler may be built from.
+pub struct ServiceContext<'a, S> {
+    /// The `[service]` section.
+    pub settings: &'a S,
+    /// The resolved policy of the group.
+    pub policy: &'a GroupPolicy,
+    /// The service's database (also the runtime's: retry attempts, mode (b) offsets).
+    pub pool: &'a PgPool,
+    /// Rendered on `/metrics`: register the handler's own metrics here.
+    pub registry: &'a Registry,
+}
+
+/// A consumer service: the few things that differ from one to the next.
+pub trait ConsumerService: 'static {
+    /// The binary's name, and its row in `service_kit::services::SERVICES` (its operations port).
+    const NAME: &'static str;
+    /// The spec's consumer group whose policy is the default.
+    const GROUP: &'static str;
+    /// What the service does, for `--help`.
+    const ABOUT: &'static str;
+    /// The `[service]` section ([`ConsumerOnly`] when the consumer's settings are all there is).
+    type Settings: ServiceSettings;
+    /// The handler (a [`crate::BatchHandler`] inside [`crate::Batched`], or a per-record [`Handler`]).
+    type Handler: Handler;
+
+    /// Builds the handler.
+    fn handler(
+        ctx: ServiceContext<'_, Self::Settings>,
+    ) -> impl Future<Output = anyhow::Result<Self::Handler>> + Send;
+
+    /// Refuses a resolved policy the service cannot honour (e.g. a weaker guarantee than its writes need).
+    fn check_policy(_policy: &GroupPolicy) -> Result<(), String> {
+        Ok(())
+    }
+}
+
+/// Resolves the policy of service `S` from its settings: the spec's, the overrides, the service's own check.
+pub fn policy<S: ConsumerService>(settings: &S::Settings) -> anyhow::Result<GroupPolicy> {
+    let policy = settings
+        .consumer()
+        .policy(S::GROUP)
+        .context("invalid consumer policy")?;
+    S::check_policy(&policy)
+        .map_err(|why| anyhow::anyhow!("invalid consumer policy for {}: {why}", S::NAME))?;
+    Ok(policy)
+}
+
+/// Binds the operations server, connects to PostgreSQL, builds the handler and starts consuming until
+/// `shutdown`.
+pub async fn start<S: ConsumerService>(
+    config: Settings<S::Settings>,
+    shutdown: CancellationToken,
+) -> anyhow::Result<Running> {
+    let policy = policy::<S>(&config.service)?;
+    let ops = Ops::start(config.http.listen, shutdown.clone()).await?;
+    let pool = service_kit::db::connect(&config.database)
+        .await
+        .context("connecting to PostgreSQL")?;
+    let handler = S::handler(ServiceContext {
+        settings: &config.service,
+        policy: &policy,
+        pool: &pool,
+        registry: &ops.registry,
+    })
+    .await
+    .context("building the handler")?;
+    let consumer = ops
+        .consumer(
+            policy,
+            config.kafka.clone(),
+            config.service.consumer().options.clone(),
+        )
+        .handler(handler)
+        .database(pool)
+        .build()
+        .context("building the consumer")?;
+    Ok(ops.run(S::NAME, consumer, shutdown))
+}
+
+/// The whole life of service `S` as a process: arguments, configuration, telemetry, [`start`], drain on
+/// SIGTERM/Ctrl-C. Exit codes: 0 after a graceful stop, 1 when the service failed, 2 for unusable configuration.
+pub fn main<S: ConsumerService>() -> ExitCode {
+    let port = service_kit::services::spec(S::NAME).map_or(0, |s| s.ops_port);
+    let command = clap::Command::new(S::NAME)
+        .version(env!("CARGO_PKG_VERSION"))
+        .about(S::ABOUT)
+        .after_help(format!(
+            "Consumer group {group} (policy: the spec's, overridable under [service.consumer.policy]).\n\n\
+             Configuration, later layers winning: defaults; the TOML file (--config or CHECKOUT_CONFIG); \
+             CHECKOUT__SECTION__KEY variables (e.g. CHECKOUT__HTTP__LISTEN=0.0.0.0:{port}); \
+             KAFKA_BOOTSTRAP_SERVERS and DATABASE_URL. Unknown keys are errors.\n\n\
+             Operations: /health, /ready, /metrics on http.listen (default 127.0.0.1:{port}). \
+             SIGTERM or Ctrl-C drains in-flight work, commits and leaves the group.",
+            group = S::GROUP,
+        ))
+        .arg(
+            clap::Arg::new("config")
+                .long("config")
+                .env(service_kit::config::CONFIG_FILE_ENV)
+                .value_name("FILE")
+                .value_parser(clap::value_parser!(PathBuf))
+                .help("TOML configuration file"),
+        );
+    let matches = command.get_matches();
+    let file = matches.get_one::<PathBuf>("config");
+    let config = match Settings::<S::Settings>::load_service(S::NAME, file.map(PathBuf::as_path)) {
+        Ok(config) => config,
+        Err(err) => {
+            eprintln!("{}: {err}", S::NAME);
+            return ExitCode::from(2);
+        }
+    };
+    if let Err(err) = policy::<S>(&config.service) {
+        eprintln!("{}: {err:#}", S::NAME);
+        return ExitCode::from(2);
+    }
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(err) => {
+            eprintln!("{}: cannot start the async runtime: {err}", S::NAME);
+            return ExitCode::FAILURE;
+        }
+    };
+    runtime.block_on(async move {
+        service_kit::telemetry::init(&config.log);
+        let shutdown = service_kit::shutdown::on_signal();
+        let result = match start::<S>(config, shutdown).await {
+            Ok(running) => running.wait().await.map_err(anyhow::Error::from),
+            Err(err) => Err(err),
+        };
+        match result {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(err) => {
+                tracing::error!(error = format!("{err:#}"), "{} failed", S::NAME);
+                ExitCode::FAILURE
+            }
+        }
+    })
 }
 
 /// A running consumer service failed.

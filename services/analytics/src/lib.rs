@@ -15,66 +15,37 @@ pub mod checkout_events;
 pub mod handler;
 pub mod query;
 
-use anyhow::Context;
-use runtime::policy::ANALYTICS_AGGREGATION;
-use runtime::service::Ops;
-use runtime::{GroupPolicy, Guarantee, RuntimeError};
-use serde::{Deserialize, Serialize};
-use service_kit::shutdown::CancellationToken;
-use service_kit::{Settings, db};
+use runtime::service::{ConsumerOnly, ConsumerService, ServiceContext};
+use runtime::{GroupPolicy, Guarantee};
 
-/// The binary's name and its row in the services table (operations port 9105).
-pub const SERVICE: &str = "analytics";
+/// The analytics-aggregation service (operations port 9105).
+pub struct Analytics;
 
-/// The service's configuration: the common sections plus [`AnalyticsSettings`] under `service`.
-pub type Config = Settings<AnalyticsSettings>;
+impl ConsumerService for Analytics {
+    const NAME: &'static str = "analytics";
+    const GROUP: &'static str = runtime::policy::ANALYTICS_AGGREGATION;
+    const ABOUT: &'static str = "Aggregates crypto-checkout.domain-events and crypto-checkout.analytics-events \
+        into per-merchant, per-UTC-day analytics in PostgreSQL (exactly-once: the aggregates and the consumer's \
+        offsets commit in one database transaction). Read them with `checkoutctl analytics daily`.";
+    type Settings = ConsumerOnly;
+    type Handler = handler::Aggregator;
 
-/// `[service]`: the consumer's policy overrides (`[service.consumer.policy]`) and runtime options
-/// (`[service.consumer.options]`).
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct AnalyticsSettings {
-    pub consumer: ConsumerSettings,
-}
-
-impl AnalyticsSettings {
-    /// The analytics-aggregation policy with the configured overrides, validated. The aggregates are only
-    /// exactly-once in mode (b), so another guarantee is refused.
-    pub fn policy(&self) -> Result<GroupPolicy, RuntimeError> {
-        let policy = self.consumer.policy(ANALYTICS_AGGREGATION)?;
-        if policy.guarantee != Guarantee::ExactlyOnceDb {
-            return Err(RuntimeError::Config(format!(
-                "analytics aggregates exactly-once into PostgreSQL: the guarantee must be exactly_once_db, not {}",
-                policy.guarantee.as_str()
-            )));
-        }
-        Ok(policy)
+    async fn handler(ctx: ServiceContext<'_, ConsumerOnly>) -> anyhow::Result<handler::Aggregator> {
+        Ok(handler::Aggregator::new(
+            handler::AnalyticsMetrics::register(ctx.registry)?,
+        ))
     }
-}
 
-/// A started service (see [`runtime::service`]).
-pub use runtime::service::{ConsumerSettings, Running};
-
-/// Binds the operations server, connects to PostgreSQL and starts consuming until `shutdown`.
-pub async fn start(config: Config, shutdown: CancellationToken) -> anyhow::Result<Running> {
-    let policy = config.service.policy().context("invalid consumer policy")?;
-    let ops = Ops::start(config.http.listen, shutdown.clone()).await?;
-    let pool = db::connect(&config.database)
-        .await
-        .context("connecting to PostgreSQL")?;
-    let metrics =
-        handler::AnalyticsMetrics::register(&ops.registry).context("registering metrics")?;
-    let consumer = ops
-        .consumer(
-            policy,
-            config.kafka.clone(),
-            config.service.consumer.options.clone(),
-        )
-        .handler(handler::Aggregator::new(metrics))
-        .database(pool)
-        .build()
-        .context("building the consumer")?;
-    Ok(ops.run(SERVICE, consumer, shutdown))
+    /// The aggregates are only exactly-once in mode (b).
+    fn check_policy(policy: &GroupPolicy) -> Result<(), String> {
+        match policy.guarantee {
+            Guarantee::ExactlyOnceDb => Ok(()),
+            other => Err(format!(
+                "analytics aggregates exactly-once into PostgreSQL: the guarantee must be exactly_once_db, not {}",
+                other.as_str()
+            )),
+        }
+    }
 }
 
 #[cfg(test)]
@@ -83,7 +54,7 @@ mod tests {
 
     #[test]
     fn the_default_policy_is_the_specs_analytics_aggregation_row() {
-        let policy = AnalyticsSettings::default().policy().unwrap();
+        let policy = runtime::service::policy::<Analytics>(&ConsumerOnly::default()).unwrap();
         assert_eq!(policy.group, "analytics-aggregation");
         assert_eq!(
             policy.topics,
@@ -101,14 +72,9 @@ mod tests {
 
     #[test]
     fn a_weaker_guarantee_is_refused() {
-        let mut settings = AnalyticsSettings::default();
+        let mut settings = ConsumerOnly::default();
         settings.consumer.policy.guarantee = Some(Guarantee::AtLeastOnce);
-        assert!(
-            settings
-                .policy()
-                .unwrap_err()
-                .to_string()
-                .contains("exactly_once_db")
-        );
+        let err = runtime::service::policy::<Analytics>(&settings).unwrap_err();
+        assert!(format!("{err:#}").contains("exactly_once_db"), "{err:#}");
     }
 }

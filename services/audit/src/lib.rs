@@ -7,62 +7,30 @@
 //! refuses UPDATE, DELETE and TRUNCATE on it (decision 0010).
 //!
 //! Layout: [`chain`] (rows, canonical encoding, hashes), [`handler`] (append), [`verify`]; this file is the
-//! service: settings and [`start`].
+//! service.
 
 pub mod chain;
 pub mod handler;
 pub mod verify;
 
-use anyhow::Context;
-use runtime::policy::AUDIT_LOGGING;
-use runtime::service::Ops;
-use runtime::{GroupPolicy, RuntimeError};
-use serde::{Deserialize, Serialize};
-use service_kit::shutdown::CancellationToken;
-use service_kit::{Settings, db};
+use runtime::service::{ConsumerOnly, ConsumerService, ServiceContext};
 
-/// The binary's name and its row in the services table (operations port 9106).
-pub const SERVICE: &str = "audit";
+/// The audit-logging service (operations port 9106).
+pub struct Audit;
 
-/// The service's configuration: the common sections plus [`AuditSettings`] under `service`.
-pub type Config = Settings<AuditSettings>;
+impl ConsumerService for Audit {
+    const NAME: &'static str = "audit";
+    const GROUP: &'static str = runtime::policy::AUDIT_LOGGING;
+    const ABOUT: &'static str = "Appends every domain event of crypto-checkout.domain-events once to the \
+        tamper-evident audit log (a SHA-256 hash chain in PostgreSQL), with its actor, IP address, user agent and \
+        request id. Verify it with `checkoutctl audit verify`.";
+    type Settings = ConsumerOnly;
+    type Handler = handler::Auditor;
 
-/// `[service]`: the consumer's policy overrides (`[service.consumer.policy]`) and runtime options
-/// (`[service.consumer.options]`).
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct AuditSettings {
-    pub consumer: ConsumerSettings,
-}
-
-impl AuditSettings {
-    /// The audit-logging policy with the configured overrides, validated.
-    pub fn policy(&self) -> Result<GroupPolicy, RuntimeError> {
-        self.consumer.policy(AUDIT_LOGGING)
+    async fn handler(ctx: ServiceContext<'_, ConsumerOnly>) -> anyhow::Result<handler::Auditor> {
+        let metrics = handler::AuditMetrics::register(ctx.registry)?;
+        Ok(handler::Auditor::new(ctx.pool.clone(), metrics))
     }
-}
-
-/// A started service (see [`runtime::service`]).
-pub use runtime::service::{ConsumerSettings, Running};
-
-/// Binds the operations server, connects to PostgreSQL and starts consuming until `shutdown`.
-pub async fn start(config: Config, shutdown: CancellationToken) -> anyhow::Result<Running> {
-    let policy = config.service.policy().context("invalid consumer policy")?;
-    let ops = Ops::start(config.http.listen, shutdown.clone()).await?;
-    let pool = db::connect(&config.database)
-        .await
-        .context("connecting to PostgreSQL")?;
-    let metrics = handler::AuditMetrics::register(&ops.registry).context("registering metrics")?;
-    let consumer = ops
-        .consumer(
-            policy,
-            config.kafka.clone(),
-            config.service.consumer.options.clone(),
-        )
-        .handler(handler::Auditor::new(pool, metrics))
-        .build()
-        .context("building the consumer")?;
-    Ok(ops.run(SERVICE, consumer, shutdown))
 }
 
 #[cfg(test)]
@@ -71,7 +39,7 @@ mod tests {
 
     #[test]
     fn the_default_policy_is_the_audit_logging_group() {
-        let policy = AuditSettings::default().policy().unwrap();
+        let policy = runtime::service::policy::<Audit>(&ConsumerOnly::default()).unwrap();
         assert_eq!(policy.group, "audit-logging");
         assert_eq!(policy.topics, [events::topics::DOMAIN_EVENTS]);
         assert_eq!(policy.guarantee, runtime::Guarantee::AtLeastOnce);

@@ -1,76 +1,21 @@
-//! Test plumbing: the analytics service on a private bus, and waiting for the aggregates to reach the truth.
+//! Test plumbing of this service only (the shared part is `flows::service`): waiting for the aggregates to
+//! reach the truth and for the stored offsets, snapshots.
 
 use std::time::Duration;
 
-use analytics::{AnalyticsSettings, Config, ConsumerSettings};
+use analytics::Analytics;
 use flows::harness::{Bus, end_offsets};
+use flows::service::InProcess;
 use flows::{Truth, check};
-use runtime::ConsumerOptions;
-use runtime::policy::PolicyOverrides;
-use service_kit::Settings;
-use service_kit::shutdown::CancellationToken;
 use sqlx::PgPool;
 
-pub fn fast_options() -> ConsumerOptions {
-    ConsumerOptions {
-        commit_interval: Duration::from_millis(200),
-        lag_interval: Duration::from_millis(500),
-        drain_timeout: Duration::from_secs(5),
-        breaker_probe_initial: Duration::from_millis(200),
-        breaker_probe_max: Duration::from_secs(1),
-        restart_backoff: Duration::from_millis(200),
-        ..Default::default()
-    }
-}
-
-pub fn config(bus: &Bus, group: &str) -> Config {
-    let mut config: Config = Settings {
-        kafka: flows::harness::kafka(),
-        database: Default::default(),
-        http: Default::default(),
-        log: Default::default(),
-        service: AnalyticsSettings {
-            consumer: ConsumerSettings {
-                policy: PolicyOverrides {
-                    group: Some(group.to_string()),
-                    topics: Some(vec![bus.domain_topic.clone(), bus.analytics_topic.clone()]),
-                    ..Default::default()
-                },
-                options: fast_options(),
-            },
-        },
-    };
-    config.database.url = Some(bus.db.url.clone().into());
-    config
-}
-
-pub struct Service {
-    pub running: analytics::Running,
-    pub shutdown: CancellationToken,
-    pub group: String,
-}
-
-pub async fn start(bus: &Bus) -> Service {
-    let group = testkit::unique_name("analytics");
-    let shutdown = CancellationToken::new();
-    let running = analytics::start(config(bus, &group), shutdown.clone())
-        .await
-        .expect("the analytics service starts");
-    Service {
-        running,
-        shutdown,
-        group,
-    }
-}
-
-impl Service {
-    pub async fn stop(self) {
-        self.shutdown.cancel();
-        tokio::time::timeout(Duration::from_secs(30), self.running.wait())
-            .await
-            .expect("stops within 30s")
-            .expect("stops cleanly");
-    }
+/// The service in this process on `bus`, under a fresh group reading both of the bus's topics.
+pub async fn start(bus: &Bus) -> InProcess {
+    InProcess::start::<Analytics>(
+        bus,
+        &[bus.domain_topic.clone(), bus.analytics_topic.clone()],
+    )
+    .await
 }
 
 /// Waits until the aggregates equal `truth`; on timeout fails listing the differences.

@@ -1,77 +1,18 @@
-//! Test plumbing: the audit service on a private bus, and the check of the log against the generated events.
+//! Test plumbing of this service only (the shared part is `flows::service`): the check of the log against the
+//! generated events.
 
 use std::collections::HashMap;
 use std::time::Duration;
 
-use audit::{AuditSettings, Config, ConsumerSettings};
+use audit::Audit;
 use events::Envelope;
 use flows::harness::Bus;
-use runtime::ConsumerOptions;
-use runtime::policy::PolicyOverrides;
-use service_kit::Settings;
-use service_kit::shutdown::CancellationToken;
+use flows::service::InProcess;
 use sqlx::PgPool;
 
-pub fn fast_options() -> ConsumerOptions {
-    ConsumerOptions {
-        commit_interval: Duration::from_millis(200),
-        lag_interval: Duration::from_millis(500),
-        drain_timeout: Duration::from_secs(5),
-        breaker_probe_initial: Duration::from_millis(200),
-        breaker_probe_max: Duration::from_secs(1),
-        restart_backoff: Duration::from_millis(200),
-        ..Default::default()
-    }
-}
-
-pub fn config(bus: &Bus, group: &str) -> Config {
-    let mut config: Config = Settings {
-        kafka: flows::harness::kafka(),
-        database: Default::default(),
-        http: Default::default(),
-        log: Default::default(),
-        service: AuditSettings {
-            consumer: ConsumerSettings {
-                policy: PolicyOverrides {
-                    group: Some(group.to_string()),
-                    topics: Some(vec![bus.domain_topic.clone()]),
-                    ..Default::default()
-                },
-                options: fast_options(),
-            },
-        },
-    };
-    config.database.url = Some(bus.db.url.clone().into());
-    config
-}
-
-pub struct Service {
-    pub running: audit::Running,
-    pub shutdown: CancellationToken,
-    pub group: String,
-}
-
-pub async fn start(bus: &Bus) -> Service {
-    let group = testkit::unique_name("audit");
-    let shutdown = CancellationToken::new();
-    let running = audit::start(config(bus, &group), shutdown.clone())
-        .await
-        .expect("the audit service starts");
-    Service {
-        running,
-        shutdown,
-        group,
-    }
-}
-
-impl Service {
-    pub async fn stop(self) {
-        self.shutdown.cancel();
-        tokio::time::timeout(Duration::from_secs(30), self.running.wait())
-            .await
-            .expect("stops within 30s")
-            .expect("stops cleanly");
-    }
+/// The service in this process on `bus`, under a fresh group.
+pub async fn start(bus: &Bus) -> InProcess {
+    InProcess::start::<Audit>(bus, std::slice::from_ref(&bus.domain_topic)).await
 }
 
 pub async fn rows(pool: &PgPool) -> i64 {

@@ -26,11 +26,7 @@ async fn republished_events_change_nothing() {
     bus.wait_outbox_empty(Duration::from_secs(30)).await;
     wait_consumed(&bus, &service.group).await;
 
-    let duplicates = counter(
-        &service.running,
-        "projections_events_total",
-        Some(("outcome", "duplicate")),
-    );
+    let duplicates = service.counter("projections_events_total", Some(("outcome", "duplicate")));
     assert_eq!(
         duplicates as usize,
         slice.len(),

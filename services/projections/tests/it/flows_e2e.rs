@@ -19,11 +19,7 @@ async fn read_models_equal_the_truth_of_generated_flows() {
     wait_for_truth(bus.pool(), &flows.truth, Duration::from_secs(90)).await;
 
     // Every event was applied once; no duplicate was needed.
-    let applied = counter(
-        &service.running,
-        "projections_events_total",
-        Some(("outcome", "applied")),
-    );
+    let applied = service.counter("projections_events_total", Some(("outcome", "applied")));
     assert_eq!(applied as usize, flows.events.len());
 
     // The queries behind `checkoutctl invoice show` / `merchant show`.
