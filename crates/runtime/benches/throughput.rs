@@ -88,12 +88,7 @@ struct Figures {
     records: usize,
 }
 
-async fn run(
-    topic: &str,
-    records: usize,
-    guarantee: Guarantee,
-    pool: Option<sqlx::PgPool>,
-) -> Figures {
+async fn run(topic: &str, records: usize, guarantee: Guarantee, pool: sqlx::PgPool) -> Figures {
     let policy = GroupPolicy::resolve(
         READ_MODEL_PROJECTIONS,
         &PolicyOverrides {
@@ -112,9 +107,7 @@ async fn run(
             lag_interval: Duration::from_secs(60),
             ..Default::default()
         });
-    if let Some(pool) = pool {
-        builder = builder.database(pool);
-    }
+    builder = builder.database(pool);
     let consumer = builder.build().unwrap();
     let shutdown = tokio_util::sync::CancellationToken::new();
     let started = Instant::now();
@@ -185,8 +178,7 @@ async fn main() {
     let mut rates: Vec<Vec<f64>> = vec![Vec::new(); modes.len()];
     for round in 1..=rounds {
         for (i, (name, guarantee)) in modes.iter().enumerate() {
-            let pool = (*guarantee == Guarantee::ExactlyOnceDb).then(|| pool.clone());
-            let f = run(&topic, records, *guarantee, pool).await;
+            let f = run(&topic, records, *guarantee, pool.clone()).await;
             let rate = f.records as f64 / (f.join + f.steady).as_secs_f64();
             println!(
                 "round {round}: {name:<38} {rate:>10.0} records/s  ({} records in {:.2?}, the first after {:.2?})",

@@ -1,20 +1,19 @@
 //! The public entry point: build a consumer from a policy and a handler, then run it until shutdown.
 //!
 //! ```no_run
-//! use runtime::{Consumer, ConsumerConfig, Handler, HandlerCtx, HandlerError, Record};
+//! use runtime::{BatchError, BatchHandler, Consumer, ConsumerConfig, HandlerCtx, Record};
 //! use service_kit::{Settings, ops::{OpsServer, Readiness}};
 //!
 //! struct Projection { pool: sqlx::PgPool }
 //!
-//! impl Handler for Projection {
-//!     async fn handle(&self, record: &Record, ctx: &mut HandlerCtx<'_>) -> Result<(), HandlerError> {
-//!         let event: serde_json::Value = record.decode_with(|b| serde_json::from_slice(b))?; // events::decode
-//!         let mut tx = self.pool.begin().await?;       // sqlx errors are classified (connection → breaker)
-//!         let id = uuid::Uuid::new_v4();                 // the event's id
-//!         if runtime::idempotency::first_time(&mut tx, ctx.group(), id).await? {
-//!             // … update the read model with `&mut *tx` …
+//! impl BatchHandler for Projection {
+//!     async fn handle_batch(&self, records: &[Record], ctx: &mut HandlerCtx<'_>) -> Result<(), BatchError> {
+//!         let mut tx = self.pool.begin().await.map_err(BatchError::unknown)?;
+//!         for (i, record) in records.iter().enumerate() {
+//!             let event = record.decode_event().map_err(|e| BatchError::at(i, e))?;
+//!             // … collect the batch's writes, then a few multi-row statements through `&mut *tx` …
 //!         }
-//!         tx.commit().await?;
+//!         tx.commit().await.map_err(BatchError::unknown)?;
 //!         Ok(())
 //!     }
 //! }
@@ -30,8 +29,8 @@
 //! let shutdown = service_kit::shutdown::on_signal();
 //! OpsServer::start(settings.http.listen, registry.clone(), readiness.clone(), shutdown.clone()).await?;
 //! let consumer = Consumer::builder(settings.service.consumer.resolve()?, settings.kafka.clone())
-//!     .handler(Projection { pool: pool.clone() })
-//!     .database(pool)                 // required for exactly-once into PostgreSQL (mode b)
+//!     .batch_handler(Projection { pool: pool.clone() })   // or `.handler(…)` for one record per call
+//!     .database(pool)                 // the runtime's bookkeeping (retry attempts; mode (b) positions)
 //!     .registry(&registry)            // rendered on /metrics
 //!     .readiness(readiness)           // `/ready`: partitions assigned and circuit breaker closed
 //!     .options(settings.service.consumer.options.clone())
@@ -39,54 +38,48 @@
 //! consumer.run(shutdown).await?;
 //! # Ok(()) }
 //! ```
+//! (A consumer service does all of this with `runtime::service`.)
 //!
-//! Guarantees: [`Consumer::run`] returns `Ok` after a graceful shutdown — fetching stopped, in-flight work drained
-//! within `drain_timeout`, offsets committed (or the last transaction committed), the group left. A failure that
-//! needs fresh clients (a failed Kafka transaction, a fenced lane) re-creates the consumer (and producer) after
-//! `restart_backoff`, resuming from the committed offsets; only unusable configuration ends `run` with `Err`.
+//! Guarantees: [`Consumer::run`] refuses to start when a subscribed topic has no dead-letter topic on the
+//! cluster (a record that must be dead-lettered would otherwise stall its partition), and returns `Ok` after a
+//! graceful shutdown — fetching stopped, in-flight work drained within `drain_timeout`, offsets committed (or
+//! the last transactions committed), the group left. A failure that needs fresh clients (a failed Kafka
+//! transaction, a fenced lane) re-creates the consumer after `restart_backoff`, resuming from the committed
+//! positions; only unusable configuration ends `run` with `Err`.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use prometheus::Registry;
+use rdkafka::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, Consumer as _};
 use service_kit::KafkaSettings;
 use service_kit::ops::Readiness;
 use sqlx::PgPool;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
+use crate::attempts::AttemptStore;
 use crate::breaker::{Breaker, BreakerState};
+use crate::delivery::{Seek, at_least_once, db_offsets, kafka_txn};
 use crate::error::RuntimeError;
 use crate::handler::{BatchHandler, Handler};
 use crate::metrics::Metrics;
 use crate::options::ConsumerOptions;
-use crate::policy::{GroupPolicy, Guarantee};
+use crate::policy::{GroupPolicy, Guarantee, dead_letter_topic};
 use crate::poll::{self, PipelineExit};
+use crate::processor::{Batched, PerRecord, Processor};
+use crate::shared::Shared;
 
-/// Readiness condition: the consumer has partitions assigned.
-pub const READY_ASSIGNED: &str = "consumer";
+pub use crate::poll::READY_ASSIGNED;
 /// Readiness condition: the circuit breaker is closed.
 pub const READY_BREAKER: &str = "circuit_breaker";
 
-/// What every lane and the poll thread share for the consumer's whole life.
-pub(crate) struct Shared<H> {
-    pub policy: GroupPolicy,
-    pub options: ConsumerOptions,
-    pub handler: H,
-    pub metrics: Metrics,
-    pub breaker: Breaker,
-    /// Bounds how many partitions run a handler at once.
-    pub slots: Semaphore,
-    pub readiness: Readiness,
-    pub pool: Option<PgPool>,
-    pub kafka: KafkaSettings,
-    pub instance_id: String,
-}
-
 /// Builds a [`Consumer`]; see the module documentation.
-pub struct ConsumerBuilder<H> {
+pub struct ConsumerBuilder<P> {
     policy: GroupPolicy,
     kafka: KafkaSettings,
-    handler: H,
+    processor: P,
     pool: Option<PgPool>,
     registry: Option<Registry>,
     readiness: Option<Readiness>,
@@ -96,25 +89,9 @@ pub struct ConsumerBuilder<H> {
 /// No handler set yet.
 pub struct NoHandler;
 
-/// A [`BatchHandler`] run by the runtime (see [`ConsumerBuilder::batch_handler`]).
-pub struct Batched<B>(pub B);
-
-impl<B: BatchHandler> Handler for Batched<B> {
-    async fn handle(
-        &self,
-        record: &crate::Record,
-        ctx: &mut crate::HandlerCtx<'_>,
-    ) -> Result<(), crate::HandlerError> {
-        self.0
-            .handle_batch(std::slice::from_ref(record), ctx)
-            .await
-            .map_err(|e| e.error)
-    }
-}
-
 /// A consumer of one group: the poll thread, the partition lanes and the handler.
-pub struct Consumer<H> {
-    shared: Arc<Shared<H>>,
+pub struct Consumer<P> {
+    shared: Arc<Shared<P>>,
 }
 
 impl Consumer<NoHandler> {
@@ -122,7 +99,7 @@ impl Consumer<NoHandler> {
         ConsumerBuilder {
             policy,
             kafka,
-            handler: NoHandler,
+            processor: NoHandler,
             pool: None,
             registry: None,
             readiness: None,
@@ -131,12 +108,13 @@ impl Consumer<NoHandler> {
     }
 }
 
-impl<H> ConsumerBuilder<H> {
-    pub fn handler<H2: Handler>(self, handler: H2) -> ConsumerBuilder<H2> {
+impl<P> ConsumerBuilder<P> {
+    /// The service's logic, as the runtime calls it ([`Batched`] or [`PerRecord`]).
+    pub fn processor<P2: Processor>(self, processor: P2) -> ConsumerBuilder<P2> {
         ConsumerBuilder {
             policy: self.policy,
             kafka: self.kafka,
-            handler,
+            processor,
             pool: self.pool,
             registry: self.registry,
             readiness: self.readiness,
@@ -144,12 +122,18 @@ impl<H> ConsumerBuilder<H> {
         }
     }
 
-    /// A handler that takes a partition's batch at once (see [`BatchHandler`]).
-    pub fn batch_handler<B: BatchHandler>(self, handler: B) -> ConsumerBuilder<Batched<B>> {
-        self.handler(Batched(handler))
+    /// A handler of one record per call (see [`Handler`]).
+    pub fn handler<H: Handler>(self, handler: H) -> ConsumerBuilder<PerRecord<H>> {
+        self.processor(PerRecord(handler))
     }
 
-    /// The database of mode (b) (offsets and the handler's transaction).
+    /// A handler that takes a partition's batch at once (see [`BatchHandler`]).
+    pub fn batch_handler<B: BatchHandler>(self, handler: B) -> ConsumerBuilder<Batched<B>> {
+        self.processor(Batched(handler))
+    }
+
+    /// The database of the runtime's bookkeeping — every record's failed attempts, and in mode (b) the
+    /// positions and the handler's transaction. Required.
     pub fn database(mut self, pool: PgPool) -> Self {
         self.pool = Some(pool);
         self
@@ -173,9 +157,9 @@ impl<H> ConsumerBuilder<H> {
     }
 }
 
-impl<H: Handler> ConsumerBuilder<H> {
+impl<P: Processor> ConsumerBuilder<P> {
     /// Validates the configuration and registers the metrics.
-    pub fn build(self) -> Result<Consumer<H>, RuntimeError> {
+    pub fn build(self) -> Result<Consumer<P>, RuntimeError> {
         self.policy.validate()?;
         self.options.validate(&self.policy)?;
         if self.kafka.bootstrap_servers.trim().is_empty() {
@@ -183,12 +167,13 @@ impl<H: Handler> ConsumerBuilder<H> {
                 "kafka.bootstrap_servers is empty".into(),
             ));
         }
-        if self.policy.guarantee == Guarantee::ExactlyOnceDb && self.pool.is_none() {
-            return Err(RuntimeError::Config(format!(
-                "group {} is exactly-once into the database: give the consumer a pool (ConsumerBuilder::database)",
+        let pool = self.pool.ok_or_else(|| {
+            RuntimeError::Config(format!(
+                "group {}: give the consumer its database (ConsumerBuilder::database): it keeps every record's \
+                 failed attempts there (and, exactly-once into the database, the positions)",
                 self.policy.group
-            )));
-        }
+            ))
+        })?;
         let registry = self.registry.unwrap_or_default();
         let metrics =
             Metrics::register(&registry, &self.policy.group).map_err(RuntimeError::Metrics)?;
@@ -223,13 +208,18 @@ impl<H: Handler> ConsumerBuilder<H> {
         Ok(Consumer {
             shared: Arc::new(Shared {
                 slots: Semaphore::new(self.options.max_parallel_partitions),
+                attempts: AttemptStore::Postgres {
+                    pool: pool.clone(),
+                    group: self.policy.group.clone(),
+                    timeout: self.options.db_timeout,
+                },
                 policy: self.policy,
                 options: self.options,
-                handler: self.handler,
+                processor: self.processor,
                 metrics,
                 breaker,
                 readiness,
-                pool: self.pool,
+                pool,
                 kafka: self.kafka,
                 instance_id,
             }),
@@ -237,7 +227,7 @@ impl<H: Handler> ConsumerBuilder<H> {
     }
 }
 
-impl<H: Handler> Consumer<H> {
+impl<P: Processor> Consumer<P> {
     pub fn policy(&self) -> &GroupPolicy {
         &self.shared.policy
     }
@@ -254,6 +244,7 @@ impl<H: Handler> Consumer<H> {
     pub async fn run(self, shutdown: CancellationToken) -> Result<(), RuntimeError> {
         let runtime = tokio::runtime::Handle::current();
         let group = self.shared.policy.group.clone();
+        check_dead_letter_topics(&self.shared).await?;
         tracing::info!(
             group = %group, topics = ?self.shared.policy.topics, guarantee = self.shared.policy.guarantee.as_str(),
             instance = %self.shared.instance_id, "consumer starting"
@@ -264,7 +255,7 @@ impl<H: Handler> Consumer<H> {
             std::thread::Builder::new()
                 .name(format!("poll-{group}"))
                 .spawn(move || {
-                    let _ = done_tx.send(poll::run(shared, runtime, token));
+                    let _ = done_tx.send(pipeline(shared, runtime, token));
                 })
                 .map_err(|e| {
                     RuntimeError::PollThread(format!("cannot start the poll thread: {e}"))
@@ -282,7 +273,7 @@ impl<H: Handler> Consumer<H> {
                         .restarts
                         .with_label_values(&[&group])
                         .inc();
-                    tracing::warn!(group = %group, %reason, "re-creating the consumer; it resumes from the committed offsets");
+                    tracing::warn!(group = %group, %reason, "re-creating the consumer; it resumes from the committed positions");
                     tokio::select! {
                         _ = shutdown.cancelled() => return Ok(()),
                         _ = tokio::time::sleep(self.shared.options.restart_backoff) => {}
@@ -291,4 +282,106 @@ impl<H: Handler> Consumer<H> {
             }
         }
     }
+}
+
+/// One pipeline with the group's delivery mode: the one place the mode is chosen.
+fn pipeline<P: Processor>(
+    shared: Arc<Shared<P>>,
+    runtime: tokio::runtime::Handle,
+    shutdown: CancellationToken,
+) -> PipelineExit {
+    let (policy, options) = (&shared.policy, &shared.options);
+    let mut producer_config = service_kit::kafka::producer_config(&shared.kafka);
+    producer_config.set(
+        "client.id",
+        format!("{}.{}", policy.group, shared.instance_id),
+    );
+    let producer = |config: &ClientConfig| {
+        config
+            .create()
+            .map_err(|e| PipelineExit::Fatal(RuntimeError::Kafka(e)))
+    };
+    match policy.guarantee {
+        Guarantee::AtLeastOnce => {
+            let delivery = match producer(&producer_config) {
+                Ok(producer) => at_least_once::AtLeastOnce {
+                    producer,
+                    produce_timeout: options.produce_timeout,
+                },
+                Err(exit) => return exit,
+            };
+            poll::run(shared, delivery, runtime, shutdown)
+        }
+        Guarantee::ExactlyOnceDb => {
+            let delivery = match producer(&producer_config) {
+                Ok(producer) => db_offsets::DbOffsets {
+                    pool: shared.pool.clone(),
+                    producer,
+                    group: policy.group.clone(),
+                    runtime: runtime.clone(),
+                    db_timeout: options.db_timeout,
+                    produce_timeout: options.produce_timeout,
+                    without_row: if options.auto_offset_reset == "latest" {
+                        Seek::End
+                    } else {
+                        Seek::Beginning
+                    },
+                },
+                Err(exit) => return exit,
+            };
+            poll::run(shared, delivery, runtime, shutdown)
+        }
+        Guarantee::ExactlyOnceKafka => {
+            let delivery = kafka_txn::KafkaTxn {
+                producer_config,
+                group: policy.group.clone(),
+                metadata: Default::default(),
+                transaction_timeout: options.transaction_timeout,
+                call_timeout: options.transactional_call_timeout,
+                commit_interval: options.transaction_commit_interval,
+            };
+            poll::run(shared, delivery, runtime, shutdown)
+        }
+    }
+}
+
+/// Refuses to start when a subscribed topic's dead-letter topic does not exist on the cluster.
+async fn check_dead_letter_topics<P>(shared: &Shared<P>) -> Result<(), RuntimeError> {
+    let config = service_kit::kafka::client_config(&shared.kafka);
+    let dead_letters: Vec<(String, String)> = shared
+        .policy
+        .topics
+        .iter()
+        .map(|t| (t.clone(), dead_letter_topic(t)))
+        .collect();
+    let group = shared.policy.group.clone();
+    tokio::task::spawn_blocking(move || {
+        let client: BaseConsumer = config
+            .create()
+            .map_err(RuntimeError::Kafka)?;
+        let metadata = client
+            .fetch_metadata(None, Duration::from_secs(15))
+            .map_err(RuntimeError::Kafka)?;
+        let missing: Vec<String> = dead_letters
+            .iter()
+            .filter(|(_, dlq)| {
+                !metadata
+                    .topics()
+                    .iter()
+                    .any(|t| t.name() == dlq && t.error().is_none())
+            })
+            .map(|(source, dlq)| format!("{dlq} (for {source})"))
+            .collect();
+        if missing.is_empty() {
+            Ok(())
+        } else {
+            Err(RuntimeError::Config(format!(
+                "group {group}: dead-letter topics missing on the cluster: {}; a record that must be dead-lettered \
+                 would stall its partition. Declare them in deploy/kafka/topics.yaml and run `checkoutctl topics apply`",
+                missing.join(", ")
+            )))
+        }
+    })
+    .await
+    .map_err(|e| RuntimeError::PollThread(format!("checking the dead-letter topics panicked: {e}")))?
 }

@@ -24,12 +24,11 @@
 //!
 //! Decisions: `docs/decisions/0007-consumer-runtime.md`.
 
-mod at_least_once;
+mod attempts;
 pub mod breaker;
 mod consumer;
+pub mod delivery;
 pub mod dlq;
-mod eos_db;
-mod eos_kafka;
 pub mod error;
 pub mod handler;
 pub mod idempotency;
@@ -38,16 +37,19 @@ pub mod metrics;
 pub mod options;
 pub mod policy;
 mod poll;
+pub mod processor;
 mod produce;
 pub mod record;
 pub mod retry;
 pub mod service;
+mod shared;
 
 pub use breaker::BreakerState;
-pub use consumer::{Batched, Consumer, ConsumerBuilder, NoHandler, READY_ASSIGNED, READY_BREAKER};
+pub use consumer::{Consumer, ConsumerBuilder, NoHandler, READY_ASSIGNED, READY_BREAKER};
 pub use error::{BoxError, ErrorClass, HandlerError, RuntimeError};
 pub use handler::{BatchError, BatchHandler, Handler, HandlerCtx};
 pub use metrics::Metrics;
 pub use options::{ConsumerConfig, ConsumerOptions};
 pub use policy::{Backoff, GroupPolicy, Guarantee, PolicyOverrides, RetryPolicy};
+pub use processor::{Batched, PerRecord, Processor};
 pub use record::{OutputRecord, Record};

@@ -45,6 +45,11 @@ pub struct Metrics {
     pub commits: IntCounterVec,
     /// Pipeline rebuilds (producer and consumer re-created after a transactional failure). {group}
     pub restarts: IntCounterVec,
+    /// Writes refused for a reason that does not pass by itself (e.g. a missing DLQ topic): the partition
+    /// waits and tries again, the others go on. {group, topic}
+    pub stalls: IntCounterVec,
+    /// Records per unit of work (one handler call and its commit). {group, topic}
+    pub unit_records: HistogramVec,
 }
 
 /// The children a lane updates on every record, resolved once.
@@ -53,6 +58,8 @@ pub(crate) struct LaneMetrics {
     pub processed: IntCounter,
     pub processing: Histogram,
     pub latency: Histogram,
+    pub unit_records: Histogram,
+    pub stalls: IntCounter,
     metrics: Metrics,
     topic: String,
 }
@@ -137,7 +144,7 @@ impl Metrics {
             )?,
             processing_seconds: histogram(
                 "processing_seconds",
-                "Duration of one handler call.",
+                "Duration of one handler call (one record, or one batch).",
                 vec![
                     0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0,
                     60.0,
@@ -185,6 +192,16 @@ impl Metrics {
                 "Consumer and producer re-created after a transactional failure.",
                 &["group"],
             )?,
+            stalls: counter(
+                "partition_stalls_total",
+                "Writes refused for a reason that does not pass by itself (e.g. a missing topic); the partition waits and tries again.",
+                &["group", "topic"],
+            )?,
+            unit_records: histogram(
+                "unit_records",
+                "Records per unit of work (one handler call and its commit).",
+                vec![1.0, 2.0, 5.0, 10.0, 20.0, 50.0, 100.0, 200.0, 500.0, 1000.0],
+            )?,
         };
         // Publish the fixed label sets at zero so alerts see them before the first event.
         metrics
@@ -215,6 +232,8 @@ impl Metrics {
             processed: self.processed.with_label_values(&gt),
             processing: self.processing_seconds.with_label_values(&gt),
             latency: self.end_to_end_latency_seconds.with_label_values(&gt),
+            unit_records: self.unit_records.with_label_values(&gt),
+            stalls: self.stalls.with_label_values(&gt),
             metrics: self.clone(),
             topic: topic.to_string(),
         }

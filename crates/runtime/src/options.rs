@@ -38,6 +38,12 @@ pub struct ConsumerOptions {
     /// Mode (a): the timeout of every transactional call (init, send offsets, commit, abort).
     #[serde(with = "humantime_serde")]
     pub transactional_call_timeout: Duration,
+    /// librdkafka `max.poll.interval.ms`. The poll thread polls continuously; only a rebalance callback holds it
+    /// — draining revoked lanes (at most `drain_timeout`) and reading mode (b)'s stored positions (at most
+    /// `db_timeout`) — so this must exceed their sum with a margin, or a slow rebalance makes the member leave
+    /// its group.
+    #[serde(with = "humantime_serde")]
+    pub max_poll_interval: Duration,
     /// On revoke and shutdown: how long in-flight work may take to finish before it is abandoned.
     #[serde(with = "humantime_serde")]
     pub drain_timeout: Duration,
@@ -80,6 +86,7 @@ impl Default for ConsumerOptions {
             transaction_commit_interval: Duration::from_millis(100),
             transaction_timeout: Duration::from_secs(60),
             transactional_call_timeout: Duration::from_secs(10),
+            max_poll_interval: Duration::from_secs(60),
             drain_timeout: Duration::from_secs(10),
             produce_timeout: Duration::from_secs(30),
             db_timeout: Duration::from_secs(30),
@@ -108,6 +115,14 @@ impl ConsumerOptions {
             return bad(format!(
                 "drain_timeout ({:?}) must be shorter than the session timeout ({:?})",
                 self.drain_timeout, policy.session_timeout
+            ));
+        }
+        if self.max_poll_interval < self.drain_timeout + self.db_timeout + Duration::from_secs(10) {
+            return bad(format!(
+                "max_poll_interval ({:?}) must exceed drain_timeout + db_timeout ({:?}) by at least 10s: a rebalance \
+                 callback may take that long, and overrunning it makes the member leave its group",
+                self.max_poll_interval,
+                self.drain_timeout + self.db_timeout
             ));
         }
         if self.transaction_commit_interval.is_zero() || self.commit_interval.is_zero() {

@@ -3,26 +3,30 @@
 //! Guarantees:
 //! - **Never blocks the async runtime**: the consumer (rdkafka `BaseConsumer` with our [`ConsumerContext`]) is
 //!   polled on a dedicated OS thread, which keeps calling `poll` while handlers run or wait, so the consumer
-//!   stays in its group however long a record is retried. Blocking calls (synchronous commits, transactional
-//!   calls, reading stored offsets) happen here too.
+//!   stays in its group however long a record is retried. Blocking calls (synchronous commits, reading stored
+//!   positions) happen here too, each bounded.
 //! - **Order and bounded memory**: each assigned partition has a lane fed through a bounded queue (capacity =
-//!   batch size). When it is full, messages wait in a stash; when `buffer_bytes_per_partition` (4 MiB) waits
-//!   there the partition is **paused**, and it resumes when half of that has moved on — so a partition holds at
-//!   most two batches (the lane's and its queue) plus that bound in the runtime, and lanes get full batches. The next expected offset per partition is tracked and anything below it is dropped, so a pause,
-//!   resume or refetch can never reorder or duplicate records within an assignment. librdkafka's prefetch is
-//!   bounded by `queued.max.messages.kbytes`.
-//! - **Commits only what is done, only for what is owned**: offsets come from the lanes' durable progress;
-//!   periodic commits are asynchronous, commits on revoke and shutdown synchronous (or the transaction's commit
-//!   in mode (a)); revoked partitions are removed before committing, and a **lost** assignment commits nothing.
-//! - **Rebalance** (cooperative-sticky, incremental; eager works too): on revoke the revoked lanes stop taking
-//!   records, their in-flight attempt gets `drain_timeout` to finish, then their offsets are committed and the
-//!   partitions unassigned. On assign in mode (b) the stored offsets are read from `consumer_offsets` and set in
-//!   the assignment, so fetching starts exactly there.
+//!   batch size). When it is full, messages wait in a stash; when `buffer_bytes_per_partition` waits there the
+//!   partition is **paused**, and it resumes when half of that has moved on. The next expected offset per
+//!   partition is tracked and anything below it is dropped, so a pause, resume or refetch never reorders or
+//!   duplicates records within an assignment. librdkafka's prefetch is bounded by `queued.max.messages.kbytes`.
+//! - **Commits only what is done, only for what is owned** (when the mode commits to Kafka — see
+//!   [`Delivery::commits_to_kafka`]): offsets come from the lanes' durable progress; an offset counts as
+//!   committed only once Kafka confirmed it, so on revoke and shutdown every revoked partition whose confirmed
+//!   offset is behind its progress is committed **synchronously** — an asynchronous commit still in flight (or
+//!   lost in the rebalance) never leaves it behind. Periodic commits are asynchronous and are skipped while the
+//!   coordinator says a rebalance is in progress. A **lost** assignment commits nothing.
+//! - **Rebalance** (cooperative-sticky; eager works too): callbacks stay short — on revoke the revoked lanes stop
+//!   taking records and get `drain_timeout` to finish their unit in flight, then their offsets are committed and
+//!   the partitions unassigned; on assign the mode prepares the partitions ([`Delivery::assign`]: in mode (b)
+//!   the stored positions, read with a deadline) and fetching starts where it says. When that cannot be read
+//!   (database down) the partitions are assigned **paused**, and the poll loop retries and then seeks and
+//!   resumes them, so the callback never waits for an outage and the member never overruns
+//!   `max.poll.interval.ms`, which is set explicitly.
 //! - **Lag** per partition = high watermark (last stable offset for `read_committed`) − next offset to process,
 //!   sampled from librdkafka's statistics every `lag_interval`.
 
 use std::collections::{HashMap, VecDeque};
-use std::future::Future;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
@@ -32,9 +36,8 @@ use rdkafka::Message;
 use rdkafka::client::ClientContext;
 use rdkafka::config::{ClientConfig, RDKafkaLogLevel};
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, RebalanceProtocol};
-use rdkafka::error::{KafkaError, KafkaResult};
+use rdkafka::error::{KafkaError, KafkaResult, RDKafkaErrorCode};
 use rdkafka::message::BorrowedMessage;
-use rdkafka::producer::FutureProducer;
 use rdkafka::statistics::Statistics;
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 use rdkafka::types::RDKafkaRespErr;
@@ -43,20 +46,21 @@ use tokio::sync::mpsc::{self, error::TrySendError};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use crate::consumer::{READY_ASSIGNED, Shared};
-use crate::eos_db;
-use crate::eos_kafka::Txn;
+use crate::delivery::{Assigned, Delivery, Seek};
 use crate::error::RuntimeError;
-use crate::handler::Handler;
-use crate::lane::{Lane, LaneExit, Progress, Sink};
-use crate::policy::Guarantee;
+use crate::lane::{Lane, LaneControl, LaneExit, Progress};
+use crate::processor::Processor;
 use crate::record::Record;
+use crate::shared::Shared;
+
+/// Readiness condition: the consumer has partitions assigned.
+pub const READY_ASSIGNED: &str = "consumer";
 
 /// Why the poll thread ended.
 pub(crate) enum PipelineExit {
     /// The shutdown token fired; everything was drained and committed.
     Shutdown,
-    /// The consumer (and producer) must be re-created; processing resumes from the committed offsets.
+    /// The consumer (and producers) must be re-created; processing resumes from the committed positions.
     Restart(String),
     /// The configuration is unusable.
     Fatal(RuntimeError),
@@ -68,26 +72,22 @@ const BUSY_POLL: Duration = Duration::from_millis(2);
 /// How often lanes are checked for unexpected exits when nothing is stashed.
 const SERVICE_INTERVAL: Duration = Duration::from_millis(50);
 
-/// Runs one pipeline (consumer + producer + lanes) until shutdown or until it must be re-created.
-pub(crate) fn run<H: Handler>(
-    shared: Arc<Shared<H>>,
+/// Runs one pipeline (consumer + the mode's clients + lanes) until shutdown or until it must be re-created.
+pub(crate) fn run<P: Processor, D: Delivery>(
+    shared: Arc<Shared<P>>,
+    delivery: D,
     runtime: Handle,
     shutdown: CancellationToken,
 ) -> PipelineExit {
-    let sink = match make_sink(&shared) {
-        Ok(sink) => sink,
-        Err(exit) => return exit,
-    };
     let context = PollCtx {
         shared: shared.clone(),
-        sink,
+        delivery,
         runtime,
-        shutdown: shutdown.clone(),
         state: Mutex::new(State::default()),
         restart: Mutex::new(None),
         closing: AtomicBool::new(false),
     };
-    let consumer: BaseConsumer<PollCtx<H>> =
+    let consumer: BaseConsumer<PollCtx<P, D>> =
         match consumer_config(&shared).create_with_context(context) {
             Ok(consumer) => consumer,
             Err(err) => return PipelineExit::Fatal(RuntimeError::Kafka(err)),
@@ -96,7 +96,7 @@ pub(crate) fn run<H: Handler>(
     if let Err(err) = consumer.subscribe(&topics) {
         return PipelineExit::Fatal(RuntimeError::Kafka(err));
     }
-    let ctx = consumer.context().clone();
+    let ctx = consumer.context();
     let mut last_service = Instant::now();
     let exit = loop {
         if shutdown.is_cancelled() {
@@ -108,6 +108,7 @@ pub(crate) fn run<H: Handler>(
         let stashed = ctx.lock().any_stash;
         if stashed || last_service.elapsed() >= SERVICE_INTERVAL {
             ctx.service_lanes(&consumer);
+            ctx.retry_waiting(&consumer);
             last_service = Instant::now();
         }
         ctx.maybe_commit(&consumer);
@@ -132,46 +133,7 @@ pub(crate) fn run<H: Handler>(
     exit
 }
 
-fn make_sink<H: Handler>(shared: &Shared<H>) -> Result<Sink, PipelineExit> {
-    let mut config = service_kit::kafka::producer_config(&shared.kafka);
-    config.set(
-        "client.id",
-        format!("{}.{}", shared.policy.group, shared.instance_id),
-    );
-    let plain = |config: &ClientConfig| -> Result<FutureProducer, PipelineExit> {
-        config
-            .create()
-            .map_err(|e| PipelineExit::Fatal(RuntimeError::Kafka(e)))
-    };
-    Ok(match shared.policy.guarantee {
-        Guarantee::AtLeastOnce => Sink::AtLeastOnce(plain(&config)?),
-        Guarantee::ExactlyOnceDb => Sink::Db {
-            pool: shared.pool.clone().expect("checked by the builder"),
-            producer: plain(&config)?,
-        },
-        Guarantee::ExactlyOnceKafka => {
-            config
-                .set(
-                    "transactional.id",
-                    format!("{}.{}", shared.policy.group, shared.instance_id),
-                )
-                .set(
-                    "transaction.timeout.ms",
-                    millis(shared.options.transaction_timeout),
-                );
-            let txn =
-                Txn::start(&config, shared.options.transactional_call_timeout).map_err(|e| {
-                    PipelineExit::Restart(format!(
-                        "starting the transactional producer failed: {}",
-                        chain(&e)
-                    ))
-                })?;
-            Sink::Kafka(Arc::new(txn))
-        }
-    })
-}
-
-fn consumer_config<H: Handler>(shared: &Shared<H>) -> ClientConfig {
+fn consumer_config<P>(shared: &Shared<P>) -> ClientConfig {
     let (policy, options) = (&shared.policy, &shared.options);
     let mut config = service_kit::kafka::client_config(&shared.kafka);
     config
@@ -185,6 +147,9 @@ fn consumer_config<H: Handler>(shared: &Shared<H>) -> ClientConfig {
         .set("partition.assignment.strategy", "cooperative-sticky")
         .set("session.timeout.ms", millis(policy.session_timeout))
         .set("heartbeat.interval.ms", millis(policy.heartbeat_interval))
+        // The poll thread polls continuously; only a callback (bounded by the drain and database deadlines)
+        // can hold it. Set explicitly so an overrun is a decision, not librdkafka's default.
+        .set("max.poll.interval.ms", millis(options.max_poll_interval))
         // Never hand an aborted transaction's records to a handler (mode (a) requires it; it is right for all).
         .set("isolation.level", "read_committed")
         .set("auto.offset.reset", &options.auto_offset_reset)
@@ -204,25 +169,6 @@ fn millis(d: Duration) -> String {
     d.as_millis().to_string()
 }
 
-fn chain(err: &(dyn std::error::Error + 'static)) -> String {
-    service_kit::telemetry::error_chain(err)
-}
-
-/// Runs `future` on the runtime and waits for it from this (non-runtime) thread, at most `timeout`.
-fn block_on<T: Send + 'static>(
-    runtime: &Handle,
-    timeout: Duration,
-    future: impl Future<Output = T> + Send + 'static,
-) -> Option<T> {
-    let (tx, rx) = std::sync::mpsc::sync_channel(1);
-    let task = runtime.spawn(async move {
-        let _ = tx.send(future.await);
-    });
-    let result = rx.recv_timeout(timeout).ok();
-    task.abort();
-    result
-}
-
 /// One assigned partition, as the poll thread sees it.
 struct Part {
     topic: Arc<str>,
@@ -230,30 +176,68 @@ struct Part {
     lane: LaneHandle,
     /// Offsets below it were already handed to the lane (or skipped) in this assignment.
     next_expected: Option<i64>,
-    /// Records that did not fit in the lane's queue; the partition is paused while this is not empty.
+    /// Records that did not fit in the lane's queue; the partition is paused while this is large.
     stash: VecDeque<Record>,
     /// [`Record::approx_size`] of the stash.
     stash_bytes: usize,
     paused: bool,
-    /// The offset last committed (to Kafka, or in a transaction); `None` when unknown.
-    committed: Option<i64>,
+    commits: Commits,
     consumed: IntCounter,
     lag: IntGauge,
 }
 
+/// What Kafka knows of a partition's committed offset in this assignment.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+struct Commits {
+    /// The offset Kafka confirmed as committed.
+    confirmed: Option<i64>,
+    /// An asynchronous commit of this offset is in flight (it may yet fail, e.g. in a rebalance).
+    in_flight: Option<i64>,
+}
+
+impl Commits {
+    /// What a synchronous commit (revoke, shutdown) must write: progress Kafka has not confirmed — whether or not
+    /// an asynchronous commit of it is in flight.
+    fn unconfirmed(self, done: Option<i64>) -> Option<i64> {
+        let done = done?;
+        self.confirmed.is_none_or(|c| done > c).then_some(done)
+    }
+
+    /// What a periodic asynchronous commit sends: progress neither confirmed nor in flight.
+    fn due(self, done: Option<i64>) -> Option<i64> {
+        self.unconfirmed(done)
+            .filter(|done| self.in_flight.is_none_or(|f| *done > f))
+    }
+
+    fn sent(&mut self, offset: i64) {
+        self.in_flight = Some(offset);
+    }
+
+    fn confirmed(&mut self, offset: i64) {
+        self.confirmed = Some(self.confirmed.map_or(offset, |c| c.max(offset)));
+        if self.in_flight.is_some_and(|f| f <= offset) {
+            self.in_flight = None;
+        }
+    }
+
+    fn failed(&mut self) {
+        self.in_flight = None;
+    }
+}
+
 impl Part {
-    /// The lane's done offset when it is ahead of the last commit.
+    fn unconfirmed(&self) -> Option<i64> {
+        self.commits.unconfirmed(self.lane.progress.done())
+    }
+
     fn due(&self) -> Option<i64> {
-        let done = self.lane.progress.done()?;
-        self.committed
-            .is_none_or(|committed| done > committed)
-            .then_some(done)
+        self.commits.due(self.lane.progress.done())
     }
 }
 
 struct LaneHandle {
     queue: mpsc::Sender<Record>,
-    stop: CancellationToken,
+    control: Arc<LaneControl>,
     task: JoinHandle<()>,
     /// Receives the lane's exit; disconnected if the task ended without one (aborted or panicked).
     exit: std::sync::mpsc::Receiver<LaneExit>,
@@ -265,13 +249,16 @@ struct State {
     parts: HashMap<Arc<str>, HashMap<i32, Part>>,
     any_stash: bool,
     last_commit: Option<Instant>,
+    /// Since when a rebalance is in progress (after a revoke, or a commit the coordinator refused for it);
+    /// cleared by the next assignment, and disregarded after a session timeout.
+    rebalancing: Option<Instant>,
+    /// Partitions assigned (paused) whose start the mode could not read yet, and when to try again.
+    waiting: Vec<(Arc<str>, i32)>,
+    retry_waiting_at: Option<Instant>,
+    waiting_backoff: Duration,
 }
 
 impl State {
-    fn iter(&self) -> impl Iterator<Item = &Part> {
-        self.parts.values().flat_map(HashMap::values)
-    }
-
     fn iter_mut(&mut self) -> impl Iterator<Item = &mut Part> {
         self.parts.values_mut().flat_map(HashMap::values_mut)
     }
@@ -292,23 +279,22 @@ impl State {
     }
 
     fn count(&self) -> usize {
-        self.parts.values().map(HashMap::len).sum()
+        self.parts.values().map(HashMap::len).sum::<usize>() + self.waiting.len()
     }
 }
 
 /// The consumer's context: its state lives here because rebalance callbacks run inside `poll`.
-pub(crate) struct PollCtx<H> {
-    shared: Arc<Shared<H>>,
-    sink: Sink,
+pub(crate) struct PollCtx<P, D> {
+    shared: Arc<Shared<P>>,
+    delivery: D,
     runtime: Handle,
-    shutdown: CancellationToken,
     state: Mutex<State>,
     restart: Mutex<Option<String>>,
     /// The pipeline is tearing down: callbacks only unassign.
     closing: AtomicBool,
 }
 
-impl<H: Handler> PollCtx<H> {
+impl<P: Processor, D: Delivery> PollCtx<P, D> {
     fn lock(&self) -> MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
@@ -324,10 +310,6 @@ impl<H: Handler> PollCtx<H> {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .take()
-    }
-
-    fn is_mode_a(&self) -> bool {
-        matches!(self.sink, Sink::Kafka(_))
     }
 
     /// Hands a message to its partition's lane, or stashes it (pausing the partition when a batch is stashed).
@@ -381,8 +363,8 @@ impl<H: Handler> PollCtx<H> {
         }
     }
 
-    /// Moves stashed records into lanes that have room (resuming their partitions when the stash is empty) and
-    /// notices lanes that ended on their own (fenced in mode (b), or a bug), which requires a restart.
+    /// Moves stashed records into lanes that have room (resuming their partitions when the stash is small) and
+    /// notices lanes that ended on their own (fenced, a failed transaction, or a bug): the pipeline restarts.
     fn service_lanes(&self, consumer: &BaseConsumer<Self>) {
         let mut resume = TopicPartitionList::new();
         let mut ended = None;
@@ -436,52 +418,43 @@ impl<H: Handler> PollCtx<H> {
         }
     }
 
-    /// Commits done offsets when the interval has passed: asynchronously to Kafka, or by committing the
-    /// transaction in mode (a).
+    /// Commits done offsets to Kafka asynchronously when the interval has passed (modes that commit to Kafka),
+    /// unless a rebalance is in progress.
     fn maybe_commit(&self, consumer: &BaseConsumer<Self>) {
-        let interval = match self.sink {
-            Sink::Kafka(_) => self.shared.options.transaction_commit_interval,
-            _ => self.shared.options.commit_interval,
-        };
+        if !self.delivery.commits_to_kafka() {
+            return;
+        }
         let mut state = self.lock();
-        if state.last_commit.is_some_and(|at| at.elapsed() < interval) {
+        if state
+            .rebalancing
+            .is_some_and(|since| since.elapsed() < self.shared.policy.session_timeout)
+            || state
+                .last_commit
+                .is_some_and(|at| at.elapsed() < self.shared.options.commit_interval)
+        {
             return;
         }
         state.last_commit = Some(Instant::now());
-        match &self.sink {
-            Sink::Kafka(txn) => self.commit_transaction(consumer, txn, &mut state, &mut [], false),
-            _ => self.commit_kafka(consumer, state.iter_mut(), CommitMode::Async),
-        }
-    }
-
-    /// Commits the done offsets of `parts` to Kafka (at-least-once, and mode (b)'s informational copy).
-    fn commit_kafka<'a>(
-        &self,
-        consumer: &BaseConsumer<Self>,
-        parts: impl Iterator<Item = &'a mut Part>,
-        mode: CommitMode,
-    ) {
         let mut tpl = TopicPartitionList::new();
-        let mut due = Vec::new();
-        for part in parts {
-            if let Some(done) = part.due() {
-                if let Err(err) =
-                    tpl.add_partition_offset(&part.topic, part.partition, Offset::Offset(done))
-                {
-                    tracing::warn!(error = %err, "building the offsets to commit failed");
-                    continue;
-                }
-                due.push((part, done));
+        let mut sent = Vec::new();
+        for part in state.iter_mut() {
+            if let Some(done) = part.due()
+                && tpl
+                    .add_partition_offset(&part.topic, part.partition, Offset::Offset(done))
+                    .is_ok()
+            {
+                sent.push((part.topic.clone(), part.partition, done));
             }
         }
-        if due.is_empty() {
+        if sent.is_empty() {
             return;
         }
-        match consumer.commit(&tpl, mode) {
+        match consumer.commit(&tpl, CommitMode::Async) {
             Ok(()) => {
-                self.shared.metrics.commit("kafka", true);
-                for (part, done) in due {
-                    part.committed = Some(done);
+                for (topic, partition, done) in sent {
+                    if let Some(part) = state.get_mut(&topic, partition) {
+                        part.commits.sent(done);
+                    }
                 }
             }
             Err(err) => {
@@ -491,71 +464,64 @@ impl<H: Handler> PollCtx<H> {
         }
     }
 
-    /// Mode (a): commits the open transaction with the done offsets of every owned partition and of `extra`
-    /// (partitions being revoked or stopped); `last` begins no new transaction. A failure aborts the transaction
-    /// and requires a restart (its records are processed again).
-    fn commit_transaction(
-        &self,
-        consumer: &BaseConsumer<Self>,
-        txn: &Txn,
-        state: &mut State,
-        extra: &mut [Part],
-        last: bool,
-    ) {
-        let result = txn.commit(
-            || {
-                state
-                    .iter()
-                    .chain(extra.iter())
-                    .filter_map(|part| Some((part.topic.clone(), part.partition, part.due()?)))
-                    .collect()
-            },
-            || consumer.group_metadata(),
-            last,
-        );
-        match result {
-            Ok(committed) if committed.is_empty() => {}
-            Ok(committed) => {
-                self.shared.metrics.commit("transaction", true);
-                for (topic, partition, done) in committed {
-                    let part = match state.get_mut(&topic, partition) {
-                        Some(part) => Some(part),
-                        None => extra
-                            .iter_mut()
-                            .find(|p| p.topic == topic && p.partition == partition),
-                    };
-                    if let Some(part) = part {
-                        part.committed = Some(done);
-                    }
+    /// Commits the unconfirmed progress of `parts` synchronously (revoke, shutdown).
+    fn commit_sync(&self, consumer: &BaseConsumer<Self>, parts: &mut [Part]) {
+        if !self.delivery.commits_to_kafka() {
+            return;
+        }
+        let mut tpl = TopicPartitionList::new();
+        let mut due = Vec::new();
+        for (index, part) in parts.iter().enumerate() {
+            if let Some(done) = part.unconfirmed()
+                && tpl
+                    .add_partition_offset(&part.topic, part.partition, Offset::Offset(done))
+                    .is_ok()
+            {
+                due.push((index, done));
+            }
+        }
+        if due.is_empty() {
+            return;
+        }
+        match consumer.commit(&tpl, CommitMode::Sync) {
+            Ok(()) => {
+                self.shared.metrics.commit("kafka", true);
+                for (index, done) in due {
+                    parts[index].commits.confirmed(done);
                 }
             }
             Err(err) => {
-                self.shared.metrics.commit("transaction", false);
-                txn.abort();
-                self.request_restart(format!("the Kafka transaction failed: {}", chain(&err)));
+                self.shared.metrics.commit("kafka", false);
+                tracing::warn!(error = %err, "committing the offsets of stopping partitions failed; their last records will be redelivered");
             }
         }
     }
 
-    /// Starts a lane for a newly assigned partition.
-    fn start_lane(&self, topic: Arc<str>, partition: i32, stored: Option<i64>) -> Part {
+    /// Starts the lane of a newly assigned partition.
+    fn start_lane(&self, assigned: Assigned<D::Sink>) -> Part {
         let shared = &self.shared;
+        let Assigned {
+            topic,
+            partition,
+            skip,
+            sink,
+            ..
+        } = assigned;
         let (queue, queue_rx) = mpsc::channel(shared.policy.batch_size);
         let (exit_tx, exit) = std::sync::mpsc::sync_channel(1);
-        let stop = CancellationToken::new();
+        let control = Arc::new(LaneControl::default());
         let progress = Progress::new();
-        let lane = Lane {
-            shared: shared.clone(),
-            sink: self.sink.clone(),
-            topic: topic.clone(),
+        let lane = Lane::new(
+            shared.clone(),
+            sink,
+            topic.clone(),
             partition,
-            progress: progress.clone(),
-            metrics: shared.metrics.lane(&topic),
-            stored,
-        };
-        let lane_stop = stop.clone();
+            progress.clone(),
+            skip,
+        );
+        let lane_control = control.clone();
         let task = self.runtime.spawn(async move {
-            let _ = exit_tx.send(lane.run(queue_rx, lane_stop).await);
+            let _ = exit_tx.send(lane.run(queue_rx, lane_control).await);
         });
         Part {
             consumed: shared.metrics.consumed(&topic, partition),
@@ -564,7 +530,7 @@ impl<H: Handler> PollCtx<H> {
             partition,
             lane: LaneHandle {
                 queue,
-                stop,
+                control,
                 task,
                 exit,
                 progress,
@@ -573,21 +539,22 @@ impl<H: Handler> PollCtx<H> {
             stash: VecDeque::new(),
             stash_bytes: 0,
             paused: false,
-            committed: None,
+            commits: Commits::default(),
         }
     }
 
-    /// Stops lanes: they take no new record, and their in-flight attempt has until the deadline (then it is
-    /// abandoned). With `drain == false` they are abandoned at once (their work is not going to be committed).
+    /// Stops lanes: they take no new record, and their unit in flight has until the deadline (then it is
+    /// abandoned). With `drain == false` they are abandoned at once and commit nothing more.
     fn stop_lanes(&self, parts: &[Part], drain: bool) {
         for part in parts {
-            part.lane.stop.cancel();
+            part.lane.control.discard.store(!drain, Ordering::Release);
+            part.lane.control.stop.cancel();
         }
         let deadline = Instant::now()
             + if drain {
                 self.shared.options.drain_timeout
             } else {
-                Duration::ZERO
+                Duration::from_millis(200)
             };
         for part in parts {
             let waited = part
@@ -603,11 +570,12 @@ impl<H: Handler> PollCtx<H> {
         }
     }
 
-    /// Stops everything at the end of a pipeline: pauses fetching, drains (or abandons) lanes, and commits what
-    /// is done unless the transaction of mode (a) cannot be trusted.
+    /// Stops everything at the end of a pipeline: pauses fetching, drains lanes (or abandons them when the
+    /// pipeline failed: a restart redoes their uncommitted work), commits what is done.
     fn stop_all(&self, consumer: &BaseConsumer<Self>, graceful: bool) {
         let mut parts: Vec<Part> = {
             let mut state = self.lock();
+            state.waiting.clear();
             std::mem::take(&mut state.parts)
                 .into_values()
                 .flat_map(HashMap::into_values)
@@ -618,21 +586,9 @@ impl<H: Handler> PollCtx<H> {
         {
             let _ = consumer.pause(&assignment);
         }
-        match &self.sink {
-            Sink::Kafka(txn) => {
-                self.stop_lanes(&parts, graceful);
-                if graceful {
-                    self.commit_transaction(consumer, txn, &mut State::default(), &mut parts, true);
-                } else {
-                    txn.abort();
-                }
-            }
-            _ => {
-                // Done offsets are durable whatever the reason for stopping: commit them.
-                self.stop_lanes(&parts, true);
-                self.commit_kafka(consumer, parts.iter_mut(), CommitMode::Sync);
-            }
-        }
+        self.stop_lanes(&parts, graceful || self.delivery.commits_to_kafka());
+        // Done work is durable whatever the reason for stopping: commit it.
+        self.commit_sync(consumer, &mut parts);
         for part in &parts {
             self.shared
                 .metrics
@@ -656,77 +612,49 @@ impl<H: Handler> PollCtx<H> {
         }
     }
 
-    /// Mode (b): the stored offsets of `partitions`, retried while the database is unavailable. `None` when
-    /// shutdown came first.
-    fn load_stored(&self, partitions: &[(String, i32)]) -> Option<HashMap<(String, i32), i64>> {
-        let Sink::Db { pool, .. } = &self.sink else {
-            return Some(HashMap::new());
-        };
-        let mut wait = self.shared.options.breaker_probe_initial;
-        loop {
-            let (pool, group, list) = (
-                pool.clone(),
-                self.shared.policy.group.clone(),
-                partitions.to_vec(),
-            );
-            let timeout = self.shared.options.db_timeout;
-            let loaded = block_on(&self.runtime, timeout, async move {
-                eos_db::load_offsets(&pool, &group, &list).await
-            });
-            let why = match loaded {
-                Some(Ok(offsets)) => return Some(offsets),
-                Some(Err(err)) => chain(&err),
-                None => format!("no answer within {timeout:?}"),
-            };
-            tracing::error!(error = %why, retry_in = ?wait, "reading the stored offsets failed; the assignment waits");
-            self.shared.readiness.set_not_ready(
-                READY_ASSIGNED,
-                "cannot read the stored offsets (database unavailable)",
-            );
-            let until = Instant::now() + wait;
-            while Instant::now() < until {
-                if self.shutdown.is_cancelled() {
-                    return None;
-                }
-                std::thread::sleep(Duration::from_millis(50));
-            }
-            wait = (wait * 2).min(self.shared.options.breaker_probe_max);
-        }
-    }
-
     fn on_assign(&self, consumer: &BaseConsumer<Self>, tpl: &mut TopicPartitionList) {
         self.shared.metrics.rebalance("assign");
-        let partitions: Vec<(String, i32)> = tpl
+        self.lock().rebalancing = None;
+        let partitions: Vec<(Arc<str>, i32)> = tpl
             .elements()
             .iter()
-            .map(|e| (e.topic().to_string(), e.partition()))
+            .map(|e| (Arc::from(e.topic()), e.partition()))
             .collect();
-        let stored = self.load_stored(&partitions);
-        if let Some(stored) = &stored {
-            let mut state = self.lock();
-            for (topic, partition) in &partitions {
-                let offset = stored.get(&(topic.clone(), *partition)).copied();
-                if let Some(offset) = offset
-                    && let Err(err) =
-                        tpl.set_partition_offset(topic, *partition, Offset::Offset(offset))
-                {
-                    self.request_restart(format!(
-                        "cannot set the stored offset of {topic}/{partition}: {err}"
-                    ));
+        let prepared = if partitions.is_empty() {
+            Ok(Vec::new())
+        } else {
+            self.delivery.assign(&partitions)
+        };
+        let waiting = match prepared {
+            Ok(assigned) => {
+                for assigned in &assigned {
+                    if let Some(offset) = offset_of(assigned.seek)
+                        && let Err(err) =
+                            tpl.set_partition_offset(&assigned.topic, assigned.partition, offset)
+                    {
+                        self.request_restart(format!(
+                            "cannot set the start of {}/{}: {err}",
+                            assigned.topic, assigned.partition
+                        ));
+                    }
                 }
-                let topic: Arc<str> = topic.as_str().into();
-                let part = self.start_lane(topic.clone(), *partition, offset);
-                if let Some(old) = state
-                    .parts
-                    .entry(topic)
-                    .or_default()
-                    .insert(*partition, part)
-                {
-                    // Cannot happen (revoke removes parts first); never leave a lane running unowned.
-                    self.stop_lanes(std::slice::from_ref(&old), false);
-                }
+                self.add_lanes(assigned);
+                false
             }
-        }
+            Err(why) => {
+                tracing::error!(error = %why, partitions = ?partitions, "the start of the assigned partitions cannot be read yet; they stay paused until it can");
+                let mut state = self.lock();
+                state.waiting.extend(partitions.iter().cloned());
+                state.waiting_backoff = self.shared.options.breaker_probe_initial;
+                state.retry_waiting_at = Some(Instant::now() + state.waiting_backoff);
+                drop(state);
+                self.shared.readiness.set_not_ready(
+                    READY_ASSIGNED,
+                    "cannot read where the assigned partitions start (database unavailable)",
+                );
+                true
+            }
+        };
         let assigned = match consumer.rebalance_protocol() {
             RebalanceProtocol::Cooperative => consumer.incremental_assign(tpl),
             _ => consumer.assign(tpl),
@@ -734,11 +662,83 @@ impl<H: Handler> PollCtx<H> {
         if let Err(err) = assigned {
             self.request_restart(format!("assigning partitions failed: {err}"));
         }
-        // A partition paused in an earlier assignment must not stay paused.
-        let _ = consumer.resume(tpl);
-        tracing::info!(partitions = ?partitions, stored_offsets = ?stored, "partitions assigned");
+        // A partition paused in an earlier assignment must not stay paused — unless it waits for its start.
+        let _ = if waiting {
+            consumer.pause(tpl)
+        } else {
+            consumer.resume(tpl)
+        };
+        self.delivery.group_changed(|| consumer.group_metadata());
+        tracing::info!(partitions = ?partitions, waiting, "partitions assigned");
         let count = self.lock().count();
-        self.assignment_changed(count);
+        if !waiting {
+            self.assignment_changed(count);
+        }
+    }
+
+    /// Starts lanes for prepared partitions.
+    fn add_lanes(&self, assigned: Vec<Assigned<D::Sink>>) {
+        let mut state = self.lock();
+        for assigned in assigned {
+            let part = self.start_lane(assigned);
+            if let Some(old) = state
+                .parts
+                .entry(part.topic.clone())
+                .or_default()
+                .insert(part.partition, part)
+            {
+                // Cannot happen (revoke removes parts first); never leave a lane running unowned.
+                self.stop_lanes(std::slice::from_ref(&old), false);
+            }
+        }
+    }
+
+    /// Partitions assigned while their start could not be read: try again when due, then seek and resume.
+    fn retry_waiting(&self, consumer: &BaseConsumer<Self>) {
+        let waiting = {
+            let state = self.lock();
+            if state.waiting.is_empty()
+                || state.retry_waiting_at.is_some_and(|at| Instant::now() < at)
+            {
+                return;
+            }
+            state.waiting.clone()
+        };
+        match self.delivery.assign(&waiting) {
+            Ok(assigned) => {
+                let mut resume = TopicPartitionList::new();
+                for assigned in &assigned {
+                    if let Some(offset) = offset_of(assigned.seek)
+                        && let Err(err) = consumer.seek(
+                            &assigned.topic,
+                            assigned.partition,
+                            offset,
+                            Duration::from_secs(10),
+                        )
+                    {
+                        self.request_restart(format!(
+                            "cannot seek {}/{} to its start: {err}",
+                            assigned.topic, assigned.partition
+                        ));
+                        return;
+                    }
+                    resume.add_partition(&assigned.topic, assigned.partition);
+                }
+                self.lock().waiting.clear();
+                self.add_lanes(assigned);
+                let _ = consumer.resume(&resume);
+                tracing::info!(partitions = ?waiting, "the start of the waiting partitions was read; they resume");
+                let count = self.lock().count();
+                self.assignment_changed(count);
+            }
+            Err(why) => {
+                let mut state = self.lock();
+                state.waiting_backoff =
+                    (state.waiting_backoff * 2).min(self.shared.options.breaker_probe_max);
+                state.retry_waiting_at = Some(Instant::now() + state.waiting_backoff);
+                tracing::error!(error = %why, retry_in = ?state.waiting_backoff, "the start of the waiting partitions still cannot be read");
+            }
+        }
     }
 
     fn on_revoke(&self, consumer: &BaseConsumer<Self>, tpl: &TopicPartitionList, lost: bool) {
@@ -747,6 +747,9 @@ impl<H: Handler> PollCtx<H> {
             .rebalance(if lost { "lost" } else { "revoke" });
         let mut revoked: Vec<Part> = {
             let mut state = self.lock();
+            state
+                .waiting
+                .retain(|(t, p)| tpl.find_partition(t, *p).is_none());
             tpl.elements()
                 .iter()
                 .filter_map(|e| state.remove(e.topic(), e.partition()))
@@ -761,18 +764,9 @@ impl<H: Handler> PollCtx<H> {
                 partitions = revoked.len(),
                 "assignment lost: nothing is committed for these partitions"
             );
-            if self.is_mode_a() {
-                self.request_restart("assignment lost while a transaction was open".into());
-            }
         } else {
             self.stop_lanes(&revoked, true);
-            match &self.sink {
-                Sink::Kafka(txn) => {
-                    let mut state = self.lock();
-                    self.commit_transaction(consumer, txn, &mut state, &mut revoked, false);
-                }
-                _ => self.commit_kafka(consumer, revoked.iter_mut(), CommitMode::Sync),
-            }
+            self.commit_sync(consumer, &mut revoked);
         }
         for part in &revoked {
             self.shared
@@ -796,7 +790,17 @@ impl<H: Handler> PollCtx<H> {
     }
 }
 
-impl<H: Handler> ClientContext for PollCtx<H> {
+/// The assignment offset of a [`Seek`]; `None` leaves librdkafka to use the committed offset.
+fn offset_of(seek: Seek) -> Option<Offset> {
+    match seek {
+        Seek::Committed => None,
+        Seek::Offset(offset) => Some(Offset::Offset(offset)),
+        Seek::Beginning => Some(Offset::Beginning),
+        Seek::End => Some(Offset::End),
+    }
+}
+
+impl<P: Processor, D: Delivery> ClientContext for PollCtx<P, D> {
     fn log(&self, level: RDKafkaLogLevel, fac: &str, message: &str) {
         match level {
             RDKafkaLogLevel::Emerg
@@ -836,7 +840,7 @@ impl<H: Handler> ClientContext for PollCtx<H> {
                     .lane
                     .progress
                     .done()
-                    .or(part.committed)
+                    .or(part.commits.confirmed)
                     .or((partition_stats.committed_offset >= 0)
                         .then_some(partition_stats.committed_offset));
                 if high >= 0
@@ -849,7 +853,7 @@ impl<H: Handler> ClientContext for PollCtx<H> {
     }
 }
 
-impl<H: Handler> ConsumerContext for PollCtx<H> {
+impl<P: Processor, D: Delivery> ConsumerContext for PollCtx<P, D> {
     fn rebalance(
         &self,
         consumer: &BaseConsumer<Self>,
@@ -859,27 +863,99 @@ impl<H: Handler> ConsumerContext for PollCtx<H> {
         match err {
             RDKafkaRespErr::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS => self.on_assign(consumer, tpl),
             RDKafkaRespErr::RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS => {
-                self.on_revoke(consumer, tpl, consumer.assignment_lost())
+                let lost = consumer.assignment_lost();
+                self.on_revoke(consumer, tpl, lost);
+                self.lock().rebalancing = Some(Instant::now());
             }
             other => {
                 tracing::error!(error = ?other, "rebalance error; dropping the whole assignment");
                 let all = consumer.assignment().unwrap_or_default();
                 self.on_revoke(consumer, &all, true);
-                let _ = consumer.unassign();
             }
         }
     }
 
     fn commit_callback(&self, result: KafkaResult<()>, offsets: &TopicPartitionList) {
-        if let Err(err) = result {
-            self.shared.metrics.commit("kafka", false);
-            tracing::warn!(error = %err, "an asynchronous offset commit failed; it is retried");
-            let mut state = self.lock();
-            for element in offsets.elements() {
-                if let Some(part) = state.get_mut(element.topic(), element.partition()) {
-                    part.committed = None;
+        let mut state = self.lock();
+        match result {
+            Ok(()) => {
+                self.shared.metrics.commit("kafka", true);
+                for element in offsets.elements() {
+                    if let (Some(part), Offset::Offset(offset)) = (
+                        state.get_mut(element.topic(), element.partition()),
+                        element.offset(),
+                    ) {
+                        part.commits.confirmed(offset);
+                    }
+                }
+            }
+            Err(err) => {
+                self.shared.metrics.commit("kafka", false);
+                if matches!(
+                    err.rdkafka_error_code(),
+                    Some(
+                        RDKafkaErrorCode::RebalanceInProgress
+                            | RDKafkaErrorCode::IllegalGeneration
+                            | RDKafkaErrorCode::UnknownMemberId
+                    )
+                ) {
+                    state.rebalancing = Some(Instant::now());
+                }
+                tracing::warn!(error = %err, "an asynchronous offset commit failed; it is retried");
+                for element in offsets.elements() {
+                    if let Some(part) = state.get_mut(element.topic(), element.partition()) {
+                        part.commits.failed();
+                    }
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_commit_in_flight_is_not_resent_but_a_revoke_commits_it_synchronously() {
+        let mut commits = Commits::default();
+        assert_eq!(commits.due(None), None, "nothing done yet");
+        assert_eq!(commits.due(Some(10)), Some(10));
+        commits.sent(10);
+        assert_eq!(
+            commits.due(Some(10)),
+            None,
+            "periodic commits do not resend it"
+        );
+        assert_eq!(
+            commits.unconfirmed(Some(10)),
+            Some(10),
+            "a revoke must commit it synchronously: the asynchronous one may still fail in the rebalance"
+        );
+        assert_eq!(commits.due(Some(12)), Some(12), "newer progress is sent");
+        commits.confirmed(10);
+        assert_eq!(
+            commits.unconfirmed(Some(10)),
+            None,
+            "confirmed: nothing to do"
+        );
+        assert_eq!(commits.unconfirmed(Some(12)), Some(12));
+    }
+
+    #[test]
+    fn a_failed_asynchronous_commit_is_sent_again() {
+        let mut commits = Commits::default();
+        commits.sent(7);
+        commits.failed();
+        assert_eq!(commits.due(Some(7)), Some(7));
+        commits.sent(7);
+        commits.confirmed(9);
+        assert_eq!(
+            commits,
+            Commits {
+                confirmed: Some(9),
+                in_flight: None
+            }
+        );
     }
 }

@@ -1,11 +1,12 @@
 //! Producing the handlers' output records and DLQ records.
 //!
-//! Guarantees: [`enqueue`] hands a record to librdkafka without awaiting anything (so a batch of records is in
-//! flight together, and — in mode (a) — the enqueue happens inside a synchronous critical section that a task
-//! abort cannot split); [`send_all`] enqueues a batch, then awaits every delivery report, and fails as an
-//! infrastructure error if any record was not acknowledged within the timeout.
+//! Guarantees: [`enqueue`] hands a record to librdkafka, and when librdkafka's local queue is full it waits
+//! with the async timer — never by blocking a runtime worker; [`send_all`] enqueues a batch, then awaits every
+//! delivery report, and fails if any record was not acknowledged within the timeout. Failures are classified:
+//! what the broker refuses for good (an unknown topic, a record too large, an invalid record, no authorisation)
+//! is a [`HandlerError::Business`] (a sink reports it as permanent), anything else infrastructure.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord};
@@ -16,13 +17,13 @@ use crate::record::OutputRecord;
 /// How long [`enqueue`] waits for room in librdkafka's queue before failing.
 const QUEUE_FULL_PATIENCE: Duration = Duration::from_secs(10);
 
-/// Enqueues `out`; when librdkafka's local queue is full, waits (blocking, briefly: the queue drains on
+/// Enqueues `out`; when librdkafka's local queue is full, waits (asynchronously: the queue drains on
 /// librdkafka's own threads) for room.
-pub(crate) fn enqueue(
+pub(crate) async fn enqueue(
     producer: &FutureProducer,
     out: &OutputRecord,
-) -> Result<DeliveryFuture, KafkaError> {
-    let started = Instant::now();
+) -> Result<DeliveryFuture, HandlerError> {
+    let started = tokio::time::Instant::now();
     loop {
         let mut record: FutureRecord<'_, [u8], [u8]> =
             FutureRecord::to(&out.topic).headers(out.owned_headers());
@@ -40,9 +41,9 @@ pub(crate) fn enqueue(
             Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), _))
                 if started.elapsed() < QUEUE_FULL_PATIENCE =>
             {
-                std::thread::sleep(Duration::from_millis(5));
+                tokio::time::sleep(Duration::from_millis(5)).await;
             }
-            Err((err, _)) => return Err(err),
+            Err((err, _)) => return Err(produce_error(&out.topic, &err)),
         }
     }
 }
@@ -55,28 +56,49 @@ pub(crate) async fn send_all(
 ) -> Result<(), HandlerError> {
     let mut deliveries = Vec::with_capacity(outputs.len());
     for out in outputs {
-        let delivery = enqueue(producer, out).map_err(|e| {
-            HandlerError::infrastructure(ProduceError {
-                topic: out.topic.clone(),
-                cause: e.to_string(),
-            })
-        })?;
-        deliveries.push((delivery, &out.topic));
+        deliveries.push((enqueue(producer, out).await?, &out.topic));
     }
     let deadline = tokio::time::Instant::now() + timeout;
     for (delivery, topic) in deliveries {
-        let cause = match tokio::time::timeout_at(deadline, delivery).await {
+        match tokio::time::timeout_at(deadline, delivery).await {
             Ok(Ok(Ok(_))) => continue,
-            Ok(Ok(Err((err, _)))) => err.to_string(),
-            Ok(Err(_canceled)) => "the producer was dropped".to_string(),
-            Err(_) => format!("no acknowledgement within {timeout:?}"),
-        };
-        return Err(HandlerError::infrastructure(ProduceError {
-            topic: topic.clone(),
-            cause,
-        }));
+            Ok(Ok(Err((err, _)))) => return Err(produce_error(topic, &err)),
+            Ok(Err(_canceled)) => {
+                return Err(HandlerError::infrastructure(ProduceError {
+                    topic: topic.clone(),
+                    cause: "the producer was dropped".into(),
+                }));
+            }
+            Err(_) => {
+                return Err(HandlerError::infrastructure(ProduceError {
+                    topic: topic.clone(),
+                    cause: format!("no acknowledgement within {timeout:?}"),
+                }));
+            }
+        }
     }
     Ok(())
+}
+
+/// A produce failure, classified (see the module documentation).
+pub(crate) fn produce_error(topic: &str, err: &KafkaError) -> HandlerError {
+    use RDKafkaErrorCode as C;
+    let cause = ProduceError {
+        topic: topic.to_string(),
+        cause: err.to_string(),
+    };
+    match err.rdkafka_error_code() {
+        Some(
+            C::UnknownTopicOrPartition
+            | C::UnknownTopic
+            | C::UnknownPartition
+            | C::MessageSizeTooLarge
+            | C::InvalidRecord
+            | C::InvalidMessage
+            | C::TopicAuthorizationFailed,
+        ) => HandlerError::business(cause),
+        _ => HandlerError::infrastructure(cause),
+    }
 }
 
 /// A record could not be written to Kafka.

@@ -27,9 +27,9 @@ use tokio_util::sync::CancellationToken;
 
 use crate::consumer::{Consumer, ConsumerBuilder, NoHandler};
 use crate::error::RuntimeError;
-use crate::handler::Handler;
 use crate::options::ConsumerOptions;
 use crate::policy::{GroupPolicy, PolicyOverrides};
+use crate::processor::Processor;
 
 /// `[service.consumer]` of a consumer service: overrides of its group's spec policy (`policy`) and the runtime's
 /// operational options (`options`).
@@ -102,8 +102,9 @@ pub trait ConsumerService: 'static {
     const ABOUT: &'static str;
     /// The `[service]` section ([`ConsumerOnly`] when the consumer's settings are all there is).
     type Settings: ServiceSettings;
-    /// The handler (a [`crate::BatchHandler`] inside [`crate::Batched`], or a per-record [`Handler`]).
-    type Handler: Handler;
+    /// The handler: a [`crate::BatchHandler`] in [`crate::Batched`], or a [`crate::Handler`] in
+    /// [`crate::PerRecord`].
+    type Handler: Processor;
 
     /// Builds the handler.
     fn handler(
@@ -152,7 +153,7 @@ pub async fn start<S: ConsumerService>(
             config.kafka.clone(),
             config.service.consumer().options.clone(),
         )
-        .handler(handler)
+        .processor(handler)
         .database(pool)
         .build()
         .context("building the consumer")?;
@@ -267,10 +268,10 @@ impl Ops {
     }
 
     /// Spawns the consumer until `shutdown`.
-    pub fn run<H: Handler>(
+    pub fn run<P: Processor>(
         self,
         service: &str,
-        consumer: Consumer<H>,
+        consumer: Consumer<P>,
         shutdown: CancellationToken,
     ) -> Running {
         let policy = consumer.policy();

@@ -226,6 +226,23 @@ pub struct TestDb {
 const TEST_DB_PREFIX: &str = "t_";
 const TEST_DB_MAX_AGE_SECS: u64 = 6 * 3600;
 
+/// Sets one topic-level config of `topic` (e.g. `max.message.bytes`) on the default cluster.
+pub async fn set_topic_config(topic: &str, key: &str, value: &str) {
+    use rdkafka::admin::{AlterConfig, ResourceSpecifier};
+    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
+        .set("bootstrap.servers", &infra().bootstrap_servers)
+        .create()
+        .expect("admin client");
+    let alter = AlterConfig::new(ResourceSpecifier::Topic(topic)).set(key, value);
+    admin
+        .alter_configs([&alter], &AdminOptions::new())
+        .await
+        .expect("alter_configs request")
+        .pop()
+        .expect("one result")
+        .unwrap_or_else(|e| panic!("setting {key}={value} on {topic} failed: {e:?}"));
+}
+
 /// Creates a fresh database on the default server and applies the workspace's migrations.
 pub async fn fresh_database() -> TestDb {
     let infra = infra();

@@ -28,12 +28,12 @@ impl ConsumerService for Analytics {
         into per-merchant, per-UTC-day analytics in PostgreSQL (exactly-once: the aggregates and the consumer's \
         offsets commit in one database transaction). Read them with `checkoutctl analytics daily`.";
     type Settings = ConsumerOnly;
-    type Handler = handler::Aggregator;
+    type Handler = runtime::PerRecord<handler::Aggregator>;
 
-    async fn handler(ctx: ServiceContext<'_, ConsumerOnly>) -> anyhow::Result<handler::Aggregator> {
-        Ok(handler::Aggregator::new(
+    async fn handler(ctx: ServiceContext<'_, ConsumerOnly>) -> anyhow::Result<Self::Handler> {
+        Ok(runtime::PerRecord(handler::Aggregator::new(
             handler::AnalyticsMetrics::register(ctx.registry)?,
-        ))
+        )))
     }
 
     /// The aggregates are only exactly-once in mode (b).

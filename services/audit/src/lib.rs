@@ -25,11 +25,14 @@ impl ConsumerService for Audit {
         tamper-evident audit log (a SHA-256 hash chain in PostgreSQL), with its actor, IP address, user agent and \
         request id. Verify it with `checkoutctl audit verify`.";
     type Settings = ConsumerOnly;
-    type Handler = handler::Auditor;
+    type Handler = runtime::PerRecord<handler::Auditor>;
 
-    async fn handler(ctx: ServiceContext<'_, ConsumerOnly>) -> anyhow::Result<handler::Auditor> {
+    async fn handler(ctx: ServiceContext<'_, ConsumerOnly>) -> anyhow::Result<Self::Handler> {
         let metrics = handler::AuditMetrics::register(ctx.registry)?;
-        Ok(handler::Auditor::new(ctx.pool.clone(), metrics))
+        Ok(runtime::PerRecord(handler::Auditor::new(
+            ctx.pool.clone(),
+            metrics,
+        )))
     }
 }
 

@@ -30,11 +30,14 @@ impl ConsumerService for Projections {
         date from crypto-checkout.domain-events (at-least-once, idempotent). Read them with `checkoutctl invoice \
         show` and `checkoutctl merchant show`.";
     type Settings = ConsumerOnly;
-    type Handler = handler::Projector;
+    type Handler = runtime::PerRecord<handler::Projector>;
 
-    async fn handler(ctx: ServiceContext<'_, ConsumerOnly>) -> anyhow::Result<handler::Projector> {
+    async fn handler(ctx: ServiceContext<'_, ConsumerOnly>) -> anyhow::Result<Self::Handler> {
         let metrics = handler::ProjectorMetrics::register(ctx.registry)?;
-        Ok(handler::Projector::new(ctx.pool.clone(), metrics))
+        Ok(runtime::PerRecord(handler::Projector::new(
+            ctx.pool.clone(),
+            metrics,
+        )))
     }
 }
 

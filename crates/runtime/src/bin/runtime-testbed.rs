@@ -37,8 +37,9 @@ struct Args {
     guarantee: GuaranteeArg,
     #[arg(long, value_enum)]
     handler: HandlerKind,
+    /// The consumer's database (its bookkeeping, and the sinks of `db-sink` and `idempotent`).
     #[arg(long)]
-    database_url: Option<String>,
+    database_url: String,
     #[arg(long)]
     instance_id: Option<String>,
     #[arg(long)]
@@ -68,7 +69,7 @@ enum HandlerKind {
 struct Testbed {
     kind: HandlerKind,
     output: Option<String>,
-    pool: Option<PgPool>,
+    pool: PgPool,
 }
 
 impl Handler for Testbed {
@@ -100,10 +101,7 @@ impl Handler for Testbed {
                 .await?;
             }
             HandlerKind::Idempotent => {
-                let pool = self
-                    .pool
-                    .as_ref()
-                    .ok_or_else(|| HandlerError::schema("no --database-url"))?;
+                let pool = &self.pool;
                 let key = record
                     .key
                     .as_deref()
@@ -150,10 +148,7 @@ async fn main() -> anyhow_like::Result {
             ..Default::default()
         },
     )?;
-    let pool = match &args.database_url {
-        Some(url) => Some(PgPool::connect(url).await?),
-        None => None,
-    };
+    let pool = PgPool::connect(&args.database_url).await?;
     let options = ConsumerOptions {
         instance_id: args.instance_id.clone(),
         static_membership: args.static_membership,
@@ -176,9 +171,7 @@ async fn main() -> anyhow_like::Result {
     })
     .readiness(readiness.clone())
     .options(options);
-    if guarantee == Guarantee::ExactlyOnceDb {
-        builder = builder.database(pool.clone().ok_or("exactly-once-db needs --database-url")?);
-    }
+    builder = builder.database(pool);
     let consumer = builder.build()?;
     tokio::spawn(async move {
         while readiness.check().is_err() {

@@ -54,7 +54,7 @@ fn assert_delays(observed: &[f64], expected: &[f64]) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn advances_offset_past_poison_messages() {
-    let topic = topic("poison", 1, true).await;
+    let topic = topic("poison", 1).await;
     let mut poison = rec(0, "inv_1", "poison");
     poison.headers = vec![("event_id".into(), "e-2".into())];
     produce(
@@ -77,6 +77,7 @@ async fn advances_offset_past_poison_messages() {
     let registry = Registry::new();
     let consumer = Consumer::builder(policy, kafka())
         .handler(handler.clone())
+        .database(database().await)
         .registry(&registry)
         .options(fast_options())
         .build()
@@ -161,7 +162,7 @@ async fn advances_offset_past_poison_messages() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn transient_errors_retry_in_place_with_backoff_and_never_dead_letter() {
-    let topic = topic("transient", 1, true).await;
+    let topic = topic("transient", 1).await;
     produce(
         &topic,
         &[
@@ -181,6 +182,7 @@ async fn transient_errors_retry_in_place_with_backoff_and_never_dead_letter() {
     let running = Running::start(
         Consumer::builder(policy, kafka())
             .handler(handler.clone())
+            .database(database().await)
             .options(fast_options())
             .build()
             .unwrap(),
@@ -215,8 +217,9 @@ async fn transient_errors_retry_in_place_with_backoff_and_never_dead_letter() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn business_errors_exhaust_the_policy_then_dead_letter_and_commit_only_after_the_ack() {
     // Two partitions: partition 0 holds the failing record, partition 1 must keep flowing meanwhile. The DLQ
-    // topic does not exist at first, so the DLQ write cannot be acknowledged until the test creates it.
-    let topic = topic("business", 2, false).await;
+    // refuses the dead letter at first (its records may not exceed 64 bytes): the partition stalls — alone, the
+    // circuit breaker stays closed — and its offset stays at the failed record until the DLQ acknowledges it.
+    let topic = topic("business", 2).await;
     produce(
         &topic,
         &[
@@ -227,21 +230,29 @@ async fn business_errors_exhaust_the_policy_then_dead_letter_and_commit_only_aft
         ],
     )
     .await;
-    // read-model-projections, the spec's real schedule: 3 retries waiting 1 s, 2 s, 4 s.
-    let policy = policy(READ_MODEL_PROJECTIONS, &topic, PolicyOverrides::default());
+    let dlq = format!("{topic}.dlq");
+    testkit::set_topic_config(&dlq, "max.message.bytes", "64").await;
+    // read-model-projections, the spec's real schedule: 3 retries waiting 1 s, 2 s, 4 s. A stalled write is
+    // tried again after the transient cap (2 s here).
+    let overrides = PolicyOverrides {
+        transient_backoff_cap: Some(Duration::from_secs(2)),
+        ..Default::default()
+    };
+    let policy = policy(READ_MODEL_PROJECTIONS, &topic, overrides);
     let group = policy.group.clone();
     let handler = Scripted::new(|r, _| match r.value.as_deref() {
         Some(b"bad") => Err(HandlerError::business("invoice inv_9 does not exist")),
         _ => Ok(()),
     });
-    let options = ConsumerOptions {
-        produce_timeout: Duration::from_secs(25),
-        ..fast_options()
-    };
+    let registry = Registry::new();
+    let readiness = Readiness::default();
     let running = Running::start(
         Consumer::builder(policy, kafka())
             .handler(handler.clone())
-            .options(options)
+            .database(database().await)
+            .registry(&registry)
+            .readiness(readiness.clone())
+            .options(fast_options())
             .build()
             .unwrap(),
     );
@@ -269,8 +280,29 @@ async fn business_errors_exhaust_the_policy_then_dead_letter_and_commit_only_aft
         h.calls_for("bad").len() == 4
     })
     .await;
-    // The DLQ write is pending (no topic yet): the source offset must stay at the failed record.
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    let r = registry.clone();
+    wait_for(
+        MINUTE,
+        "the refused dead letter to stall the partition",
+        move || {
+            counter_value(&r, "checkout_consumer_partition_stalls_total", &[])
+                .is_some_and(|n| n >= 1.0)
+        },
+    )
+    .await;
+    produce(&topic, &[rec(1, "b", "p1-c")]).await;
+    let h = handler.clone();
+    wait_for(
+        Duration::from_secs(10),
+        "partition 1 to flow while partition 0 stalls",
+        move || !h.calls_for("p1-c").is_empty(),
+    )
+    .await;
+    assert!(
+        readiness.check().is_ok(),
+        "a refused dead letter does not open the consumer-wide breaker: {:?}",
+        readiness.check()
+    );
     let (g, t) = (group.clone(), topic.clone());
     let before_ack = blocking(move || committed(&g, &t, 2)).await;
     assert!(
@@ -279,15 +311,15 @@ async fn business_errors_exhaust_the_policy_then_dead_letter_and_commit_only_aft
     );
     assert!(
         handler.calls_for("p0-after").is_empty(),
-        "nothing after the failed record runs before it is settled"
+        "nothing of its key after the failed record runs before it is settled"
     );
 
-    create_named_topic(&format!("{topic}.dlq"), 1).await;
+    testkit::set_topic_config(&dlq, "max.message.bytes", "1048576").await;
     let (g, t) = (group.clone(), topic.clone());
     wait_for(
         MINUTE,
         "partition 0 committed past the dead letter",
-        move || committed(&g, &t, 2) == [3, 2],
+        move || committed(&g, &t, 2) == [3, 3],
     )
     .await;
     let letters = dead_letters(&topic, 1).await;
@@ -307,13 +339,14 @@ async fn business_errors_exhaust_the_policy_then_dead_letter_and_commit_only_aft
     );
     let bad = handler.calls_for("bad");
     assert_eq!(bad.len(), 4, "no attempt after the policy is exhausted");
+
     assert_delays(&gaps(&bad), &[1.0, 2.0, 4.0]);
     running.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cooperative_rebalance_drains_and_commits_revoked_partitions() {
-    let topic = topic("rebalance", 4, true).await;
+    let topic = topic("rebalance", 4).await;
     produce_numbered(&topic, 0, 400).await;
     let policy = policy(
         READ_MODEL_PROJECTIONS,
@@ -329,9 +362,11 @@ async fn cooperative_rebalance_drains_and_commits_revoked_partitions() {
         std::thread::sleep(Duration::from_millis(5));
         Ok(())
     });
+    let db = database().await;
     let build = |p| {
         Consumer::builder(p, kafka())
             .handler(handler.clone())
+            .database(db.clone())
             .options(fast_options())
             .build()
             .unwrap()
@@ -371,7 +406,7 @@ async fn cooperative_rebalance_drains_and_commits_revoked_partitions() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn graceful_shutdown_commits_leaves_the_group_and_ops_endpoints_report() {
-    let topic = topic("shutdown", 2, true).await;
+    let topic = topic("shutdown", 2).await;
     produce_numbered(&topic, 0, 50).await;
     let policy = policy(READ_MODEL_PROJECTIONS, &topic, PolicyOverrides::default());
     let group = policy.group.clone();
@@ -391,6 +426,7 @@ async fn graceful_shutdown_commits_leaves_the_group_and_ops_endpoints_report() {
     let handler = Scripted::ok();
     let consumer = Consumer::builder(policy, kafka())
         .handler(handler.clone())
+        .database(database().await)
         .registry(&registry)
         .readiness(readiness.clone())
         .options(ConsumerOptions {
@@ -486,7 +522,7 @@ async fn graceful_shutdown_commits_leaves_the_group_and_ops_endpoints_report() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn lag_is_reported_per_partition_from_the_watermarks() {
-    let topic = topic("lag", 2, true).await;
+    let topic = topic("lag", 2).await;
     // Partition 0: five records go through, the sixth is stuck (transient forever), four more wait behind it.
     let records: Vec<In> = (0..10).map(|i| rec(0, "k", &format!("p0-{i}"))).collect();
     produce(&topic, &records).await;
@@ -500,6 +536,7 @@ async fn lag_is_reported_per_partition_from_the_watermarks() {
     let running = Running::start(
         Consumer::builder(policy, kafka())
             .handler(handler)
+            .database(database().await)
             .registry(&registry)
             .options(fast_options())
             .build()
@@ -530,7 +567,7 @@ async fn lag_is_reported_per_partition_from_the_watermarks() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_retry_wait_longer_than_the_poll_interval_keeps_the_consumer_in_its_group() {
-    let topic = topic("long-wait", 2, true).await;
+    let topic = topic("long-wait", 2).await;
     produce(
         &topic,
         &[
@@ -540,34 +577,37 @@ async fn a_retry_wait_longer_than_the_poll_interval_keeps_the_consumer_in_its_gr
         ],
     )
     .await;
-    // The broker evicts a member that does not poll for 6 s; the retry waits 10 s.
+    // The member is evicted when it does not poll for 13 s (or heartbeat for 6 s); the retry waits 16 s.
     let overrides = PolicyOverrides {
         session_timeout: Some(Duration::from_secs(6)),
         heartbeat_interval: Some(Duration::from_secs(1)),
         retry: Some(runtime::RetryPolicy {
             max_retries: 1,
             backoff: runtime::Backoff::Fixed {
-                interval: Duration::from_secs(10),
+                interval: Duration::from_secs(16),
             },
         }),
         ..Default::default()
     };
     let policy = policy(READ_MODEL_PROJECTIONS, &topic, overrides);
     let group = policy.group.clone();
-    let mut kafka = kafka();
-    kafka
-        .client
-        .insert("max.poll.interval.ms".into(), "6000".into());
+    let options = ConsumerOptions {
+        max_poll_interval: Duration::from_secs(13),
+        drain_timeout: Duration::from_secs(1),
+        db_timeout: Duration::from_secs(2),
+        ..fast_options()
+    };
     let handler = Scripted::new(|r, attempt| match r.value.as_deref() {
         Some(b"slow") if attempt == 1 => Err(HandlerError::business("the merchant is locked")),
         _ => Ok(()),
     });
     let registry = Registry::new();
     let running = Running::start(
-        Consumer::builder(policy, kafka)
+        Consumer::builder(policy, kafka())
             .handler(handler.clone())
+            .database(database().await)
             .registry(&registry)
-            .options(fast_options())
+            .options(options)
             .build()
             .unwrap(),
     );
@@ -576,7 +616,7 @@ async fn a_retry_wait_longer_than_the_poll_interval_keeps_the_consumer_in_its_gr
         committed(&g, &t, 2) == [2, 1]
     })
     .await;
-    assert_delays(&gaps(&handler.calls_for("slow")), &[10.0]);
+    assert_delays(&gaps(&handler.calls_for("slow")), &[16.0]);
     for kind in ["revoke", "lost"] {
         let n = counter_value(
             &registry,
@@ -602,7 +642,7 @@ async fn a_retry_wait_longer_than_the_poll_interval_keeps_the_consumer_in_its_gr
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pausing_and_resuming_backlogged_partitions_never_reorders_or_duplicates() {
     const PER_PARTITION: i64 = 3000;
-    let topic = topic("backpressure", 2, true).await;
+    let topic = topic("backpressure", 2).await;
     for p in 0..2 {
         let records: Vec<In> = (0..PER_PARTITION)
             .map(|i| rec(p, "k", &format!("{p}-{i}-{}", "x".repeat(80))))
@@ -633,6 +673,7 @@ async fn pausing_and_resuming_backlogged_partitions_never_reorders_or_duplicates
     let running = Running::start(
         Consumer::builder(policy, kafka())
             .handler(handler.clone())
+            .database(database().await)
             .registry(&registry)
             .options(options)
             .build()

@@ -43,7 +43,7 @@ async fn a_database_outage_pauses_consumption_without_dlq_or_offset_advance() {
         .await
         .unwrap();
 
-    let topic = topic("db-outage", 2, true).await;
+    let topic = topic("db-outage", 2).await;
     let policy = policy(SETTLEMENT_PROCESSING, &topic, PolicyOverrides::default());
     assert_eq!(policy.guarantee, Guarantee::ExactlyOnceDb);
     let group = policy.group.clone();
@@ -143,7 +143,7 @@ async fn a_record_failing_mid_batch_commits_the_prefix_once_and_is_dead_lettered
         .execute(&db.pool)
         .await
         .unwrap();
-    let topic = topic("db-midbatch", 1, true).await;
+    let topic = topic("db-midbatch", 1).await;
     let values: Vec<String> = (0..10)
         .map(|i| {
             if i == 5 {

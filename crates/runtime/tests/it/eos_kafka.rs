@@ -11,8 +11,8 @@ const MINUTE: Duration = Duration::from_secs(60);
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn outputs_and_dead_letters_commit_atomically_with_the_offsets() {
-    let input = topic("eos-a-unit-in", 2, true).await;
-    let output = topic("eos-a-unit-out", 2, false).await;
+    let input = topic("eos-a-unit-in", 2).await;
+    let output = topic("eos-a-unit-out", 2).await;
     let mut records: Vec<In> = (0..20)
         .map(|i| rec(i % 2, &i.to_string(), &i.to_string()))
         .collect();
@@ -32,6 +32,7 @@ async fn outputs_and_dead_letters_commit_atomically_with_the_offsets() {
     let running = Running::start(
         Consumer::builder(policy, kafka())
             .handler(handler)
+            .database(database().await)
             .options(fast_options())
             .build()
             .unwrap(),

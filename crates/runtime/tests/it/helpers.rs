@@ -19,7 +19,7 @@ use rdkafka::{ClientConfig, Message};
 use runtime::policy::PolicyOverrides;
 use runtime::{
     Consumer, ConsumerOptions, GroupPolicy, Handler, HandlerCtx, HandlerError, OutputRecord,
-    Record, RuntimeError,
+    Processor, Record, RuntimeError,
 };
 use service_kit::KafkaSettings;
 use tokio::net::{TcpListener, TcpStream};
@@ -72,13 +72,17 @@ pub async fn create_named_topic(name: &str, partitions: i32) {
     );
 }
 
-/// A fresh topic with `partitions` partitions, and its `<topic>.dlq` (one partition) when `dlq`.
-pub async fn topic(prefix: &str, partitions: i32, dlq: bool) -> String {
+/// A fresh topic with `partitions` partitions, and its `<topic>.dlq` (one partition): a consumer refuses to
+/// start without the dead-letter topics of what it reads.
+pub async fn topic(prefix: &str, partitions: i32) -> String {
     let name = testkit::create_topic_with(testkit::infra(), prefix, partitions, &[]).await;
-    if dlq {
-        create_named_topic(&format!("{name}.dlq"), 1).await;
-    }
+    create_named_topic(&format!("{name}.dlq"), 1).await;
     name
+}
+
+/// A fresh database (migrated) for the consumer's bookkeeping.
+pub async fn database() -> sqlx::PgPool {
+    testkit::fresh_database().await.pool
 }
 
 /// The policy of spec group `base` for a fresh group reading `topic`, with `overrides` on top.
@@ -202,6 +206,38 @@ pub fn committed(group: &str, topic: &str, partitions: i32) -> Vec<i64> {
             _ => -1,
         })
         .collect()
+}
+
+/// Like [`committed`], but `None` while the group's offsets cannot be read (e.g. unstable behind an open
+/// transaction) instead of failing.
+pub fn committed_or_unstable(group: &str, topic: &str, partitions: i32) -> Option<Vec<i64>> {
+    let consumer = plain_consumer(Some(group), "read_committed");
+    let mut tpl = TopicPartitionList::new();
+    for p in 0..partitions {
+        tpl.add_partition(topic, p);
+    }
+    let tpl = consumer
+        .committed_offsets(tpl, Duration::from_secs(2))
+        .ok()?;
+    Some(
+        (0..partitions)
+            .map(|p| match tpl.find_partition(topic, p).map(|e| e.offset()) {
+                Some(Offset::Offset(o)) => o,
+                _ => -1,
+            })
+            .collect(),
+    )
+}
+
+/// Commits `offset` for `group` on `topic`/`partition` from outside the group (as an operator tool would).
+pub fn commit_offset(group: &str, topic: &str, partition: i32, offset: i64) {
+    let consumer = plain_consumer(Some(group), "read_committed");
+    let mut tpl = TopicPartitionList::new();
+    tpl.add_partition_offset(topic, partition, Offset::Offset(offset))
+        .unwrap();
+    consumer
+        .commit(&tpl, rdkafka::consumer::CommitMode::Sync)
+        .expect("commit an offset for the group");
 }
 
 /// The high watermarks of partitions `0..partitions`.
@@ -333,7 +369,7 @@ pub struct Running {
 }
 
 impl Running {
-    pub fn start<H: Handler>(consumer: Consumer<H>) -> Running {
+    pub fn start<P: Processor>(consumer: Consumer<P>) -> Running {
         let shutdown = CancellationToken::new();
         let task = tokio::spawn(consumer.run(shutdown.clone()));
         Running { shutdown, task }

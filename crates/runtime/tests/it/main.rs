@@ -5,4 +5,5 @@ mod at_least_once;
 mod eos_db;
 mod eos_kafka;
 mod helpers;
+mod rebalance;
 mod sigkill;

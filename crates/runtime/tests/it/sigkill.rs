@@ -28,7 +28,7 @@ async fn a_killed_consumer_redelivers_and_the_idempotency_helper_cancels_the_eff
     ] {
         sqlx::query(ddl).execute(&db.pool).await.unwrap();
     }
-    let topic = topic("redeliver", 3, true).await;
+    let topic = topic("redeliver", 3).await;
     let records: Vec<In> = (0..N)
         .map(|i| In {
             partition: None,
@@ -151,13 +151,15 @@ fn assert_each_once(values: impl IntoIterator<Item = String>, total: usize) {
 async fn exactly_once_with_kafka_transactions_survives_20_sigkills() {
     const N: usize = 50_000;
     const P: i32 = 6;
-    let input = topic("eos-a-in", P, true).await;
-    let output = topic("eos-a-out", P, false).await;
+    let input = topic("eos-a-in", P).await;
+    let output = topic("eos-a-out", P).await;
     let group = testkit::unique_name("eos-a");
+    let db = testkit::fresh_database().await;
     let mut a = args(&[
         ("group", &group),
         ("input", &input),
         ("output", &output),
+        ("database-url", &db.url),
         ("guarantee", "exactly-once-kafka"),
         ("handler", "transform"),
         ("instance-id", "eos-a-0"),
@@ -207,7 +209,7 @@ async fn exactly_once_into_postgres_survives_20_sigkills() {
         .execute(&db.pool)
         .await
         .unwrap();
-    let input = topic("eos-b-in", P, true).await;
+    let input = topic("eos-b-in", P).await;
     let group = testkit::unique_name("eos-b");
     let mut a = args(&[
         ("group", &group),
@@ -249,12 +251,14 @@ async fn exactly_once_into_postgres_survives_20_sigkills() {
 async fn four_consumers_share_twelve_partitions_and_survivors_take_over_a_killed_one() {
     const N: usize = 6_000;
     const P: i32 = 12;
-    let input = topic("group-in", P, true).await;
-    let output = topic("group-out", P, false).await;
+    let input = topic("group-in", P).await;
+    let output = topic("group-out", P).await;
     let group = testkit::unique_name("group");
+    let db = testkit::fresh_database().await;
     let bed = |i: usize| {
         Testbed::spawn(&args(&[
             ("group", &group),
+            ("database-url", &db.url),
             ("input", &input),
             ("output", &output),
             ("guarantee", "at-least-once"),
