@@ -1,8 +1,11 @@
-//! One event → the daily aggregates, inside the consumer's own transaction (mode b).
+//! A batch of events → the daily aggregates, inside the consumer's own transaction (mode b), in a handful of
+//! statements.
 //!
 //! Guarantees:
-//! - Exactly once: the runtime commits these writes with the consumer's offset, and the caller de-duplicates by
-//!   event id in the same transaction, so neither a redelivery nor a re-published event is counted twice.
+//! - Exactly once: the runtime commits these writes with the consumer's offset, and [`aggregate_batch`]
+//!   de-duplicates by event id in the same transaction (`processed_events` of the group, and repeats inside the
+//!   batch), so neither a redelivery nor a re-published event is counted twice. On an error nothing may be kept:
+//!   the caller rolls the transaction back (the runtime does in mode b).
 //! - Days are UTC days of the event's own time (the envelope's `timestamp`; `occurred_at` for a view).
 //! - Counters live in rows sharded by the record's (topic, partition) ([`Shard`]): one lane writes a shard, so
 //!   lanes never wait on each other's row locks; readers sum over shards.
@@ -11,8 +14,24 @@
 //!   invoice is paid); checkout views; gross volume of the invoices paid that day in their currency; fees and net
 //!   of the settlements completed that day in their currency; one sample per confirmed payment of the time from
 //!   its invoice's `InvoiceCreated` to its `PaymentConfirmed`.
-//! - An `InvoicePaid` or `PaymentConfirmed` of an invoice whose creation was never seen is a business error
-//!   ([`AggregateError::Unknown`]): retried per the group's policy (10 s, 10 s), then dead-lettered.
+//! - An `InvoicePaid` or `PaymentConfirmed` of an invoice whose creation was never seen (neither in the database
+//!   nor earlier in the batch) is a business error ([`AggregateError::Unknown`]) naming that input's index:
+//!   retried per the group's policy (10 s, 10 s), then dead-lettered.
+//! - The result of a batch is the result of applying its events one by one in order (what the first version
+//!   did, one event per call): the semantics live in one pure function, [`fold`].
+//!
+//! Statements per batch: one `INSERT … SELECT unnest … ON CONFLICT DO NOTHING RETURNING` into
+//! `processed_events`; one `SELECT … = ANY` of the `analytics_invoices` rows the batch refers to (when it refers
+//! to any); then one multi-row `INSERT … SELECT FROM UNNEST … ON CONFLICT` each into `analytics_invoices`,
+//! `analytics_daily`, `analytics_daily_money` and `analytics_confirmation_times`, each only when it has rows:
+//! at most six, whatever the batch size.
+//!
+//! Invoice rows are read without a row lock: all events of an invoice (`Invoice` and `Payment` aggregates) are
+//! keyed by its id, so only its partition's lane writes its row, batch after committed batch; a zombie lane of
+//! that partition blocks on the live one's `processed_events` rows and is fenced by the offset compare-and-set
+//! (decision 0007), so its writes never commit.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
 
 use chrono::{DateTime, NaiveDate, Utc};
 use events::EventData;
@@ -23,7 +42,7 @@ use uuid::Uuid;
 use crate::checkout_events::Input;
 
 /// The source partition whose lane writes a row.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Shard {
     pub topic: String,
     pub partition: i32,
@@ -46,225 +65,643 @@ impl From<AggregateError> for runtime::HandlerError {
     }
 }
 
+/// Why a batch was not applied: the input that made it fail, when one can be named (a database error cannot).
+#[derive(Debug, thiserror::Error)]
+#[error("{}", match .index { Some(i) => format!("input {i} of the batch failed"), None => "the batch failed".to_string() })]
+pub struct BatchFailure {
+    pub index: Option<usize>,
+    #[source]
+    pub error: AggregateError,
+}
+
+impl From<sqlx::Error> for BatchFailure {
+    fn from(error: sqlx::Error) -> Self {
+        BatchFailure {
+            index: None,
+            error: AggregateError::Db(error),
+        }
+    }
+}
+
+impl From<BatchFailure> for runtime::BatchError {
+    fn from(failure: BatchFailure) -> Self {
+        match failure.index {
+            Some(i) => runtime::BatchError::at(i, failure.error),
+            None => runtime::BatchError::unknown(failure.error),
+        }
+    }
+}
+
+/// What became of one input of a batch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    Aggregated,
+    /// Its event id was processed before, or earlier in the batch: nothing counted.
+    Duplicate,
+}
+
+/// What the aggregates remember about an invoice: a row of `analytics_invoices`.
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+pub struct InvoiceFacts {
+    pub invoice_id: Uuid,
+    pub merchant_id: Uuid,
+    pub created_at: DateTime<Utc>,
+    pub currency: String,
+    pub total_amount: Decimal,
+    /// The first `InvoicePaid`'s time.
+    pub paid_at: Option<DateTime<Utc>>,
+}
+
 /// Increments of one day's counters.
-#[derive(Debug, Default, Clone, Copy)]
-struct Counters {
-    created: i64,
-    paid: i64,
-    expired: i64,
-    cancelled: i64,
-    converted: i64,
-    views: i64,
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Counters {
+    pub created: i64,
+    pub paid: i64,
+    pub expired: i64,
+    pub cancelled: i64,
+    pub converted: i64,
+    pub views: i64,
+}
+
+/// Increments of one day's money in one currency.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Money {
+    pub gross_volume: Decimal,
+    pub fees: Decimal,
+    pub net_settled: Decimal,
+}
+
+/// One created → confirmed sample.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Confirmation {
+    pub payment_id: Uuid,
+    pub invoice_id: Uuid,
+    pub merchant_id: Uuid,
+    pub day: NaiveDate,
+    pub millis: i64,
+}
+
+/// Everything a batch writes.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Deltas {
+    /// `analytics_invoices` rows created or changed (their `paid_at` set), as they must end up.
+    pub invoices: BTreeMap<Uuid, InvoiceFacts>,
+    /// Counter increments per (merchant, day).
+    pub daily: BTreeMap<(Uuid, NaiveDate), Counters>,
+    /// Money increments per (merchant, day, currency).
+    pub money: BTreeMap<(Uuid, NaiveDate, String), Money>,
+    /// New confirmation samples, one per payment (the first seen), in input order.
+    pub confirmations: Vec<Confirmation>,
+}
+
+impl Deltas {
+    fn count(&mut self, merchant: Uuid, day: NaiveDate, add: impl FnOnce(&mut Counters)) {
+        add(self.daily.entry((merchant, day)).or_default());
+    }
+
+    fn money(
+        &mut self,
+        merchant: Uuid,
+        day: NaiveDate,
+        currency: &str,
+        add: impl FnOnce(&mut Money),
+    ) {
+        add(self
+            .money
+            .entry((merchant, day, currency.to_string()))
+            .or_default());
+    }
 }
 
 fn day(at: DateTime<Utc>) -> NaiveDate {
     at.date_naive()
 }
 
-async fn count(
+/// Truncated to whole microseconds: what PostgreSQL stores (so a value kept in this batch equals the value a
+/// later batch reads back).
+fn micros(t: DateTime<Utc>) -> DateTime<Utc> {
+    DateTime::from_timestamp_micros(t.timestamp_micros()).unwrap_or(t)
+}
+
+fn unknown(invoice: Uuid) -> AggregateError {
+    AggregateError::Unknown(format!(
+        "invoice {invoice} is unknown to analytics (its InvoiceCreated was never aggregated)"
+    ))
+}
+
+/// The `analytics_invoices` rows [`fold`] may need for `inputs`: the invoices they create, pay or confirm.
+pub fn invoices_needed<'a>(inputs: impl IntoIterator<Item = &'a Input>) -> Vec<Uuid> {
+    let mut ids: Vec<Uuid> = inputs
+        .into_iter()
+        .filter_map(|input| match input {
+            Input::CheckoutViewed(_) => None,
+            Input::Domain(event) => match event.data() {
+                EventData::InvoiceCreated(_) | EventData::InvoicePaid(_) => {
+                    Some(event.aggregate_id().as_uuid())
+                }
+                EventData::PaymentConfirmed(e) => Some(e.invoice_id.as_uuid()),
+                _ => None,
+            },
+        })
+        .collect();
+    ids.sort_unstable();
+    ids.dedup();
+    ids
+}
+
+/// The aggregates' deltas of `inputs` (each `(index, input)`, in order, none a duplicate), given the stored rows
+/// of the invoices they refer to (`known`, see [`invoices_needed`]) — exactly what applying them one at a time
+/// would add. `Err((index, error))` names the first input that cannot be applied (an unknown invoice).
+pub fn fold(
+    known: &HashMap<Uuid, InvoiceFacts>,
+    inputs: &[(usize, &Input)],
+) -> Result<Deltas, (usize, AggregateError)> {
+    let mut d = Deltas::default();
+    let mut sampled: HashSet<Uuid> = HashSet::new();
+    for &(index, input) in inputs {
+        let event = match input {
+            Input::CheckoutViewed(view) => {
+                d.count(view.merchant_id.as_uuid(), day(view.occurred_at), |c| {
+                    c.views += 1
+                });
+                continue;
+            }
+            Input::Domain(event) => event,
+        };
+        let at = event.timestamp();
+        let merchant = event.merchant_id().as_uuid();
+        // The invoice as it stands after the inputs before this one.
+        let facts = |d: &Deltas, invoice: Uuid| {
+            d.invoices
+                .get(&invoice)
+                .or_else(|| known.get(&invoice))
+                .cloned()
+        };
+        match event.data() {
+            EventData::InvoiceCreated(e) => {
+                let invoice = event.aggregate_id().as_uuid();
+                if facts(&d, invoice).is_none() {
+                    d.invoices.insert(
+                        invoice,
+                        InvoiceFacts {
+                            invoice_id: invoice,
+                            merchant_id: merchant,
+                            created_at: micros(at),
+                            currency: e.currency.code().to_string(),
+                            total_amount: e.total_amount.as_decimal(),
+                            paid_at: None,
+                        },
+                    );
+                    d.count(merchant, day(at), |c| c.created += 1);
+                }
+            }
+            EventData::InvoicePaid(_) => {
+                let invoice = event.aggregate_id().as_uuid();
+                let mut row = facts(&d, invoice).ok_or_else(|| (index, unknown(invoice)))?;
+                if row.paid_at.is_none() {
+                    row.paid_at = Some(micros(at));
+                    d.count(merchant, day(at), |c| c.paid += 1);
+                    d.count(merchant, day(row.created_at), |c| c.converted += 1);
+                    d.money(merchant, day(at), &row.currency, |m| {
+                        m.gross_volume += row.total_amount
+                    });
+                    d.invoices.insert(invoice, row);
+                }
+            }
+            EventData::InvoiceExpired(_) => d.count(merchant, day(at), |c| c.expired += 1),
+            EventData::InvoiceCancelled(_) => d.count(merchant, day(at), |c| c.cancelled += 1),
+            EventData::PaymentConfirmed(e) => {
+                let invoice = e.invoice_id.as_uuid();
+                let row = facts(&d, invoice).ok_or_else(|| (index, unknown(invoice)))?;
+                let payment = event.aggregate_id().as_uuid();
+                // One sample per payment: the first (a stored one wins in the database: ON CONFLICT DO NOTHING).
+                if sampled.insert(payment) {
+                    d.confirmations.push(Confirmation {
+                        payment_id: payment,
+                        invoice_id: invoice,
+                        merchant_id: merchant,
+                        day: day(at),
+                        millis: (at - row.created_at).num_milliseconds().max(0),
+                    });
+                }
+            }
+            EventData::SettlementCompleted(e) => {
+                let (fees, net) = (
+                    e.platform_fee_amount.as_decimal(),
+                    e.net_amount.as_decimal(),
+                );
+                d.money(merchant, day(at), e.currency.code(), |m| {
+                    m.fees += fees;
+                    m.net_settled += net;
+                });
+            }
+            // Not part of any aggregate (still de-duplicated, so a later version that counts them starts clean).
+            EventData::PaymentDetected(_)
+            | EventData::PaymentConfirming(_)
+            | EventData::PaymentFailed(_)
+            | EventData::SettlementCreated(_)
+            | EventData::SettlementFailed(_)
+            | EventData::MerchantCreated(_)
+            | EventData::MerchantSuspended(_)
+            | EventData::SettingsUpdated(_) => {}
+        }
+    }
+    Ok(d)
+}
+
+/// Which of `ids` are seen for the first time: records them in `processed_events` for `group` in one statement
+/// (sorted, so concurrent writers lock in one order) and returns, per input, whether it is the first sight of
+/// its id — not processed before and not earlier in `ids`.
+pub async fn first_times(
     conn: &mut PgConnection,
-    shard: &Shard,
-    merchant: Uuid,
-    day: NaiveDate,
-    c: Counters,
-) -> Result<(), sqlx::Error> {
-    sqlx::query(
-        "INSERT INTO analytics_daily AS d (merchant_id, day, topic, partition, invoices_created, invoices_paid, \
-                                           invoices_expired, invoices_cancelled, invoices_converted, checkout_views) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) \
-         ON CONFLICT (merchant_id, day, topic, partition) DO UPDATE SET \
-             invoices_created = d.invoices_created + EXCLUDED.invoices_created, \
-             invoices_paid = d.invoices_paid + EXCLUDED.invoices_paid, \
-             invoices_expired = d.invoices_expired + EXCLUDED.invoices_expired, \
-             invoices_cancelled = d.invoices_cancelled + EXCLUDED.invoices_cancelled, \
-             invoices_converted = d.invoices_converted + EXCLUDED.invoices_converted, \
-             checkout_views = d.checkout_views + EXCLUDED.checkout_views",
+    group: &str,
+    ids: &[Uuid],
+) -> Result<Vec<bool>, sqlx::Error> {
+    if ids.is_empty() {
+        return Ok(Vec::new());
+    }
+    let mut fresh: HashSet<Uuid> = sqlx::query_scalar(
+        "INSERT INTO processed_events (consumer_group, event_id) \
+         SELECT $1, id FROM (SELECT DISTINCT id FROM unnest($2::uuid[]) AS u(id)) AS s ORDER BY id \
+         ON CONFLICT DO NOTHING RETURNING event_id",
     )
-    .bind(merchant)
-    .bind(day)
-    .bind(&shard.topic)
-    .bind(shard.partition)
-    .bind(c.created)
-    .bind(c.paid)
-    .bind(c.expired)
-    .bind(c.cancelled)
-    .bind(c.converted)
-    .bind(c.views)
-    .execute(conn)
+    .bind(group)
+    .bind(ids)
+    .fetch_all(&mut *conn)
+    .await?
+    .into_iter()
+    .collect();
+    // The first occurrence of a fresh id takes it; later ones are repeats.
+    Ok(ids.iter().map(|id| fresh.remove(id)).collect())
+}
+
+/// Loads the `analytics_invoices` rows of `ids` (those that exist).
+async fn load_invoices(
+    conn: &mut PgConnection,
+    ids: &[Uuid],
+) -> Result<HashMap<Uuid, InvoiceFacts>, sqlx::Error> {
+    if ids.is_empty() {
+        return Ok(HashMap::new());
+    }
+    let rows: Vec<InvoiceFacts> = sqlx::query_as(
+        "SELECT invoice_id, merchant_id, created_at, currency, total_amount, paid_at FROM analytics_invoices \
+         WHERE invoice_id = ANY($1)",
+    )
+    .bind(ids)
+    .fetch_all(&mut *conn)
     .await?;
+    Ok(rows.into_iter().map(|r| (r.invoice_id, r)).collect())
+}
+
+/// Writes `deltas` for `shard`: one statement per table that has something to write.
+async fn write(conn: &mut PgConnection, shard: &Shard, d: &Deltas) -> Result<(), sqlx::Error> {
+    if !d.invoices.is_empty() {
+        let rows = d.invoices.values();
+        // A row read in this batch only changes its paid_at (set once: the first payment's time).
+        sqlx::query(
+            "INSERT INTO analytics_invoices AS i (invoice_id, merchant_id, created_at, currency, total_amount, \
+                                                  paid_at) \
+             SELECT * FROM UNNEST($1::uuid[], $2::uuid[], $3::timestamptz[], $4::text[], $5::numeric[], \
+                                  $6::timestamptz[]) \
+             ON CONFLICT (invoice_id) DO UPDATE SET paid_at = coalesce(i.paid_at, EXCLUDED.paid_at)",
+        )
+        .bind(rows.clone().map(|r| r.invoice_id).collect::<Vec<_>>())
+        .bind(rows.clone().map(|r| r.merchant_id).collect::<Vec<_>>())
+        .bind(rows.clone().map(|r| r.created_at).collect::<Vec<_>>())
+        .bind(rows.clone().map(|r| r.currency.as_str()).collect::<Vec<_>>())
+        .bind(rows.clone().map(|r| r.total_amount).collect::<Vec<_>>())
+        .bind(rows.map(|r| r.paid_at).collect::<Vec<_>>())
+        .execute(&mut *conn)
+        .await?;
+    }
+    if !d.daily.is_empty() {
+        let col = |f: fn(&Counters) -> i64| d.daily.values().map(f).collect::<Vec<i64>>();
+        sqlx::query(
+            "INSERT INTO analytics_daily AS d (merchant_id, day, topic, partition, invoices_created, invoices_paid, \
+                                               invoices_expired, invoices_cancelled, invoices_converted, \
+                                               checkout_views) \
+             SELECT u.merchant_id, u.day, $3, $4, u.created, u.paid, u.expired, u.cancelled, u.converted, u.views \
+             FROM UNNEST($1::uuid[], $2::date[], $5::bigint[], $6::bigint[], $7::bigint[], $8::bigint[], \
+                         $9::bigint[], $10::bigint[]) \
+                  AS u(merchant_id, day, created, paid, expired, cancelled, converted, views) \
+             ON CONFLICT (merchant_id, day, topic, partition) DO UPDATE SET \
+                 invoices_created = d.invoices_created + EXCLUDED.invoices_created, \
+                 invoices_paid = d.invoices_paid + EXCLUDED.invoices_paid, \
+                 invoices_expired = d.invoices_expired + EXCLUDED.invoices_expired, \
+                 invoices_cancelled = d.invoices_cancelled + EXCLUDED.invoices_cancelled, \
+                 invoices_converted = d.invoices_converted + EXCLUDED.invoices_converted, \
+                 checkout_views = d.checkout_views + EXCLUDED.checkout_views",
+        )
+        .bind(d.daily.keys().map(|(m, _)| *m).collect::<Vec<_>>())
+        .bind(d.daily.keys().map(|(_, day)| *day).collect::<Vec<_>>())
+        .bind(&shard.topic)
+        .bind(shard.partition)
+        .bind(col(|c| c.created))
+        .bind(col(|c| c.paid))
+        .bind(col(|c| c.expired))
+        .bind(col(|c| c.cancelled))
+        .bind(col(|c| c.converted))
+        .bind(col(|c| c.views))
+        .execute(&mut *conn)
+        .await?;
+    }
+    if !d.money.is_empty() {
+        let col = |f: fn(&Money) -> Decimal| d.money.values().map(f).collect::<Vec<Decimal>>();
+        sqlx::query(
+            "INSERT INTO analytics_daily_money AS m (merchant_id, day, currency, topic, partition, gross_volume, \
+                                                     fees, net_settled) \
+             SELECT u.merchant_id, u.day, u.currency, $4, $5, u.gross, u.fees, u.net \
+             FROM UNNEST($1::uuid[], $2::date[], $3::text[], $6::numeric[], $7::numeric[], $8::numeric[]) \
+                  AS u(merchant_id, day, currency, gross, fees, net) \
+             ON CONFLICT (merchant_id, day, currency, topic, partition) DO UPDATE SET \
+                 gross_volume = m.gross_volume + EXCLUDED.gross_volume, \
+                 fees = m.fees + EXCLUDED.fees, \
+                 net_settled = m.net_settled + EXCLUDED.net_settled",
+        )
+        .bind(d.money.keys().map(|(m, _, _)| *m).collect::<Vec<_>>())
+        .bind(d.money.keys().map(|(_, day, _)| *day).collect::<Vec<_>>())
+        .bind(d.money.keys().map(|(_, _, c)| c.as_str()).collect::<Vec<_>>())
+        .bind(&shard.topic)
+        .bind(shard.partition)
+        .bind(col(|m| m.gross_volume))
+        .bind(col(|m| m.fees))
+        .bind(col(|m| m.net_settled))
+        .execute(&mut *conn)
+        .await?;
+    }
+    if !d.confirmations.is_empty() {
+        let c = &d.confirmations;
+        sqlx::query(
+            "INSERT INTO analytics_confirmation_times (payment_id, invoice_id, merchant_id, day, millis) \
+             SELECT * FROM UNNEST($1::uuid[], $2::uuid[], $3::uuid[], $4::date[], $5::bigint[]) \
+             ON CONFLICT (payment_id) DO NOTHING",
+        )
+        .bind(c.iter().map(|s| s.payment_id).collect::<Vec<_>>())
+        .bind(c.iter().map(|s| s.invoice_id).collect::<Vec<_>>())
+        .bind(c.iter().map(|s| s.merchant_id).collect::<Vec<_>>())
+        .bind(c.iter().map(|s| s.day).collect::<Vec<_>>())
+        .bind(c.iter().map(|s| s.millis).collect::<Vec<_>>())
+        .execute(&mut *conn)
+        .await?;
+    }
     Ok(())
 }
 
-/// Adds to one day's money in one currency: (gross volume, fees, net settled).
-async fn money(
+/// Adds `inputs` (each `(index, input)`, in order, already de-duplicated) to the aggregates: load, fold, write.
+async fn apply(
     conn: &mut PgConnection,
     shard: &Shard,
-    merchant: Uuid,
-    day: NaiveDate,
-    currency: &str,
-    (gross, fees, net): (Decimal, Decimal, Decimal),
-) -> Result<(), sqlx::Error> {
-    sqlx::query(
-        "INSERT INTO analytics_daily_money AS m (merchant_id, day, currency, topic, partition, gross_volume, fees, \
-                                                 net_settled) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8) \
-         ON CONFLICT (merchant_id, day, currency, topic, partition) DO UPDATE SET \
-             gross_volume = m.gross_volume + EXCLUDED.gross_volume, \
-             fees = m.fees + EXCLUDED.fees, \
-             net_settled = m.net_settled + EXCLUDED.net_settled",
-    )
-    .bind(merchant)
-    .bind(day)
-    .bind(currency)
-    .bind(&shard.topic)
-    .bind(shard.partition)
-    .bind(gross)
-    .bind(fees)
-    .bind(net)
-    .execute(conn)
-    .await?;
+    inputs: &[(usize, &Input)],
+) -> Result<(), BatchFailure> {
+    let known = load_invoices(conn, &invoices_needed(inputs.iter().map(|(_, i)| *i))).await?;
+    let deltas = fold(&known, inputs).map_err(|(index, error)| BatchFailure {
+        index: Some(index),
+        error,
+    })?;
+    write(conn, shard, &deltas).await?;
     Ok(())
 }
 
-type InvoiceFacts = (Uuid, DateTime<Utc>, String, Decimal, Option<DateTime<Utc>>);
-
-async fn invoice_facts(
+/// Adds the batch `inputs` — one partition's, `shard`, in offset order — to the aggregates of `group` through
+/// `conn` (the consumer's transaction): de-duplicates every event id against `processed_events` and inside the
+/// batch, then applies the rest in at most five more statements. Returns each input's outcome; on `Err`
+/// (naming the failing input when it can) the caller must roll the transaction back.
+pub async fn aggregate_batch(
     conn: &mut PgConnection,
-    invoice: Uuid,
-) -> Result<InvoiceFacts, AggregateError> {
-    let row: Option<InvoiceFacts> = sqlx::query_as(
-        "SELECT merchant_id, created_at, currency, total_amount, paid_at FROM analytics_invoices \
-         WHERE invoice_id = $1 FOR UPDATE",
-    )
-    .bind(invoice)
-    .fetch_optional(&mut *conn)
-    .await?;
-    row.ok_or_else(|| {
-        AggregateError::Unknown(format!(
-            "invoice {invoice} is unknown to analytics (its InvoiceCreated was never aggregated)"
-        ))
-    })
+    group: &str,
+    shard: &Shard,
+    inputs: &[Input],
+) -> Result<Vec<Outcome>, BatchFailure> {
+    let ids: Vec<Uuid> = inputs.iter().map(|i| i.event_id().as_uuid()).collect();
+    let first = first_times(conn, group, &ids).await?;
+    let fresh: Vec<(usize, &Input)> = inputs
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| first[*i])
+        .collect();
+    if !fresh.is_empty() {
+        apply(conn, shard, &fresh).await?;
+    }
+    Ok(first
+        .into_iter()
+        .map(|f| {
+            if f {
+                Outcome::Aggregated
+            } else {
+                Outcome::Duplicate
+            }
+        })
+        .collect())
 }
 
-/// Adds `input` to the aggregates. The caller has already checked it is not a duplicate.
+/// Adds one `input` to the aggregates, without de-duplication (the caller has checked it is not a duplicate).
 pub async fn aggregate(
     conn: &mut PgConnection,
     shard: &Shard,
     input: &Input,
 ) -> Result<(), AggregateError> {
-    let event = match input {
-        Input::CheckoutViewed(view) => {
-            let c = Counters {
-                views: 1,
-                ..Counters::default()
-            };
-            count(
-                conn,
-                shard,
-                view.merchant_id.as_uuid(),
-                day(view.occurred_at),
-                c,
-            )
-            .await?;
-            return Ok(());
-        }
-        Input::Domain(event) => event,
-    };
-    let at = event.timestamp();
-    let merchant = event.merchant_id().as_uuid();
-    match event.data() {
-        EventData::InvoiceCreated(e) => {
-            let inserted = sqlx::query(
-                "INSERT INTO analytics_invoices (invoice_id, merchant_id, created_at, currency, total_amount) \
-                 VALUES ($1, $2, $3, $4, $5) ON CONFLICT (invoice_id) DO NOTHING",
-            )
-            .bind(event.aggregate_id().as_uuid())
-            .bind(merchant)
-            .bind(at)
-            .bind(e.currency.code())
-            .bind(e.total_amount.as_decimal())
-            .execute(&mut *conn)
-            .await?
-            .rows_affected()
-                == 1;
-            if inserted {
-                let c = Counters {
-                    created: 1,
-                    ..Counters::default()
-                };
-                count(conn, shard, merchant, day(at), c).await?;
-            }
-        }
-        EventData::InvoicePaid(_) => {
-            let invoice = event.aggregate_id().as_uuid();
-            let (_, created_at, currency, total, paid_at) = invoice_facts(conn, invoice).await?;
-            if paid_at.is_none() {
-                sqlx::query("UPDATE analytics_invoices SET paid_at = $2 WHERE invoice_id = $1")
-                    .bind(invoice)
-                    .bind(at)
-                    .execute(&mut *conn)
-                    .await?;
-                let paid = Counters {
-                    paid: 1,
-                    ..Counters::default()
-                };
-                count(conn, shard, merchant, day(at), paid).await?;
-                let converted = Counters {
-                    converted: 1,
-                    ..Counters::default()
-                };
-                count(conn, shard, merchant, day(created_at), converted).await?;
-                let volume = (total, Decimal::ZERO, Decimal::ZERO);
-                money(conn, shard, merchant, day(at), &currency, volume).await?;
-            }
-        }
-        EventData::InvoiceExpired(_) => {
-            let c = Counters {
-                expired: 1,
-                ..Counters::default()
-            };
-            count(conn, shard, merchant, day(at), c).await?;
-        }
-        EventData::InvoiceCancelled(_) => {
-            let c = Counters {
-                cancelled: 1,
-                ..Counters::default()
-            };
-            count(conn, shard, merchant, day(at), c).await?;
-        }
-        EventData::PaymentConfirmed(e) => {
-            let invoice = e.invoice_id.as_uuid();
-            let (_, created_at, _, _, _) = invoice_facts(conn, invoice).await?;
-            let millis = (at - created_at).num_milliseconds().max(0);
-            sqlx::query(
-                "INSERT INTO analytics_confirmation_times (payment_id, invoice_id, merchant_id, day, millis) \
-                 VALUES ($1, $2, $3, $4, $5) ON CONFLICT (payment_id) DO NOTHING",
-            )
-            .bind(event.aggregate_id().as_uuid())
-            .bind(invoice)
-            .bind(merchant)
-            .bind(day(at))
-            .bind(millis)
-            .execute(&mut *conn)
-            .await?;
-        }
-        EventData::SettlementCompleted(e) => {
-            let amounts = (
-                Decimal::ZERO,
-                e.platform_fee_amount.as_decimal(),
-                e.net_amount.as_decimal(),
-            );
-            money(conn, shard, merchant, day(at), e.currency.code(), amounts).await?;
-        }
-        // Not part of any aggregate (still de-duplicated, so a later version that counts them starts clean).
-        EventData::PaymentDetected(_)
-        | EventData::PaymentConfirming(_)
-        | EventData::PaymentFailed(_)
-        | EventData::SettlementCreated(_)
-        | EventData::SettlementFailed(_)
-        | EventData::MerchantCreated(_)
-        | EventData::MerchantSuspended(_)
-        | EventData::SettingsUpdated(_) => {}
+    apply(conn, shard, &[(0, input)])
+        .await
+        .map_err(|failure| failure.error)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::checkout_events::CheckoutViewed;
+    use events::{Envelope, EventId, EventType, examples};
+
+    fn event(t: EventType) -> Envelope {
+        let mut parts = examples::example(t).into_parts();
+        parts.event_id = EventId::new();
+        Envelope::from_parts(parts).unwrap()
     }
-    Ok(())
+
+    fn at(e: &Envelope, timestamp: &str) -> Envelope {
+        let mut parts = e.clone().into_parts();
+        parts.timestamp = timestamp.parse().unwrap();
+        Envelope::from_parts(parts).unwrap()
+    }
+
+    fn domain(e: Envelope) -> Input {
+        Input::Domain(Box::new(e))
+    }
+
+    fn indexed(inputs: &[Input]) -> Vec<(usize, &Input)> {
+        inputs.iter().enumerate().collect()
+    }
+
+    fn d(s: &str) -> NaiveDate {
+        s.parse().unwrap()
+    }
+
+    fn dec(s: &str) -> Decimal {
+        s.parse().unwrap()
+    }
+
+    /// The example invoice as stored after its creation.
+    fn stored(created: &Envelope) -> InvoiceFacts {
+        let mut known = HashMap::new();
+        let deltas = fold(&known, &[(0, &domain(created.clone()))]).unwrap();
+        known.extend(deltas.invoices);
+        known.into_values().next().unwrap()
+    }
+
+    #[test]
+    fn a_whole_invoice_life_in_one_batch_counts_like_one_event_at_a_time() {
+        // Given an invoice created on the 15th, paid twice on the 16th, confirmed, and a settlement completed
+        let created = at(
+            &event(EventType::InvoiceCreated),
+            "2025-01-15T09:59:00.123456789Z",
+        );
+        let paid = at(&event(EventType::InvoicePaid), "2025-01-16T00:00:30Z");
+        let paid_again = at(&event(EventType::InvoicePaid), "2025-01-16T00:05:00Z");
+        let confirmed = at(&event(EventType::PaymentConfirmed), "2025-01-16T00:01:00Z");
+        let settled = at(
+            &event(EventType::SettlementCompleted),
+            "2025-01-16T08:00:00Z",
+        );
+        let merchant = created.merchant_id().as_uuid();
+        let inputs = [created, paid, paid_again, confirmed, settled].map(domain);
+
+        // When the batch is folded against an empty database
+        let together = fold(&HashMap::new(), &indexed(&inputs)).unwrap();
+
+        // Then: created on the 15th (its conversion too), paid once on the 16th, one sample, money per day
+        let day15 = together.daily[&(merchant, d("2025-01-15"))];
+        assert_eq!((day15.created, day15.converted, day15.paid), (1, 1, 0));
+        let day16 = together.daily[&(merchant, d("2025-01-16"))];
+        assert_eq!((day16.paid, day16.created, day16.converted), (1, 0, 0));
+        assert_eq!(together.daily.len(), 2);
+        let money = together.money[&(merchant, d("2025-01-16"), "USD".to_string())];
+        assert_eq!(money.gross_volume, dec("16.49"));
+        assert_eq!((money.fees, money.net_settled), (dec("0.16"), dec("16.33")));
+        let [sample] = together.confirmations[..] else {
+            panic!("one sample: {:?}", together.confirmations)
+        };
+        // 09:59:00.123456 (as stored) → 00:01:00 the next day
+        assert_eq!((sample.day, sample.millis), (d("2025-01-16"), 50_519_876));
+        let invoice = together.invoices.values().next().unwrap();
+        assert_eq!(
+            invoice.paid_at,
+            Some("2025-01-16T00:00:30Z".parse().unwrap())
+        );
+        assert_eq!(invoice.created_at.timestamp_subsec_nanos(), 123_456_000);
+
+        // And folding the events one at a time (the stored rows carried from one to the next) adds up the same
+        let mut known: HashMap<Uuid, InvoiceFacts> = HashMap::new();
+        let mut daily: BTreeMap<(Uuid, NaiveDate), Counters> = BTreeMap::new();
+        let mut samples = Vec::new();
+        for input in &inputs {
+            let one = fold(&known, &[(0, input)]).unwrap();
+            known.extend(one.invoices);
+            for (k, c) in one.daily {
+                let sum = daily.entry(k).or_default();
+                sum.created += c.created;
+                sum.paid += c.paid;
+                sum.converted += c.converted;
+            }
+            samples.extend(one.confirmations);
+        }
+        assert_eq!(daily, together.daily);
+        assert_eq!(samples, together.confirmations);
+    }
+
+    #[test]
+    fn an_invoice_already_stored_is_not_created_again_and_is_paid_only_once() {
+        // Given the invoice stored and already paid
+        let created = event(EventType::InvoiceCreated);
+        let mut row = stored(&created);
+        row.paid_at = Some(row.created_at);
+        let known = HashMap::from([(row.invoice_id, row)]);
+        // When it is created and paid again (other event ids: re-emitted, not re-published)
+        let inputs = [created, event(EventType::InvoicePaid)].map(domain);
+        let deltas = fold(&known, &indexed(&inputs)).unwrap();
+        // Then nothing is counted or written
+        assert_eq!(deltas, Deltas::default());
+    }
+
+    #[test]
+    fn a_payment_of_an_unknown_invoice_names_its_index() {
+        // Given nothing stored
+        let inputs = [
+            domain(event(EventType::InvoiceExpired)),
+            domain(event(EventType::PaymentConfirmed)),
+            domain(event(EventType::InvoicePaid)),
+        ];
+        // When folded, Then the first input needing the invoice fails the batch at its index
+        let (index, error) = fold(&HashMap::new(), &indexed(&inputs)).unwrap_err();
+        assert_eq!(index, 1);
+        assert!(matches!(error, AggregateError::Unknown(ref m) if m.contains("unknown")));
+        // And an InvoicePaid after the creation in the same batch is fine
+        let inputs = [
+            domain(event(EventType::InvoiceCreated)),
+            domain(event(EventType::InvoicePaid)),
+        ];
+        assert!(fold(&HashMap::new(), &indexed(&inputs)).is_ok());
+        // The original indices are reported, not positions in the slice
+        let only = domain(event(EventType::InvoicePaid));
+        assert_eq!(fold(&HashMap::new(), &[(41, &only)]).unwrap_err().0, 41);
+    }
+
+    #[test]
+    fn views_expiries_cancellations_and_repeated_confirmations_count_on_their_own_day() {
+        // Given a stored invoice
+        let created = event(EventType::InvoiceCreated);
+        let row = stored(&created);
+        let merchant = row.merchant_id;
+        let known = HashMap::from([(row.invoice_id, row)]);
+        let view = |t: &str| {
+            Input::CheckoutViewed(CheckoutViewed {
+                event_id: EventId::new(),
+                merchant_id: created.merchant_id(),
+                invoice_id: examples::invoice_id(),
+                occurred_at: t.parse().unwrap(),
+            })
+        };
+        let confirmed = event(EventType::PaymentConfirmed);
+        let inputs = [
+            view("2025-01-17T00:00:00Z"),
+            view("2025-01-17T23:59:59Z"),
+            view("2025-01-18T00:00:00Z"),
+            domain(at(
+                &event(EventType::InvoiceExpired),
+                "2025-01-17T10:00:00Z",
+            )),
+            domain(at(
+                &event(EventType::InvoiceCancelled),
+                "2025-01-18T10:00:00Z",
+            )),
+            domain(confirmed.clone()),
+            // The same payment confirmed again under another event id: still one sample.
+            domain(at(
+                &event(EventType::PaymentConfirmed),
+                "2025-01-19T00:00:00Z",
+            )),
+        ];
+        // When folded
+        let deltas = fold(&known, &indexed(&inputs)).unwrap();
+        // Then
+        let c17 = deltas.daily[&(merchant, d("2025-01-17"))];
+        assert_eq!((c17.views, c17.expired, c17.cancelled), (2, 1, 0));
+        let c18 = deltas.daily[&(merchant, d("2025-01-18"))];
+        assert_eq!((c18.views, c18.expired, c18.cancelled), (1, 0, 1));
+        assert_eq!(deltas.confirmations.len(), 1);
+        assert_eq!(deltas.confirmations[0].day, day(confirmed.timestamp()));
+        assert!(deltas.invoices.is_empty() && deltas.money.is_empty());
+    }
+
+    #[test]
+    fn the_invoices_needed_are_those_created_paid_or_confirmed_once_each() {
+        let created = event(EventType::InvoiceCreated);
+        let inputs = [
+            domain(created.clone()),
+            domain(event(EventType::InvoicePaid)),
+            domain(event(EventType::PaymentConfirmed)),
+            domain(event(EventType::SettlementCompleted)),
+            domain(event(EventType::InvoiceExpired)),
+        ];
+        assert_eq!(invoices_needed(&inputs), [created.aggregate_id().as_uuid()]);
+        assert!(invoices_needed(&[domain(event(EventType::MerchantCreated))]).is_empty());
+    }
 }

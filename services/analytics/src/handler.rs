@@ -1,14 +1,20 @@
-//! The analytics handler: decode, de-duplicate, aggregate — all in the consumer's transaction (mode b).
+//! The analytics handler: decode a partition's batch, then de-duplicate and aggregate it — all in the consumer's
+//! transaction (mode b), in a handful of statements whatever the batch size.
 //!
-//! Guarantees: the record's writes, its `processed_events` entry ([`runtime::idempotency`]) and the consumer's
-//! offset commit together or not at all, so each event counts exactly once however often it is delivered or
-//! published. Undecodable records are schema errors (DLQ); an aggregate that needs an unseen invoice is a
-//! business error (the spec's 2 retries, 10 s apart, then the DLQ).
+//! Guarantees: every record of the batch is decoded first (one that does not decode fails the batch at its index
+//! as a schema error: DLQ); then [`aggregate_batch`] records the batch's event ids in `processed_events`
+//! ([`crate::aggregate::first_times`], the batch form of [`runtime::idempotency::first_time`]) and adds the
+//! first sight of each to the aggregates. Those writes and the consumer's offset commit together or not at all,
+//! so each event counts exactly once however often it is delivered or published. An aggregate that needs an
+//! unseen invoice fails the batch at that record as a business error (the spec's 2 retries, 10 s apart, then
+//! the DLQ; the runtime applies the rest of the batch without it). Without the runtime's transaction (a guarantee
+//! other than `exactly_once_db`) nothing is written: an infrastructure error, so consumption pauses rather than
+//! dead-letters.
 
 use prometheus::{IntCounterVec, Opts, Registry};
-use runtime::{Handler, HandlerCtx, HandlerError, Record};
+use runtime::{BatchError, BatchHandler, HandlerCtx, HandlerError, Record};
 
-use crate::aggregate::{Shard, aggregate};
+use crate::aggregate::{Outcome, Shard, aggregate_batch};
 use crate::checkout_events::{Input, decode};
 
 /// Aggregated and duplicate records by type.
@@ -30,10 +36,14 @@ impl AnalyticsMetrics {
         Ok(AnalyticsMetrics { events })
     }
 
-    fn record(&self, input: &Input, outcome: &'static str) {
+    fn record(&self, input: &Input, outcome: Outcome) {
         let event_type = match input {
             Input::Domain(e) => e.event_type().as_str(),
             Input::CheckoutViewed(_) => crate::checkout_events::CHECKOUT_VIEWED,
+        };
+        let outcome = match outcome {
+            Outcome::Aggregated => "aggregated",
+            Outcome::Duplicate => "duplicate",
         };
         self.events.with_label_values(&[event_type, outcome]).inc();
     }
@@ -50,25 +60,48 @@ impl Aggregator {
     }
 }
 
-impl Handler for Aggregator {
-    async fn handle(&self, record: &Record, ctx: &mut HandlerCtx<'_>) -> Result<(), HandlerError> {
-        let input = record.decode_with(decode)?;
+impl BatchHandler for Aggregator {
+    async fn handle_batch(
+        &self,
+        records: &[Record],
+        ctx: &mut HandlerCtx<'_>,
+    ) -> Result<(), BatchError> {
+        let inputs = records
+            .iter()
+            .enumerate()
+            .map(|(i, record)| record.decode_with(decode).map_err(|e| BatchError::at(i, e)))
+            .collect::<Result<Vec<Input>, _>>()?;
         let group = ctx.group().to_string();
         let db = ctx.db().ok_or_else(|| {
-            HandlerError::business("analytics aggregates exactly-once into the database: the group's guarantee must be exactly_once_db")
+            BatchError::unknown(HandlerError::infrastructure(
+                "analytics aggregates exactly-once into the database and got no transaction: the group's \
+                 guarantee must be exactly_once_db",
+            ))
         })?;
-        let first =
-            runtime::idempotency::first_time(db, &group, input.event_id().as_uuid()).await?;
-        if !first {
-            self.metrics.record(&input, "duplicate");
-            return Ok(());
+        let mut outcomes = Vec::with_capacity(inputs.len());
+        // A batch is one partition's, so one shard; should it ever mix partitions, each run is its own shard.
+        let mut start = 0;
+        while start < records.len() {
+            let shard = Shard {
+                topic: records[start].topic.to_string(),
+                partition: records[start].partition,
+            };
+            let end = records[start..]
+                .iter()
+                .position(|r| *r.topic != *shard.topic || r.partition != shard.partition)
+                .map_or(records.len(), |n| start + n);
+            let run = aggregate_batch(db, &group, &shard, &inputs[start..end])
+                .await
+                .map_err(|mut failure| {
+                    failure.index = failure.index.map(|i| start + i);
+                    BatchError::from(failure)
+                })?;
+            outcomes.extend(run);
+            start = end;
         }
-        let shard = Shard {
-            topic: record.topic.to_string(),
-            partition: record.partition,
-        };
-        aggregate(db, &shard, &input).await?;
-        self.metrics.record(&input, "aggregated");
+        for (input, outcome) in inputs.iter().zip(outcomes) {
+            self.metrics.record(input, outcome);
+        }
         Ok(())
     }
 }

@@ -6,7 +6,10 @@
 //! modified or reordered row is detected by [`verify::verify`] (`checkoutctl audit verify`), and the database
 //! refuses UPDATE, DELETE and TRUNCATE on it (decision 0010).
 //!
-//! Layout: [`chain`] (rows, canonical encoding, hashes), [`handler`] (append), [`verify`]; this file is the
+//! The handler is batch-native ([`runtime::BatchHandler`]): a partition's batch (up to 500 records) is appended
+//! with one statement under one take of the appenders' lock (`audit_append_batch`), whatever its size.
+//!
+//! Layout: [`chain`] (rows, canonical encoding, hashes), [`handler`] (batch append), [`verify`]; this file is the
 //! service.
 
 pub mod chain;
@@ -25,11 +28,11 @@ impl ConsumerService for Audit {
         tamper-evident audit log (a SHA-256 hash chain in PostgreSQL), with its actor, IP address, user agent and \
         request id. Verify it with `checkoutctl audit verify`.";
     type Settings = ConsumerOnly;
-    type Handler = runtime::PerRecord<handler::Auditor>;
+    type Handler = runtime::Batched<handler::Auditor>;
 
     async fn handler(ctx: ServiceContext<'_, ConsumerOnly>) -> anyhow::Result<Self::Handler> {
         let metrics = handler::AuditMetrics::register(ctx.registry)?;
-        Ok(runtime::PerRecord(handler::Auditor::new(
+        Ok(runtime::Batched(handler::Auditor::new(
             ctx.pool.clone(),
             metrics,
         )))
