@@ -8,10 +8,12 @@
 //! time, so the state after any number of crashes and redeliveries is the state of applying each event once
 //! (decision 0009). [`rebuild`] replays the topic into fresh tables and swaps them in atomically.
 //!
-//! Layout: [`apply`] (event → SQL), [`handler`] (the runtime's handler), [`query`] (what
-//! `checkoutctl invoice|merchant show` read), [`rebuild`]; this file is the service.
+//! Layout: [`apply`] (event → SQL), [`fold`] (the read models' rules as pure functions over rows),
+//! [`handler`] (the runtime's handler), [`query`] (what `checkoutctl invoice|merchant show` read), [`rebuild`];
+//! this file is the service.
 
 pub mod apply;
+pub mod fold;
 pub mod handler;
 pub mod query;
 pub mod rebuild;
