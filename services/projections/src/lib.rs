@@ -8,9 +8,9 @@
 //! time, so the state after any number of crashes and redeliveries is the state of applying each event once
 //! (decision 0009). [`rebuild`] replays the topic into fresh tables and swaps them in atomically.
 //!
-//! Layout: [`apply`] (event → SQL), [`fold`] (the read models' rules as pure functions over rows),
-//! [`handler`] (the runtime's handler), [`query`] (what `checkoutctl invoice|merchant show` read), [`rebuild`];
-//! this file is the service.
+//! Layout: [`apply`] (a batch of events → a handful of statements), [`fold`] (the read models' rules as pure
+//! functions over rows), [`handler`] (the runtime's handler), [`query`] (what `checkoutctl invoice|merchant
+//! show` read), [`rebuild`]; this file is the service.
 
 pub mod apply;
 pub mod fold;
@@ -20,7 +20,7 @@ pub mod rebuild;
 
 use runtime::service::{ConsumerOnly, ConsumerService, ServiceContext};
 
-pub use apply::{Applied, ApplyError, apply};
+pub use apply::{Applied, ApplyError, BatchApplied, BatchFailed, apply, apply_batch};
 
 /// The read-model-projections service (operations port 9102).
 pub struct Projections;
