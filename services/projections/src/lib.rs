@@ -3,22 +3,26 @@
 //!
 //! Guarantees: read models of invoices (status lifecycle with partial, over- and late payment, amounts,
 //! confirmations), payments, merchants (status, settings), settlements (gross, fee, net, status) and merchant
-//! balances in PostgreSQL, each row keyed by its aggregate and stamped with the last event applied; applying is
+//! balances in PostgreSQL, each row keyed by its aggregate and stamped with the last event applied. A
+//! partition's batch is applied in one transaction with a handful of statements (all or nothing); applying is
 //! idempotent (a redelivered or re-published event changes nothing) and every row has a single writer at a
-//! time, so the state after any number of crashes and redeliveries is the state of applying each event once
-//! (decision 0009). [`rebuild`] replays the topic into fresh tables and swaps them in atomically.
+//! time (advisory locks per partition key), so the state after any number of crashes, rebalances and
+//! redeliveries is the state of applying each event once (decisions 0009, 0022). [`rebuild`] replays the topic
+//! into fresh tables and swaps them in atomically.
 //!
-//! Layout: [`apply`] (event → SQL), [`handler`] (the runtime's handler), [`query`] (what
-//! `checkoutctl invoice|merchant show` read), [`rebuild`]; this file is the service.
+//! Layout: [`apply`] (a batch of events → a handful of statements), [`fold`] (the read models' rules as pure
+//! functions over rows), [`handler`] (the runtime's batch handler), [`query`] (what `checkoutctl
+//! invoice|merchant show` read), [`rebuild`]; this file is the service.
 
 pub mod apply;
+pub mod fold;
 pub mod handler;
 pub mod query;
 pub mod rebuild;
 
 use runtime::service::{ConsumerOnly, ConsumerService, ServiceContext};
 
-pub use apply::{Applied, ApplyError, apply};
+pub use apply::{Applied, ApplyError, BatchApplied, BatchFailed, apply, apply_batch};
 
 /// The read-model-projections service (operations port 9102).
 pub struct Projections;
@@ -30,11 +34,11 @@ impl ConsumerService for Projections {
         date from crypto-checkout.domain-events (at-least-once, idempotent). Read them with `checkoutctl invoice \
         show` and `checkoutctl merchant show`.";
     type Settings = ConsumerOnly;
-    type Handler = runtime::PerRecord<handler::Projector>;
+    type Handler = runtime::Batched<handler::Projector>;
 
     async fn handler(ctx: ServiceContext<'_, ConsumerOnly>) -> anyhow::Result<Self::Handler> {
         let metrics = handler::ProjectorMetrics::register(ctx.registry)?;
-        Ok(runtime::PerRecord(handler::Projector::new(
+        Ok(runtime::Batched(handler::Projector::new(
             ctx.pool.clone(),
             metrics,
         )))

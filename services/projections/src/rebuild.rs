@@ -2,16 +2,18 @@
 //! fresh tables, then swap them in.
 //!
 //! Guarantees:
-//! - **Same code, same result**: events are applied by [`crate::apply`] exactly as the live consumer applies
-//!   them, into copies of the read-model tables (`CREATE TABLE … (LIKE … INCLUDING ALL)`) in the scratch schema
-//!   [`SCRATCH_SCHEMA`], selected per transaction with `SET LOCAL search_path`. Undecodable records and events
-//!   the read models refuse (business errors) are skipped and counted, as the live consumer dead-letters them.
+//! - **Same code, same result**: events are applied in batches by [`crate::apply`] exactly as the live consumer
+//!   applies them (the same fold and statements, without the per-key advisory locks), into copies of the
+//!   read-model tables (`CREATE TABLE … (LIKE … INCLUDING ALL)`) in the scratch schema [`SCRATCH_SCHEMA`],
+//!   selected per transaction with `SET LOCAL search_path`. Undecodable records and events the read models refuse
+//!   (business errors) are skipped and counted, as the live consumer dead-letters them.
 //! - **Readers never see a half-built state**: the swap is one transaction. It takes `EXCLUSIVE` locks on the
 //!   live tables — writers (the live consumer) wait, plain readers do not — reads the topic's end offsets again
 //!   and applies what arrived since the replay started, then replaces the live tables' contents with the rebuilt
 //!   ones and commits. Readers see the old contents until the commit and the new ones after it, nothing in between.
 //! - **The live consumer carries on correctly**: the de-duplication table `proj_applied_events` is part of the
-//!   swapped set. Every event the live consumer had applied was in the topic when the locks were granted, so it
+//!   swapped set, and a live batch reads it first (`FOR KEY SHARE`, a lock the swap's `EXCLUSIVE` lock excludes),
+//!   so a batch that started during the swap waits before loading anything and then loads the rebuilt rows. Every event the live consumer had applied was in the topic when the locks were granted, so it
 //!   is in the rebuilt set; events the rebuild applied that the live consumer had not reached yet are recognised
 //!   as duplicates when it reaches them. The live tables keep their identity (contents are replaced, tables are
 //!   not renamed), so the consumer's prepared statements stay valid.
@@ -33,7 +35,7 @@ use serde::Serialize;
 use service_kit::KafkaSettings;
 use sqlx::{Connection, PgConnection};
 
-use crate::apply::{Applied, ApplyError, apply};
+use crate::apply::{Applied, ApplyError, BatchFailed, Locking, apply_batch_with};
 
 /// The read-model tables, in lock order (`proj_applied_events` first: every handler transaction writes it first,
 /// so taking it first cannot deadlock with the live consumer).
@@ -332,44 +334,104 @@ impl Replay {
     }
 }
 
-/// Applies `records` inside the open transaction `conn` (whose search_path is the scratch schema), each under a
-/// savepoint so that a refused event leaves no trace.
+/// Applies `records` inside the open transaction `conn` (whose search_path is the scratch schema) in one
+/// [`apply_batch_with`] (no advisory locks: the rebuild is the only writer of its scratch tables, and its swap
+/// must not wait for locks the live consumer holds while the live consumer waits for the swap's table locks).
+/// Events the read models refuse are skipped, as the live consumer dead-letters them: the batch is rolled back
+/// to a savepoint and applied again without the refused event (every event before it folds the same way again);
+/// a database refusal no event can be blamed for makes this batch go event by event, each under a savepoint.
 async fn apply_records(
     conn: &mut PgConnection,
     records: Vec<Raw>,
     report: &mut RebuildReport,
 ) -> Result<(), RebuildError> {
+    let mut events = Vec::with_capacity(records.len());
     for (_, _, value) in records {
         report.records += 1;
-        let Some(event) = value.as_deref().and_then(|v| events::decode(v).ok()) else {
-            report.invalid += 1;
-            continue;
-        };
+        match value.as_deref().and_then(|v| events::decode(v).ok()) {
+            Some(event) => events.push(event),
+            None => report.invalid += 1,
+        }
+    }
+    loop {
+        sqlx::query("SAVEPOINT rebuild_batch")
+            .execute(&mut *conn)
+            .await?;
+        match apply_batch_with(conn, &events, Locking::None).await {
+            Ok(done) => {
+                count(report, &done.outcomes);
+                break;
+            }
+            Err(BatchFailed {
+                error: ApplyError::Db(e),
+                ..
+            }) if !refused(&e) => return Err(RebuildError::Db(e)),
+            Err(failed) => {
+                sqlx::query("ROLLBACK TO SAVEPOINT rebuild_batch")
+                    .execute(&mut *conn)
+                    .await?;
+                match failed.index {
+                    Some(i) => {
+                        report.refused += 1;
+                        events.remove(i);
+                    }
+                    None => {
+                        one_by_one(conn, &events, report).await?;
+                        break;
+                    }
+                }
+            }
+        }
+    }
+    sqlx::query("RELEASE SAVEPOINT rebuild_batch")
+        .execute(&mut *conn)
+        .await?;
+    Ok(())
+}
+
+/// Applies `events` one at a time, each under a savepoint, skipping those the read models refuse.
+async fn one_by_one(
+    conn: &mut PgConnection,
+    events: &[events::Envelope],
+    report: &mut RebuildReport,
+) -> Result<(), RebuildError> {
+    for event in events {
         sqlx::query("SAVEPOINT rebuild_event")
             .execute(&mut *conn)
             .await?;
-        match apply(conn, &event).await {
-            Ok(Applied::Applied) => report.applied += 1,
-            Ok(Applied::Duplicate) => report.duplicates += 1,
-            Err(ApplyError::Unknown(_)) => {
+        match apply_batch_with(conn, std::slice::from_ref(event), Locking::None).await {
+            Ok(done) => count(report, &done.outcomes),
+            Err(BatchFailed {
+                error: ApplyError::Db(e),
+                ..
+            }) if !refused(&e) => return Err(RebuildError::Db(e)),
+            Err(_) => {
                 report.refused += 1;
                 sqlx::query("ROLLBACK TO SAVEPOINT rebuild_event")
                     .execute(&mut *conn)
                     .await?;
             }
-            Err(ApplyError::Db(e)) if runtime::error::classify_sqlx(&e) == ErrorClass::Business => {
-                report.refused += 1;
-                sqlx::query("ROLLBACK TO SAVEPOINT rebuild_event")
-                    .execute(&mut *conn)
-                    .await?;
-            }
-            Err(ApplyError::Db(e)) => return Err(RebuildError::Db(e)),
         }
         sqlx::query("RELEASE SAVEPOINT rebuild_event")
             .execute(&mut *conn)
             .await?;
     }
     Ok(())
+}
+
+fn count(report: &mut RebuildReport, outcomes: &[Applied]) {
+    for outcome in outcomes {
+        match outcome {
+            Applied::Applied => report.applied += 1,
+            Applied::Duplicate => report.duplicates += 1,
+        }
+    }
+}
+
+/// Whether the live consumer would dead-letter what the database refused (a business error) rather than stop.
+/// (Events about unknown aggregates, [`ApplyError::Unknown`], are always refused.)
+fn refused(error: &sqlx::Error) -> bool {
+    runtime::error::classify_sqlx(error) == ErrorClass::Business
 }
 
 async fn scratch(conn: &mut PgConnection) -> Result<(), sqlx::Error> {
