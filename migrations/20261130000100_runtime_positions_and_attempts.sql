@@ -1,4 +1,4 @@
--- Consumer runtime, round two (crates/runtime; docs/decisions/0020-runtime-batches-and-rebalances.md).
+-- Consumer runtime, round two (crates/runtime; docs/decisions/0025-runtime-batches-and-rebalances.md).
 
 -- Mode (b) positions. Besides next_offset, the offsets above it that are done too (`ahead`: records applied
 -- while an earlier record of another key waited for its retries; skipped when they arrive again), and a

@@ -36,9 +36,11 @@ async fn start<S: ConsumerService>(
     topics: &[String],
     shutdown: &CancellationToken,
 ) -> (String, Running) {
+    let defaults = ConsumerOptions::default();
     let options = ConsumerOptions {
         drain_timeout: Duration::from_secs(5),
-        ..Default::default()
+        max_parallel_partitions: env("E2E_PARALLEL", defaults.max_parallel_partitions),
+        ..defaults
     };
     let group = testkit::unique_name(&format!("bench-{}", S::NAME));
     let mut settings = flows::service::settings::<S>(bus, &group, topics, options);
@@ -47,6 +49,20 @@ async fn start<S: ConsumerService>(
         .await
         .unwrap_or_else(|e| panic!("{} starts: {e:#}", S::NAME));
     (group, running)
+}
+
+/// Units of work and the records they held, from the runtime's `unit_records` histogram.
+fn unit_sizes(registry: &prometheus::Registry) -> (u64, f64) {
+    registry
+        .gather()
+        .iter()
+        .filter(|f| f.name() == "checkout_consumer_unit_records")
+        .flat_map(|f| f.get_metric().to_vec())
+        .map(|m| {
+            let h = m.get_histogram();
+            (h.get_sample_count(), h.get_sample_sum())
+        })
+        .fold((0, 0.0), |(n, s), (c, v)| (n + c, s + v))
 }
 
 /// How far a group has come: rows it wrote, against how many it must write.
@@ -292,6 +308,13 @@ async fn run(flows: &Flows, rate: u32, services: &str) -> Vec<&'static str> {
         if !differences.is_empty() {
             wrong.push("analytics");
         }
+    }
+    for (name, _, running) in &started {
+        let (units, records) = unit_sizes(&running.registry);
+        println!(
+            "{name}: {units} units of work, {:.1} records per unit on average",
+            records / units.max(1) as f64
+        );
     }
     println!(
         "RESULT rate={rate}/s achieved={:.0}/s latency: {latency}; caught up: projections {}, audit {}, analytics {}",

@@ -81,6 +81,7 @@ async fn history_cannot_be_changed_and_tampering_is_detected_at_the_first_broken
     let mut copy = row(&mut conn, 5).await;
     copy.event_id = uuid::Uuid::new_v4();
     copy.seq = n + 7;
+    copy.hash = uuid::Uuid::new_v4().as_bytes().repeat(2);
     let err = insert(&mut conn, &copy)
         .await
         .expect_err("a row that does not extend the head");
