@@ -4,6 +4,7 @@
 
 mod helpers;
 
+mod concurrent_verify;
 mod log;
 mod sigkill;
 mod tamper;
