@@ -119,6 +119,8 @@ impl Publisher {
         settings: PublisherSettings,
         metrics: Metrics,
     ) -> Result<Self, OutboxError> {
+        // Settings built in code did not pass Settings::load's check; a reserved property is refused here too.
+        kafka.validate()?;
         let mut config = service_kit::kafka::producer_config(kafka);
         // The broker's limit (the spec's 1 MB); librdkafka's default is lower than what the contract allows.
         config.set("message.max.bytes", "1048576");
@@ -616,6 +618,36 @@ mod tests {
             created_at: chrono::Utc::now(),
         };
         assert_eq!(record_size(&row), 3 + 1000 + (8 + 3 + 8) + RECORD_OVERHEAD);
+    }
+
+    #[tokio::test]
+    async fn a_reserved_client_property_is_refused_before_any_client_exists() {
+        let kafka = KafkaSettings {
+            bootstrap_servers: "127.0.0.1:1".into(),
+            client: [("enable.gapless.guarantee".to_string(), "true".to_string())].into(),
+        };
+        let url = "postgres://nobody@127.0.0.1:1/none";
+        let pool = sqlx::postgres::PgPoolOptions::new()
+            .connect_lazy(url)
+            .unwrap();
+        let metrics = Metrics::register(&prometheus::Registry::new()).unwrap();
+        let result = Publisher::new(
+            pool,
+            url.into(),
+            &kafka,
+            PublisherSettings::default(),
+            metrics,
+        );
+        let Err(err) = result else {
+            panic!("a reserved property must be refused")
+        };
+        assert!(matches!(err, OutboxError::Settings(_)), "{err}");
+        assert!(!err.is_retriable());
+        assert!(
+            error_chain(&err).contains("kafka.client.\"enable.gapless.guarantee\""),
+            "{}",
+            error_chain(&err)
+        );
     }
 
     #[test]
