@@ -609,7 +609,10 @@ mod tests {
         let text = err.to_string();
         assert!(text.contains("kafka.client.\"transactional.id\""), "{text}");
         assert!(text.contains("exactly-once mode (a)"), "{text}");
-        assert!(!text.contains("tx-value-42"), "the value is not echoed: {text}");
+        assert!(
+            !text.contains("tx-value-42"),
+            "the value is not echoed: {text}"
+        );
 
         for (var, key) in [
             (
