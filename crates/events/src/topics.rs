@@ -5,7 +5,7 @@
 //! `deploy/kafka/topics.yaml` (a test in `crates/topology` compares them); every core topic has a dead-letter
 //! topic, and a dead-letter topic is always named by the one rule [`dead_letter_topic`] (`<source>.dlq`), for the
 //! spec's topics and for tests' private topics alike. Every domain event goes to [`DOMAIN_EVENTS`] (see
-//! [`crate::Envelope::topic`]).
+//! [`crate::Envelope::topic`]); every other contract names its topic through [`crate::Publishable::topic`].
 
 /// All business domain events; 12 partitions, keyed per [`crate::PartitionKeyField`].
 pub const DOMAIN_EVENTS: &str = "crypto-checkout.domain-events";
