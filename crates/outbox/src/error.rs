@@ -4,8 +4,8 @@ use events::ContractError;
 
 #[derive(Debug, thiserror::Error)]
 pub enum OutboxError {
-    /// The event breaks the contract; the caller's transaction must not commit it. Permanent.
-    #[error("event rejected by the contract")]
+    /// The record breaks its contract; the caller's transaction must not commit it. Permanent.
+    #[error("record rejected by the contract")]
     Invalid(#[from] ContractError),
     /// PostgreSQL failed or is unreachable. Retriable.
     #[error("outbox database operation failed")]

@@ -4,10 +4,12 @@
 //! - **Nothing lost**: a row is deleted only after the broker acknowledged it (acks=all, idempotent producer).
 //!   Rows are selected by what is in the table, not by a cursor, so a transaction that commits late is simply
 //!   picked up by a later batch.
-//! - **Per-key order**: a batch holds rows in id order (per key: commit order); one producer with idempotence
-//!   and at most 5 in-flight requests keeps that order within a partition; the next batch starts only after the
-//!   previous one is fully resolved. After a failure of one row, later rows of the same key in the batch are not
-//!   sent; rows that fail retriably stay and go out again, first, in the next batch.
+//! - **Per-key order**: a key is a (topic, partition key) pair — each row goes to its own row's topic (after
+//!   `topic_routes`), and Kafka orders per topic. A batch holds rows in id order (per key: commit order); one
+//!   producer with idempotence and at most 5 in-flight requests keeps that order within a partition; the next
+//!   batch starts only after the previous one is fully resolved. After a failure of one row, later rows of the
+//!   same key in the batch are not sent; rows that fail retriably stay and go out again, first, in the next
+//!   batch.
 //! - **Poison rows**: a row the broker can never accept (larger than the topic's `max.message.bytes`, or
 //!   rejected as invalid) is quarantined with the error; its key is blocked (the store never returns later rows
 //!   of a key with a quarantined row) and every other key keeps flowing. The size check runs before sending,
@@ -304,11 +306,11 @@ impl Publisher {
         }
         let started = Instant::now();
         let mut outcome = BatchOutcome::default();
-        let mut failed_keys: HashSet<&str> = HashSet::new();
+        let mut failed_keys: HashSet<(&str, &str)> = HashSet::new();
         let mut pending = Vec::with_capacity(rows.len());
 
         for row in &rows {
-            if failed_keys.contains(row.partition_key.as_str()) {
+            if failed_keys.contains(&row.ordering_key()) {
                 continue; // keep per-key order: nothing after a failed row of the same key
             }
             // The size check is what keeps a poison row from reaching the broker; without the topic's limit we
@@ -317,7 +319,7 @@ impl Publisher {
                 let why = format!("cannot read max.message.bytes of {}", row.topic);
                 store::record_failure(&self.pool, &[row.id], &why).await?;
                 outcome.retriable_failures += 1;
-                failed_keys.insert(&row.partition_key);
+                failed_keys.insert(row.ordering_key());
                 continue;
             };
             let size = record_size(row);
@@ -328,7 +330,7 @@ impl Publisher {
                 );
                 self.quarantine(row, &why).await?;
                 outcome.quarantined += 1;
-                failed_keys.insert(&row.partition_key);
+                failed_keys.insert(row.ordering_key());
                 continue;
             }
             match self.enqueue(row).await {
@@ -336,12 +338,12 @@ impl Publisher {
                 Err(err) if is_poison(&err) => {
                     self.quarantine(row, &error_chain(&err)).await?;
                     outcome.quarantined += 1;
-                    failed_keys.insert(&row.partition_key);
+                    failed_keys.insert(row.ordering_key());
                 }
                 Err(err) => {
                     store::record_failure(&self.pool, &[row.id], &error_chain(&err)).await?;
                     outcome.retriable_failures += 1;
-                    failed_keys.insert(&row.partition_key);
+                    failed_keys.insert(row.ordering_key());
                 }
             }
         }
@@ -358,7 +360,7 @@ impl Publisher {
         let mut published = Vec::with_capacity(rows_sent.len());
         let mut retry_ids = Vec::new();
         let mut last_retry_error = String::new();
-        let mut delivery_failed: HashSet<&str> = HashSet::new();
+        let mut delivery_failed: HashSet<(&str, &str)> = HashSet::new();
         let now = chrono::Utc::now();
         for (row, result) in rows_sent.into_iter().zip(results) {
             let result = match result {
@@ -367,7 +369,7 @@ impl Publisher {
             };
             match result {
                 Ok(()) => {
-                    if delivery_failed.contains(row.partition_key.as_str()) {
+                    if delivery_failed.contains(&row.ordering_key()) {
                         self.metrics
                             .errors
                             .with_label_values(&["order_violation"])
@@ -387,12 +389,12 @@ impl Publisher {
                         .observe(latency.as_secs_f64());
                 }
                 Err(err) if is_poison(&err) => {
-                    delivery_failed.insert(&row.partition_key);
+                    delivery_failed.insert(row.ordering_key());
                     self.quarantine(row, &error_chain(&err)).await?;
                     outcome.quarantined += 1;
                 }
                 Err(err) => {
-                    delivery_failed.insert(&row.partition_key);
+                    delivery_failed.insert(row.ordering_key());
                     last_retry_error = error_chain(&err);
                     retry_ids.push(row.id);
                 }
