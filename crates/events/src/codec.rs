@@ -100,6 +100,21 @@ pub fn decode(bytes: &[u8]) -> Result<Envelope, ContractError> {
     })
 }
 
+/// The `event_type` a record claims, read without validating anything else: which contract's decoder to
+/// use for a record of a topic that carries several (the analytics group reads domain events and
+/// [`crate::analytics::CheckoutViewed`]). `None` when the bytes are not a JSON object with a string
+/// `event_type`.
+pub fn peek_event_type(bytes: &[u8]) -> Option<String> {
+    #[derive(Deserialize)]
+    struct Probe {
+        event_type: Option<String>,
+    }
+    if bytes.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
+        return None;
+    }
+    serde_json::from_slice::<Probe>(bytes).ok()?.event_type
+}
+
 /// Encodes a valid envelope in canonical form.
 pub fn encode(envelope: &Envelope) -> Result<Vec<u8>, ContractError> {
     envelope.validate()?;
@@ -109,7 +124,7 @@ pub fn encode(envelope: &Envelope) -> Result<Vec<u8>, ContractError> {
     Ok(out)
 }
 
-fn check_size(len: usize) -> Result<(), ContractError> {
+pub(crate) fn check_size(len: usize) -> Result<(), ContractError> {
     if len > MAX_EVENT_BYTES {
         return Err(ContractError::new(
             ContractErrorKind::TooLarge,
@@ -123,7 +138,7 @@ fn check_size(len: usize) -> Result<(), ContractError> {
 /// serde's derived structs also accept JSON arrays (fields by position); the contract only has objects. The
 /// envelope, `metadata` and `event_data` are checked here. Objects nested deeper in a payload (only
 /// `SettingsUpdated.changes`) would still be read from a positional array; no producer writes one.
-fn not_an_object(path: &str) -> ContractError {
+pub(crate) fn not_an_object(path: &str) -> ContractError {
     ContractError::new(ContractErrorKind::WrongType, path, "expected a JSON object")
 }
 

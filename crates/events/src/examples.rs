@@ -3,7 +3,8 @@
 //! Guarantees: [`example`] returns a valid envelope for every event type, deterministically (fixed ids and
 //! times, so output is stable and diffable). The examples tell one story — the spec's USD 16.49 invoice paid
 //! in USDT on Tron and settled at 1 % — so ids and amounts agree across them. Tests that need distinct events
-//! can take an example apart with [`Envelope::into_parts`] and change ids.
+//! can take an example apart with [`Envelope::into_parts`] and change ids. [`checkout_viewed`] is the same
+//! story's record on the analytics topic.
 
 use chrono::{DateTime, Duration, Utc};
 use uuid::{Builder, Uuid};
@@ -339,6 +340,17 @@ pub fn example(event_type: EventType) -> Envelope {
         causation_id,
     })
     .expect("examples are valid")
+}
+
+/// A valid `CheckoutViewed` (the analytics topic's record): the customer opens the example invoice's checkout
+/// 72 seconds after it was created.
+pub fn checkout_viewed() -> crate::analytics::CheckoutViewed {
+    crate::analytics::CheckoutViewed {
+        event_id: EventId::from_uuid(v7(72_000, 0xa1)).expect("not nil"),
+        merchant_id: merchant_id(),
+        invoice_id: invoice_id(),
+        occurred_at: at(72),
+    }
 }
 
 /// One valid example of every event type, in catalogue order.

@@ -2,8 +2,10 @@
 //!
 //! Every producer and consumer speaks through this crate. It guarantees that an event on
 //! `crypto-checkout.domain-events` is a [`Envelope`] whose payload is one of the typed [`EventData`]
-//! variants, with exact money, typed ids and the spec's partition keys, and that anything else is refused
-//! with a [`ContractError`] — permanent by nature, so the consumer runtime sends it to the DLQ without retry.
+//! variants, with exact money, typed ids and the spec's partition keys, that a record on
+//! `crypto-checkout.analytics-events` is a [`CheckoutViewed`], and that anything else is refused with a
+//! [`ContractError`] — permanent by nature, so the consumer runtime sends it to the DLQ without retry. Every
+//! contract is [`Publishable`]: the outbox carries each record to its own topic with its own key.
 //!
 //! ```
 //! use events::{Envelope, EventType, decode, encode, examples};
@@ -18,14 +20,18 @@
 //!
 //! Layout:
 //! - [`codec`]: [`decode`] and [`encode`]; [`envelope`]: [`Envelope`], partition key, topic, headers.
+//! - [`analytics`]: [`CheckoutViewed`], the record of the analytics topic; [`publish`]: [`Publishable`], what
+//!   the outbox needs of every contract.
 //! - [`payload`]: the payload structs; [`upcast`]: older versions and their upcasters.
 //! - [`event_type`]: the catalogue (types, aggregates, versions, partition keys) as data.
 //! - [`id`], [`money`], [`metadata`], [`time`]: the value types.
 //! - [`schema`]: JSON Schemas; [`examples`]: valid example events; [`topics`], [`headers`]: Kafka names.
 //! - [`error`]: the [`ContractError`] family.
 //!
-//! Decisions: `docs/decisions/0002` (id wire form), `0003` (money), `0004` (versioning).
+//! Decisions: `docs/decisions/0002` (id wire form), `0003` (money), `0004` (versioning), `0021` (records of
+//! every topic through the outbox).
 
+pub mod analytics;
 pub mod codec;
 pub mod envelope;
 pub mod error;
@@ -36,12 +42,14 @@ pub mod id;
 pub mod metadata;
 pub mod money;
 pub mod payload;
+pub mod publish;
 pub mod schema;
 pub mod time;
 pub mod topics;
 pub mod upcast;
 
-pub use codec::{MAX_EVENT_BYTES, decode, encode};
+pub use analytics::CheckoutViewed;
+pub use codec::{MAX_EVENT_BYTES, decode, encode, peek_event_type};
 pub use envelope::{Envelope, EnvelopeParts};
 pub use error::{ContractError, ContractErrorKind};
 pub use event_type::{AggregateType, CATALOGUE, EventSpec, EventType, PartitionKeyField};
@@ -50,3 +58,4 @@ pub use id::{
 };
 pub use metadata::{Actor, ActorKind, Metadata, TraceParent};
 pub use payload::{Event, EventData};
+pub use publish::{OutboxRecord, Publishable};

@@ -22,7 +22,7 @@ use crate::payload::EventData;
 
 const DRAFT_2020_12: &str = "https://json-schema.org/draft/2020-12/schema";
 
-fn generator() -> SchemaGenerator {
+pub(crate) fn generator() -> SchemaGenerator {
     SchemaSettings::draft2020_12().into_generator()
 }
 
@@ -95,6 +95,11 @@ fn with_root(mut schema: Schema, id: &str, definitions: Map<String, Value>) -> S
     Schema::from(root)
 }
 
+/// A schema as a standalone document with its `$id` and definitions (for the other record contracts).
+pub(crate) fn standalone(schema: Schema, id: &str, definitions: Map<String, Value>) -> Schema {
+    with_root(schema, id, definitions)
+}
+
 /// File name of the schema of `version` of `event_type`.
 pub fn schema_file_name(event_type: EventType, version: u32) -> String {
     format!("{event_type}.v{version}.schema.json")
@@ -149,7 +154,8 @@ pub fn combined_schema() -> Schema {
     with_root(root, COMBINED_SCHEMA_FILE, definitions)
 }
 
-/// Every schema file as (file name, schema): one per decodable version, then the combined one.
+/// Every schema file as (file name, schema): one per decodable version, the combined one, then the analytics
+/// record's ([`crate::analytics::checkout_viewed_schema`]).
 pub fn all_schema_files() -> Vec<(String, Schema)> {
     let mut files: Vec<_> = decodable_versions()
         .map(|(t, v)| {
@@ -160,6 +166,10 @@ pub fn all_schema_files() -> Vec<(String, Schema)> {
         })
         .collect();
     files.push((COMBINED_SCHEMA_FILE.to_owned(), combined_schema()));
+    files.push((
+        crate::analytics::CHECKOUT_VIEWED_SCHEMA_FILE.to_owned(),
+        crate::analytics::checkout_viewed_schema(),
+    ));
     files
 }
 

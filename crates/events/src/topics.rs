@@ -1,7 +1,11 @@
-//! Topic names, from the spec's "Core Topics" and "Dead Letter Topics" tables.
+//! Topic names, from the spec's "Core Topics" and "Dead Letter Topics" tables, plus the analytics DLQ the spec
+//! lacks (decision 0020).
 //!
-//! Guarantees: these constants are the only spelling of topic names in the workspace; every domain event
-//! goes to [`DOMAIN_EVENTS`] (see [`crate::Envelope::topic`]).
+//! Guarantees: these constants are the only spelling of topic names in the workspace, and the same set as
+//! `deploy/kafka/topics.yaml` (a test in `crates/topology` compares them); every core topic has a dead-letter
+//! topic, and a dead-letter topic is always named by the one rule [`dead_letter_topic`] (`<source>.dlq`), for the
+//! spec's topics and for tests' private topics alike. Every domain event goes to [`DOMAIN_EVENTS`] (see
+//! [`crate::Envelope::topic`]); every other contract names its topic through [`crate::Publishable::topic`].
 
 /// All business domain events; 12 partitions, keyed per [`crate::PartitionKeyField`].
 pub const DOMAIN_EVENTS: &str = "crypto-checkout.domain-events";
@@ -18,15 +22,38 @@ pub const DOMAIN_EVENTS_DLQ: &str = "crypto-checkout.domain-events.dlq";
 pub const INTEGRATION_EVENTS_DLQ: &str = "crypto-checkout.integration-events.dlq";
 /// Dead letters of [`NOTIFICATION_EVENTS`].
 pub const NOTIFICATION_EVENTS_DLQ: &str = "crypto-checkout.notification-events.dlq";
+/// Dead letters of [`ANALYTICS_EVENTS`]. Not in the spec's table: the analytics-aggregation group consumes
+/// [`ANALYTICS_EVENTS`] and must be able to dead-letter a bad record (decision 0020).
+pub const ANALYTICS_EVENTS_DLQ: &str = "crypto-checkout.analytics-events.dlq";
 
-/// The dead-letter topic of a source topic, if it has one.
-pub fn dead_letter_topic(source: &str) -> Option<&'static str> {
-    match source {
-        DOMAIN_EVENTS => Some(DOMAIN_EVENTS_DLQ),
-        INTEGRATION_EVENTS => Some(INTEGRATION_EVENTS_DLQ),
-        NOTIFICATION_EVENTS => Some(NOTIFICATION_EVENTS_DLQ),
-        _ => None,
-    }
+/// The core topics, in the spec's order.
+pub const CORE_TOPICS: [&str; 4] = [
+    DOMAIN_EVENTS,
+    INTEGRATION_EVENTS,
+    NOTIFICATION_EVENTS,
+    ANALYTICS_EVENTS,
+];
+
+/// The dead-letter topics, one per core topic, in the order of [`CORE_TOPICS`].
+pub const DEAD_LETTER_TOPICS: [&str; 4] = [
+    DOMAIN_EVENTS_DLQ,
+    INTEGRATION_EVENTS_DLQ,
+    NOTIFICATION_EVENTS_DLQ,
+    ANALYTICS_EVENTS_DLQ,
+];
+
+/// Suffix of every dead-letter topic.
+pub const DLQ_SUFFIX: &str = ".dlq";
+
+/// The dead-letter topic of `source`: `<source>.dlq`. One rule for every topic, including the uniquely named
+/// topics of tests (their DLQ is created next to them).
+pub fn dead_letter_topic(source: &str) -> String {
+    format!("{source}{DLQ_SUFFIX}")
+}
+
+/// Whether `topic` is a dead-letter topic (ends in [`DLQ_SUFFIX`]).
+pub fn is_dead_letter_topic(topic: &str) -> bool {
+    topic.ends_with(DLQ_SUFFIX)
 }
 
 #[cfg(test)]
@@ -34,12 +61,27 @@ mod tests {
     use super::*;
 
     #[test]
-    fn dead_letter_topics_follow_the_spec() {
+    fn every_core_topic_has_its_dead_letter_topic_by_the_one_rule() {
+        for (core, dlq) in CORE_TOPICS.iter().zip(DEAD_LETTER_TOPICS) {
+            assert_eq!(dead_letter_topic(core), dlq);
+            assert!(is_dead_letter_topic(dlq) && !is_dead_letter_topic(core));
+        }
         assert_eq!(
-            dead_letter_topic(DOMAIN_EVENTS),
-            Some("crypto-checkout.domain-events.dlq")
+            dead_letter_topic(ANALYTICS_EVENTS),
+            "crypto-checkout.analytics-events.dlq"
         );
-        assert_eq!(dead_letter_topic(ANALYTICS_EVENTS), None);
-        assert_eq!(dead_letter_topic(DOMAIN_EVENTS_DLQ), None);
+        assert_eq!(dead_letter_topic("test-1a2b3c"), "test-1a2b3c.dlq");
+    }
+
+    #[test]
+    fn names_follow_the_naming_convention() {
+        for name in CORE_TOPICS.iter().chain(DEAD_LETTER_TOPICS.iter()) {
+            assert!(name.starts_with("crypto-checkout."), "{name}");
+            assert!(
+                name.bytes()
+                    .all(|b| b.is_ascii_lowercase() || b == b'-' || b == b'.'),
+                "{name}"
+            );
+        }
     }
 }

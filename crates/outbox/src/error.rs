@@ -4,8 +4,8 @@ use events::ContractError;
 
 #[derive(Debug, thiserror::Error)]
 pub enum OutboxError {
-    /// The event breaks the contract; the caller's transaction must not commit it. Permanent.
-    #[error("event rejected by the contract")]
+    /// The record breaks its contract; the caller's transaction must not commit it. Permanent.
+    #[error("record rejected by the contract")]
     Invalid(#[from] ContractError),
     /// PostgreSQL failed or is unreachable. Retriable.
     #[error("outbox database operation failed")]
@@ -13,6 +13,9 @@ pub enum OutboxError {
     /// The Kafka client could not be created or failed fatally. Retriable after re-creating the producer.
     #[error("Kafka producer failed")]
     Kafka(#[from] rdkafka::error::KafkaError),
+    /// The Kafka settings are unusable (e.g. `kafka.client` overrides a spec producer setting). Permanent.
+    #[error("invalid Kafka settings")]
+    Settings(#[from] service_kit::ConfigError),
     /// An operator command named a row that is not in the state it needs (e.g. releasing a row that is not
     /// quarantined). Permanent.
     #[error("{0}")]

@@ -4,10 +4,12 @@
 //! - **Nothing lost**: a row is deleted only after the broker acknowledged it (acks=all, idempotent producer).
 //!   Rows are selected by what is in the table, not by a cursor, so a transaction that commits late is simply
 //!   picked up by a later batch.
-//! - **Per-key order**: a batch holds rows in id order (per key: commit order); one producer with idempotence
-//!   and at most 5 in-flight requests keeps that order within a partition; the next batch starts only after the
-//!   previous one is fully resolved. After a failure of one row, later rows of the same key in the batch are not
-//!   sent; rows that fail retriably stay and go out again, first, in the next batch.
+//! - **Per-key order**: a key is a (topic, partition key) pair — each row goes to its own row's topic (after
+//!   `topic_routes`), and Kafka orders per topic. A batch holds rows in id order (per key: commit order); one
+//!   producer with idempotence and at most 5 in-flight requests keeps that order within a partition; the next
+//!   batch starts only after the previous one is fully resolved. After a failure of one row, later rows of the
+//!   same key in the batch are not sent; rows that fail retriably stay and go out again, first, in the next
+//!   batch.
 //! - **Poison rows**: a row the broker can never accept (larger than the topic's `max.message.bytes`, or
 //!   rejected as invalid) is quarantined with the error; its key is blocked (the store never returns later rows
 //!   of a key with a quarantined row) and every other key keeps flowing. The size check runs before sending,
@@ -119,6 +121,8 @@ impl Publisher {
         settings: PublisherSettings,
         metrics: Metrics,
     ) -> Result<Self, OutboxError> {
+        // Settings built in code did not pass Settings::load's check; a reserved property is refused here too.
+        kafka.validate()?;
         let mut config = service_kit::kafka::producer_config(kafka);
         // The broker's limit (the spec's 1 MB); librdkafka's default is lower than what the contract allows.
         config.set("message.max.bytes", "1048576");
@@ -302,11 +306,11 @@ impl Publisher {
         }
         let started = Instant::now();
         let mut outcome = BatchOutcome::default();
-        let mut failed_keys: HashSet<&str> = HashSet::new();
+        let mut failed_keys: HashSet<(&str, &str)> = HashSet::new();
         let mut pending = Vec::with_capacity(rows.len());
 
         for row in &rows {
-            if failed_keys.contains(row.partition_key.as_str()) {
+            if failed_keys.contains(&row.ordering_key()) {
                 continue; // keep per-key order: nothing after a failed row of the same key
             }
             // The size check is what keeps a poison row from reaching the broker; without the topic's limit we
@@ -315,7 +319,7 @@ impl Publisher {
                 let why = format!("cannot read max.message.bytes of {}", row.topic);
                 store::record_failure(&self.pool, &[row.id], &why).await?;
                 outcome.retriable_failures += 1;
-                failed_keys.insert(&row.partition_key);
+                failed_keys.insert(row.ordering_key());
                 continue;
             };
             let size = record_size(row);
@@ -326,7 +330,7 @@ impl Publisher {
                 );
                 self.quarantine(row, &why).await?;
                 outcome.quarantined += 1;
-                failed_keys.insert(&row.partition_key);
+                failed_keys.insert(row.ordering_key());
                 continue;
             }
             match self.enqueue(row).await {
@@ -334,12 +338,12 @@ impl Publisher {
                 Err(err) if is_poison(&err) => {
                     self.quarantine(row, &error_chain(&err)).await?;
                     outcome.quarantined += 1;
-                    failed_keys.insert(&row.partition_key);
+                    failed_keys.insert(row.ordering_key());
                 }
                 Err(err) => {
                     store::record_failure(&self.pool, &[row.id], &error_chain(&err)).await?;
                     outcome.retriable_failures += 1;
-                    failed_keys.insert(&row.partition_key);
+                    failed_keys.insert(row.ordering_key());
                 }
             }
         }
@@ -356,7 +360,7 @@ impl Publisher {
         let mut published = Vec::with_capacity(rows_sent.len());
         let mut retry_ids = Vec::new();
         let mut last_retry_error = String::new();
-        let mut delivery_failed: HashSet<&str> = HashSet::new();
+        let mut delivery_failed: HashSet<(&str, &str)> = HashSet::new();
         let now = chrono::Utc::now();
         for (row, result) in rows_sent.into_iter().zip(results) {
             let result = match result {
@@ -365,7 +369,7 @@ impl Publisher {
             };
             match result {
                 Ok(()) => {
-                    if delivery_failed.contains(row.partition_key.as_str()) {
+                    if delivery_failed.contains(&row.ordering_key()) {
                         self.metrics
                             .errors
                             .with_label_values(&["order_violation"])
@@ -385,12 +389,12 @@ impl Publisher {
                         .observe(latency.as_secs_f64());
                 }
                 Err(err) if is_poison(&err) => {
-                    delivery_failed.insert(&row.partition_key);
+                    delivery_failed.insert(row.ordering_key());
                     self.quarantine(row, &error_chain(&err)).await?;
                     outcome.quarantined += 1;
                 }
                 Err(err) => {
-                    delivery_failed.insert(&row.partition_key);
+                    delivery_failed.insert(row.ordering_key());
                     last_retry_error = error_chain(&err);
                     retry_ids.push(row.id);
                 }
@@ -616,6 +620,36 @@ mod tests {
             created_at: chrono::Utc::now(),
         };
         assert_eq!(record_size(&row), 3 + 1000 + (8 + 3 + 8) + RECORD_OVERHEAD);
+    }
+
+    #[tokio::test]
+    async fn a_reserved_client_property_is_refused_before_any_client_exists() {
+        let kafka = KafkaSettings {
+            bootstrap_servers: "127.0.0.1:1".into(),
+            client: [("enable.gapless.guarantee".to_string(), "true".to_string())].into(),
+        };
+        let url = "postgres://nobody@127.0.0.1:1/none";
+        let pool = sqlx::postgres::PgPoolOptions::new()
+            .connect_lazy(url)
+            .unwrap();
+        let metrics = Metrics::register(&prometheus::Registry::new()).unwrap();
+        let result = Publisher::new(
+            pool,
+            url.into(),
+            &kafka,
+            PublisherSettings::default(),
+            metrics,
+        );
+        let Err(err) = result else {
+            panic!("a reserved property must be refused")
+        };
+        assert!(matches!(err, OutboxError::Settings(_)), "{err}");
+        assert!(!err.is_retriable());
+        assert!(
+            error_chain(&err).contains("kafka.client.\"enable.gapless.guarantee\""),
+            "{}",
+            error_chain(&err)
+        );
     }
 
     #[test]

@@ -1,8 +1,8 @@
 //! Every SQL statement the publisher runs on the outbox tables, in one place.
 //!
 //! Guarantees of [`fetch_publishable`]: rows come in id order (per key: commit order, see [`crate::writer`]),
-//! only from the given buckets, never quarantined rows, and never a row whose key has a quarantined row — a
-//! poison event blocks the later events of its key, and only those. `exclude` leaves out rows still in flight
+//! only from the given buckets, never quarantined rows, and never a row whose key — its (topic, partition key)
+//! — has a quarantined row: a poison record blocks the later records of its key on its topic, and only those. `exclude` leaves out rows still in flight
 //! (the publisher prefetches the next batch while the current one awaits its acknowledgements).
 
 use chrono::{DateTime, Utc};
@@ -22,6 +22,13 @@ pub struct OutboxRow {
     pub created_at: DateTime<Utc>,
 }
 
+impl OutboxRow {
+    /// The unit of ordering and of blocking: the row's topic and partition key.
+    pub fn ordering_key(&self) -> (&str, &str) {
+        (&self.topic, &self.partition_key)
+    }
+}
+
 pub async fn fetch_publishable(
     pool: &PgPool,
     buckets: &[i16],
@@ -33,7 +40,8 @@ pub async fn fetch_publishable(
          FROM outbox o \
          WHERE o.bucket = ANY($1) AND o.quarantined_at IS NULL AND o.id <> ALL($3) \
            AND NOT EXISTS (SELECT 1 FROM outbox q \
-                           WHERE q.quarantined_at IS NOT NULL AND q.partition_key = o.partition_key) \
+                           WHERE q.quarantined_at IS NOT NULL AND q.partition_key = o.partition_key \
+                             AND q.topic = o.topic) \
          ORDER BY o.id \
          LIMIT $2",
     )
@@ -98,8 +106,8 @@ pub async fn backlog(conn: &mut PgConnection) -> Result<Backlog, sqlx::Error> {
         "SELECT count(*), \
                 extract(epoch FROM now() - min(created_at))::float8, \
                 count(*) FILTER (WHERE quarantined_at IS NOT NULL), \
-                count(*) FILTER (WHERE quarantined_at IS NULL AND partition_key IN \
-                    (SELECT partition_key FROM outbox WHERE quarantined_at IS NOT NULL)) \
+                count(*) FILTER (WHERE quarantined_at IS NULL AND (topic, partition_key) IN \
+                    (SELECT topic, partition_key FROM outbox WHERE quarantined_at IS NOT NULL)) \
          FROM outbox",
     )
     .fetch_one(conn)

@@ -1,7 +1,8 @@
 //! The public entry point: build a consumer from a policy and a handler, then run it until shutdown.
 //!
 //! ```no_run
-//! use runtime::{BatchError, BatchHandler, Consumer, ConsumerConfig, HandlerCtx, Record};
+//! use runtime::{BatchError, BatchHandler, Consumer, HandlerCtx, Record};
+//! use runtime::service::ConsumerSettings;
 //! use service_kit::{Settings, ops::{OpsServer, Readiness}};
 //!
 //! struct Projection { pool: sqlx::PgPool }
@@ -19,16 +20,17 @@
 //! }
 //!
 //! #[derive(Default, serde::Serialize, serde::Deserialize)]
-//! struct Own { consumer: ConsumerConfig }
+//! struct Own { consumer: ConsumerSettings }
 //!
 //! # async fn main_() -> Result<(), Box<dyn std::error::Error>> {
-//! let settings = Settings::<Own>::load(None)?;                     // `service.consumer.group = "…"`
+//! let settings = Settings::<Own>::load(None)?;               // `[service.consumer.policy]`, `.options`
 //! service_kit::telemetry::init(&settings.log);
 //! let pool = service_kit::db::connect(&settings.database).await?;
 //! let (registry, readiness) = (prometheus::Registry::new(), Readiness::default());
 //! let shutdown = service_kit::shutdown::on_signal();
 //! OpsServer::start(settings.http.listen, registry.clone(), readiness.clone(), shutdown.clone()).await?;
-//! let consumer = Consumer::builder(settings.service.consumer.resolve()?, settings.kafka.clone())
+//! let policy = settings.service.consumer.policy("read-model-projections")?;
+//! let consumer = Consumer::builder(policy, settings.kafka.clone())
 //!     .batch_handler(Projection { pool: pool.clone() })   // or `.handler(…)` for one record per call
 //!     .database(pool)                 // the runtime's bookkeeping (retry attempts; mode (b) positions)
 //!     .registry(&registry)            // rendered on /metrics
@@ -167,6 +169,11 @@ impl<P: Processor> ConsumerBuilder<P> {
                 "kafka.bootstrap_servers is empty".into(),
             ));
         }
+        // Client properties that would break delivery (a transactional id, another group protocol, the spec's
+        // producer settings, …) are refused, not ignored.
+        self.kafka
+            .validate()
+            .map_err(|e| RuntimeError::Config(e.to_string()))?;
         let pool = self.pool.ok_or_else(|| {
             RuntimeError::Config(format!(
                 "group {}: give the consumer its database (ConsumerBuilder::database): it keeps every record's \

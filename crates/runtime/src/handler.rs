@@ -85,7 +85,10 @@ pub struct HandlerCtx<'a> {
 }
 
 impl<'a> HandlerCtx<'a> {
-    pub(crate) fn new(group: &'a str, attempt: u32, db: Option<&'a mut PgConnection>) -> Self {
+    /// A context for one call: `group`, the attempt number, and mode (b)'s transaction. The runtime builds it;
+    /// public so that a service's tests can call its handler directly (given records, when handled, then these
+    /// writes and [`HandlerCtx::outputs`]).
+    pub fn new(group: &'a str, attempt: u32, db: Option<&'a mut PgConnection>) -> Self {
         HandlerCtx {
             group,
             attempt,
@@ -114,6 +117,11 @@ impl<'a> HandlerCtx<'a> {
     /// 1 for a record's first attempt, 2 for its first retry, … (counted across restarts and rebalances).
     pub fn attempt(&self) -> u32 {
         self.attempt
+    }
+
+    /// The records queued with [`HandlerCtx::produce`] so far.
+    pub fn outputs(&self) -> &[OutputRecord] {
+        &self.outputs
     }
 
     /// The outputs queued so far belong to records that succeeded.

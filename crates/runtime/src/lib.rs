@@ -49,7 +49,7 @@ pub use consumer::{Consumer, ConsumerBuilder, NoHandler, READY_ASSIGNED, READY_B
 pub use error::{BoxError, ErrorClass, HandlerError, RuntimeError};
 pub use handler::{BatchError, BatchHandler, Handler, HandlerCtx};
 pub use metrics::Metrics;
-pub use options::{ConsumerConfig, ConsumerOptions};
+pub use options::ConsumerOptions;
 pub use policy::{Backoff, GroupPolicy, Guarantee, PolicyOverrides, RetryPolicy};
 pub use processor::{Batched, PerRecord, Processor};
 pub use record::{OutputRecord, Record};

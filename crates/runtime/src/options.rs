@@ -2,15 +2,15 @@
 //!
 //! Guarantees: every knob has a safe default, durations are typed (`"10s"`), unknown keys are rejected, and
 //! [`ConsumerOptions::validate`] checks the dependent ones against the group policy at start-up (a drain deadline
-//! shorter than the session timeout, commit intervals shorter than the transaction timeout, …).
-//! [`ConsumerConfig`] is the `service.consumer` section a consumer service embeds in its settings.
+//! shorter than the session timeout, commit intervals shorter than the transaction timeout, …). The
+//! `[service.consumer]` section that holds them is `crate::service::ConsumerSettings`.
 
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
 use crate::error::RuntimeError;
-use crate::policy::{GroupPolicy, PolicyOverrides};
+use crate::policy::GroupPolicy;
 
 /// Operational settings of one consumer instance.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -157,48 +157,20 @@ impl ConsumerOptions {
     }
 }
 
-/// The `service.consumer` section of a consumer service's settings:
-///
-/// ```toml
-/// [service.consumer]
-/// group = "settlement-processing"          # one of the spec's groups: its policy is the default
-/// [service.consumer.policy]                # overrides of the policy (optional)
-/// batch_size = 20
-/// [service.consumer.options]               # operational settings (optional)
-/// instance_id = "settlement-0"
-/// drain_timeout = "15s"
-/// ```
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct ConsumerConfig {
-    pub group: String,
-    pub policy: PolicyOverrides,
-    pub options: ConsumerOptions,
-}
-
-impl ConsumerConfig {
-    /// The group's policy with the overrides applied, validated with the options.
-    pub fn resolve(&self) -> Result<GroupPolicy, RuntimeError> {
-        let policy = GroupPolicy::resolve(&self.group, &self.policy)?;
-        self.options.validate(&policy)?;
-        Ok(policy)
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::policy::SETTLEMENT_PROCESSING;
+    use crate::service::ConsumerSettings;
 
     #[test]
     fn a_service_section_resolves_to_the_spec_policy_with_overrides() {
-        let config: ConsumerConfig = serde_json::from_value(serde_json::json!({
-            "group": SETTLEMENT_PROCESSING,
+        let config: ConsumerSettings = serde_json::from_value(serde_json::json!({
             "policy": { "batch_size": 20 },
             "options": { "instance_id": "settlement-0", "drain_timeout": "15s" },
         }))
         .unwrap();
-        let policy = config.resolve().unwrap();
+        let policy = config.policy(SETTLEMENT_PROCESSING).unwrap();
         assert_eq!(policy.batch_size, 20);
         assert_eq!(policy.session_timeout, Duration::from_secs(45));
         assert_eq!(config.options.drain_timeout, Duration::from_secs(15));
@@ -206,15 +178,34 @@ mod tests {
 
     #[test]
     fn a_drain_deadline_longer_than_the_session_is_rejected() {
-        let config = ConsumerConfig {
-            group: SETTLEMENT_PROCESSING.into(),
+        let config = ConsumerSettings {
             options: ConsumerOptions {
                 drain_timeout: Duration::from_secs(60),
+                max_poll_interval: Duration::from_secs(120),
                 ..Default::default()
             },
             ..Default::default()
         };
-        let err = config.resolve().unwrap_err().to_string();
+        let err = config
+            .policy(SETTLEMENT_PROCESSING)
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("drain_timeout"), "{err}");
+    }
+
+    #[test]
+    fn max_poll_interval_must_outlast_the_callbacks() {
+        let config = ConsumerSettings {
+            options: ConsumerOptions {
+                max_poll_interval: Duration::from_secs(20),
+                ..Default::default()
+            },
+            ..Default::default()
+        };
+        let err = config
+            .policy(SETTLEMENT_PROCESSING)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("max_poll_interval"), "{err}");
     }
 }

@@ -19,21 +19,10 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-/// The spec's topic names (the `events` crate owns them too; we keep our own copy until it stabilises).
-pub mod topics {
-    pub const DOMAIN_EVENTS: &str = "crypto-checkout.domain-events";
-    pub const INTEGRATION_EVENTS: &str = "crypto-checkout.integration-events";
-    pub const NOTIFICATION_EVENTS: &str = "crypto-checkout.notification-events";
-    pub const ANALYTICS_EVENTS: &str = "crypto-checkout.analytics-events";
-}
-
-/// Suffix of a source topic's dead-letter topic: `<topic>.dlq`.
-pub const DLQ_SUFFIX: &str = ".dlq";
-
-/// The dead-letter topic of `source`.
-pub fn dead_letter_topic(source: &str) -> String {
-    format!("{source}{DLQ_SUFFIX}")
-}
+/// The topic names: `events::topics` is their one home (checked against `deploy/kafka/topics.yaml`).
+pub use events::topics;
+/// The dead-letter topic of a source topic: `events::topics`' one rule.
+pub use events::topics::dead_letter_topic;
 
 /// The processing guarantee of a group.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -224,14 +213,50 @@ impl GroupPolicy {
         })
     }
 
-    /// The policy of `group` (a spec group, or a custom group when `overrides` names every field that has no
-    /// default) with `overrides` applied and validated.
+    /// The policy of `group` with `overrides` applied and validated: a spec group's row, or — for a group the
+    /// spec does not name — a policy written entirely in configuration, which must give `topics`, `guarantee`,
+    /// `batch_size` and `retry` (session 30 s, heartbeat 3 s, retry backoff 1 s and the transient cap are
+    /// defaulted). A new group needs no code: one `[service.consumer.policy]` section, or one row above.
     pub fn resolve(group: &str, overrides: &PolicyOverrides) -> Result<GroupPolicy, PolicyError> {
-        let mut policy =
-            GroupPolicy::spec(group).ok_or_else(|| PolicyError::UnknownGroup(group.to_string()))?;
+        let mut policy = match GroupPolicy::spec(group) {
+            Some(policy) => policy,
+            None => GroupPolicy::custom(group, overrides)?,
+        };
         policy.apply(overrides);
         policy.validate()?;
         Ok(policy)
+    }
+
+    /// A group the spec does not name, from configuration alone.
+    fn custom(group: &str, o: &PolicyOverrides) -> Result<GroupPolicy, PolicyError> {
+        let missing: Vec<&str> = [
+            ("topics", o.topics.is_none()),
+            ("guarantee", o.guarantee.is_none()),
+            ("batch_size", o.batch_size.is_none()),
+            ("retry", o.retry.is_none()),
+        ]
+        .into_iter()
+        .filter_map(|(field, absent)| absent.then_some(field))
+        .collect();
+        let (Some(topics), Some(guarantee), Some(batch_size), Some(retry)) =
+            (o.topics.clone(), o.guarantee, o.batch_size, o.retry)
+        else {
+            return Err(PolicyError::UnknownGroup {
+                group: group.to_string(),
+                missing: missing.join(", "),
+            });
+        };
+        Ok(GroupPolicy {
+            group: group.to_string(),
+            topics,
+            guarantee,
+            batch_size,
+            session_timeout: secs(30),
+            heartbeat_interval: secs(3),
+            retry_backoff: secs(1),
+            transient_backoff_cap: DEFAULT_TRANSIENT_BACKOFF_CAP,
+            retry,
+        })
     }
 
     /// Applies every field that `overrides` sets.
@@ -337,8 +362,11 @@ pub struct PolicyOverrides {
 
 #[derive(Debug, thiserror::Error)]
 pub enum PolicyError {
-    #[error("unknown consumer group {0:?}: expected one of {GROUPS:?}")]
-    UnknownGroup(String),
+    #[error(
+        "consumer group {group:?} is not one of the spec's ({GROUPS:?}): its policy must be configured in full \
+         ([service.consumer.policy] lacks {missing})"
+    )]
+    UnknownGroup { group: String, missing: String },
     #[error("invalid policy for consumer group {group}: {why}")]
     Invalid { group: String, why: String },
 }
@@ -509,9 +537,36 @@ mod tests {
             ..Default::default()
         };
         assert!(GroupPolicy::resolve(READ_MODEL_PROJECTIONS, &no_batch).is_err());
-        assert!(matches!(
-            GroupPolicy::resolve("unknown", &PolicyOverrides::default()),
-            Err(PolicyError::UnknownGroup(_))
-        ));
+        let err = GroupPolicy::resolve("unknown", &PolicyOverrides::default()).unwrap_err();
+        assert!(
+            matches!(&err, PolicyError::UnknownGroup { missing, .. } if missing == "topics, guarantee, batch_size, retry"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn a_group_the_spec_does_not_name_is_a_policy_in_configuration() {
+        let overrides: PolicyOverrides = serde_json::from_value(serde_json::json!({
+            "topics": ["crypto-checkout.integration-events"],
+            "guarantee": "at_least_once",
+            "batch_size": 200,
+            "retry": { "max_retries": 4, "backoff": { "kind": "fixed", "interval": "3s" } },
+        }))
+        .unwrap();
+        let p = GroupPolicy::resolve("payment-ingestion", &overrides).unwrap();
+        assert_eq!(p.group, "payment-ingestion");
+        assert_eq!(p.topics, ["crypto-checkout.integration-events"]);
+        assert_eq!((p.batch_size, p.guarantee), (200, Guarantee::AtLeastOnce));
+        assert_eq!(p.retry.schedule(), [s(3); 4]);
+        assert_eq!((p.session_timeout, p.heartbeat_interval), (s(30), s(3)));
+        let partial = PolicyOverrides {
+            topics: Some(vec!["t".into()]),
+            ..Default::default()
+        };
+        let err = GroupPolicy::resolve("payment-ingestion", &partial).unwrap_err();
+        assert!(
+            err.to_string().contains("guarantee, batch_size, retry"),
+            "{err}"
+        );
     }
 }

@@ -108,3 +108,51 @@ pub struct ProduceError {
     pub topic: String,
     pub cause: String,
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicU32, Ordering};
+
+    /// A producer whose local queue holds one record and whose broker never answers: the second record finds
+    /// the queue full.
+    fn full_producer() -> FutureProducer {
+        rdkafka::ClientConfig::new()
+            .set("bootstrap.servers", "127.0.0.1:9")
+            .set("queue.buffering.max.messages", "1")
+            .set("message.timeout.ms", "60000")
+            .create()
+            .unwrap()
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_full_queue_is_waited_out_without_blocking_the_runtime() {
+        let producer = full_producer();
+        let record = OutputRecord::new("t", b"k".to_vec(), b"v".to_vec());
+        let _first = enqueue(&producer, &record).await.expect("room for one");
+        // On a single-threaded runtime a blocking wait would starve this ticker until the enqueue gives up.
+        let ticks = Arc::new(AtomicU32::new(0));
+        let ticker = {
+            let ticks = ticks.clone();
+            tokio::spawn(async move {
+                loop {
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                    ticks.fetch_add(1, Ordering::Relaxed);
+                }
+            })
+        };
+        let waited =
+            tokio::time::timeout(Duration::from_millis(500), enqueue(&producer, &record)).await;
+        assert!(
+            waited.is_err(),
+            "the queue stayed full, so the enqueue was still waiting"
+        );
+        assert!(
+            ticks.load(Ordering::Relaxed) >= 20,
+            "other tasks ran while it waited: {} ticks in 500 ms",
+            ticks.load(Ordering::Relaxed)
+        );
+        ticker.abort();
+    }
+}

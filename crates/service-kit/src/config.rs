@@ -5,12 +5,18 @@
 //!
 //! 1. the defaults of the types (`#[serde(default)]`);
 //! 2. the TOML file given by `--config` or `CHECKOUT_CONFIG`, when there is one (a missing file is an error);
-//! 3. `CHECKOUT__SECTION__KEY` variables, e.g. `CHECKOUT__HTTP__LISTEN=0.0.0.0:9102`;
+//! 3. `CHECKOUT__SECTION__KEY` variables, e.g. `CHECKOUT__HTTP__LISTEN=0.0.0.0:9102`; a librdkafka property
+//!    of `kafka.client` is `CHECKOUT__KAFKA__CLIENT__` plus its name with `__` for each dot
+//!    (`CHECKOUT__KAFKA__CLIENT__SASL__PASSWORD` sets `sasl.password`), its value kept as a string;
 //! 4. the two well-known variables that `make up` writes to `.dev/env` and docker-compose sets:
 //!    `KAFKA_BOOTSTRAP_SERVERS` and `DATABASE_URL`.
 //!
 //! Guarantees: an unknown key anywhere is an error naming it (a typo fails at start-up instead of being
-//! ignored); durations are typed (`"30s"`, `"500ms"`); the database URL is a secret that `Debug` never prints.
+//! ignored); durations are typed (`"30s"`, `"500ms"`); a `kafka.client` property that the spec, the group
+//! policy or the consumer runtime owns is an error naming it and its owner ([`KafkaSettings::validate`]);
+//! secrets — the database URL and the credentials among the `kafka.client` properties
+//! ([`crate::kafka::is_secret`]) — never appear in `Debug` or `Serialize` output, only in the clients built
+//! from the settings.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -21,12 +27,16 @@ use figment::Figment;
 use figment::providers::{Format, Serialized, Toml};
 use secrecy::SecretString;
 use serde::de::DeserializeOwned;
-use serde::{Deserialize, Serialize};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+use crate::kafka::{self, ReservedProperties};
 
 /// The environment variable naming a configuration file, when `--config` is not given.
 pub const CONFIG_FILE_ENV: &str = "CHECKOUT_CONFIG";
 /// Prefix of the nested environment overrides (`CHECKOUT__HTTP__LISTEN`).
 pub const ENV_PREFIX: &str = "CHECKOUT__";
+/// Settings keys (after the `__` → `.` mapping) that name one `kafka.client` property.
+const CLIENT_PROPERTY_PREFIX: &str = "kafka.client.";
 /// Well-known variables mapped straight onto settings (the names in `.dev/env` and docker-compose).
 pub const WELL_KNOWN_ENV: &[(&str, &str)] = &[
     ("KAFKA_BOOTSTRAP_SERVERS", "kafka.bootstrap_servers"),
@@ -42,6 +52,9 @@ pub enum ConfigError {
     Invalid(#[from] Box<figment::Error>),
     #[error("invalid configuration: {0}")]
     Inconsistent(String),
+    /// `kafka.client` sets properties that would break delivery.
+    #[error("invalid configuration: {0}")]
+    ReservedKafkaProperties(#[from] ReservedProperties),
 }
 
 /// All settings of one service: the common sections plus the service's own section `service`.
@@ -66,9 +79,244 @@ pub struct KafkaSettings {
     /// Comma-separated `host:port` list (`KAFKA_BOOTSTRAP_SERVERS`).
     pub bootstrap_servers: String,
     /// Extra librdkafka client properties (e.g. `security.protocol`, `sasl.mechanism`) applied to every client.
-    /// They cannot override the spec's producer settings; see [`crate::kafka`].
+    /// Reserved properties (the spec's producer settings, the group policy's and the runtime's) are refused by
+    /// [`KafkaSettings::validate`]; see [`crate::kafka`]. Secret values are redacted when printed.
     #[serde(default)]
-    pub client: BTreeMap<String, String>,
+    pub client: ClientProperties,
+}
+
+impl KafkaSettings {
+    /// Refuses `kafka.client` properties that would break delivery, naming each and which setting owns it.
+    /// [`Settings::load`] calls it; so do the outbox publisher and the consumer runtime for settings built in
+    /// code.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if let Some(key) = self.client.keys().find(|k| k.trim().is_empty()) {
+            return Err(ConfigError::Inconsistent(format!(
+                "kafka.client has a property with an empty name (`{key}`)"
+            )));
+        }
+        kafka::check_client_properties(&self.client)?;
+        Ok(())
+    }
+}
+
+/// librdkafka properties by name (`sasl.password` → `…`). The values of secret properties
+/// ([`crate::kafka::is_secret`]) are `[redacted]` in `Debug` and `Serialize`; [`ClientProperties::iter`] and
+/// [`ClientProperties::get`] give the real values, for building clients.
+///
+/// In TOML, quote the names (`"security.protocol" = "SASL_SSL"` under `[kafka.client]`): unquoted, the dots
+/// would make nested tables, which are refused naming the key. Integer and boolean values are taken as their
+/// text (`"socket.timeout.ms" = 30000`).
+#[derive(Clone, Default, PartialEq, Eq)]
+pub struct ClientProperties(BTreeMap<String, String>);
+
+const REDACTED: &str = "[redacted]";
+
+impl ClientProperties {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Sets `key` to `value`, returning the previous value.
+    pub fn insert(&mut self, key: String, value: String) -> Option<String> {
+        self.0.insert(key, value)
+    }
+
+    pub fn remove(&mut self, key: &str) -> Option<String> {
+        self.0.remove(key)
+    }
+
+    /// The real value of `key`, secret or not.
+    pub fn get(&self, key: &str) -> Option<&str> {
+        self.0.get(key).map(String::as_str)
+    }
+
+    pub fn contains_key(&self, key: &str) -> bool {
+        self.0.contains_key(key)
+    }
+
+    pub fn keys(&self) -> impl Iterator<Item = &str> {
+        self.0.keys().map(String::as_str)
+    }
+
+    /// Every property with its real value, in name order.
+    pub fn iter(&self) -> impl Iterator<Item = (&str, &str)> {
+        self.0.iter().map(|(k, v)| (k.as_str(), v.as_str()))
+    }
+
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// The value as it may be shown: `[redacted]` for a secret.
+    fn shown<'a>(key: &str, value: &'a str) -> &'a str {
+        if kafka::is_secret(key) {
+            REDACTED
+        } else {
+            value
+        }
+    }
+}
+
+impl From<BTreeMap<String, String>> for ClientProperties {
+    fn from(map: BTreeMap<String, String>) -> Self {
+        Self(map)
+    }
+}
+
+impl<const N: usize> From<[(String, String); N]> for ClientProperties {
+    fn from(pairs: [(String, String); N]) -> Self {
+        Self(pairs.into())
+    }
+}
+
+impl FromIterator<(String, String)> for ClientProperties {
+    fn from_iter<I: IntoIterator<Item = (String, String)>>(iter: I) -> Self {
+        Self(iter.into_iter().collect())
+    }
+}
+
+impl std::fmt::Debug for ClientProperties {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_map()
+            .entries(self.iter().map(|(k, v)| (k, Self::shown(k, v))))
+            .finish()
+    }
+}
+
+impl Serialize for ClientProperties {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_map(self.iter().map(|(k, v)| (k, Self::shown(k, v))))
+    }
+}
+
+impl<'de> Deserialize<'de> for ClientProperties {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer.deserialize_map(ClientPropertiesVisitor)
+    }
+}
+
+struct ClientPropertiesVisitor;
+
+impl<'de> serde::de::Visitor<'de> for ClientPropertiesVisitor {
+    type Value = ClientProperties;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("a table of librdkafka properties (name = value)")
+    }
+
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+        use serde::de::Error;
+        let mut out = BTreeMap::new();
+        while let Some(key) = map.next_key::<String>()? {
+            let value = match map.next_value::<PropertyValue>()? {
+                PropertyValue::Text(text) => text,
+                PropertyValue::Table => {
+                    return Err(A::Error::custom(format!(
+                        "kafka.client.{key} is a table, not a value: librdkafka property names contain dots, \
+                         so quote them (\"{key}.…\" = \"…\" under [kafka.client])"
+                    )));
+                }
+                PropertyValue::Other(what) => {
+                    return Err(A::Error::custom(format!(
+                        "kafka.client.\"{key}\" must be a string, an integer or a boolean, not {what}"
+                    )));
+                }
+            };
+            if out.insert(key.clone(), value).is_some() {
+                return Err(A::Error::custom(format!(
+                    "kafka.client.\"{key}\" is given twice"
+                )));
+            }
+        }
+        Ok(ClientProperties(out))
+    }
+}
+
+/// One property's value as written; never echoed in errors (it may be a secret).
+enum PropertyValue {
+    Text(String),
+    Table,
+    Other(&'static str),
+}
+
+impl<'de> Deserialize<'de> for PropertyValue {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer.deserialize_any(PropertyValueVisitor)
+    }
+}
+
+struct PropertyValueVisitor;
+
+impl<'de> serde::de::Visitor<'de> for PropertyValueVisitor {
+    type Value = PropertyValue;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("a string, an integer or a boolean")
+    }
+
+    fn visit_str<E>(self, v: &str) -> Result<PropertyValue, E> {
+        Ok(PropertyValue::Text(v.to_string()))
+    }
+
+    fn visit_string<E>(self, v: String) -> Result<PropertyValue, E> {
+        Ok(PropertyValue::Text(v))
+    }
+
+    fn visit_i64<E>(self, v: i64) -> Result<PropertyValue, E> {
+        Ok(PropertyValue::Text(v.to_string()))
+    }
+
+    fn visit_u64<E>(self, v: u64) -> Result<PropertyValue, E> {
+        Ok(PropertyValue::Text(v.to_string()))
+    }
+
+    fn visit_i128<E>(self, v: i128) -> Result<PropertyValue, E> {
+        Ok(PropertyValue::Text(v.to_string()))
+    }
+
+    fn visit_u128<E>(self, v: u128) -> Result<PropertyValue, E> {
+        Ok(PropertyValue::Text(v.to_string()))
+    }
+
+    fn visit_bool<E>(self, v: bool) -> Result<PropertyValue, E> {
+        Ok(PropertyValue::Text(v.to_string()))
+    }
+
+    fn visit_f64<E>(self, _: f64) -> Result<PropertyValue, E> {
+        Ok(PropertyValue::Other("a float (write it as a string)"))
+    }
+
+    fn visit_map<A: serde::de::MapAccess<'de>>(
+        self,
+        mut map: A,
+    ) -> Result<PropertyValue, A::Error> {
+        while map
+            .next_entry::<serde::de::IgnoredAny, serde::de::IgnoredAny>()?
+            .is_some()
+        {}
+        Ok(PropertyValue::Table)
+    }
+
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(
+        self,
+        mut seq: A,
+    ) -> Result<PropertyValue, A::Error> {
+        while seq.next_element::<serde::de::IgnoredAny>()?.is_some() {}
+        Ok(PropertyValue::Other("a list"))
+    }
+
+    fn visit_unit<E>(self) -> Result<PropertyValue, E> {
+        Ok(PropertyValue::Other("empty"))
+    }
+
+    fn visit_none<E>(self) -> Result<PropertyValue, E> {
+        Ok(PropertyValue::Other("empty"))
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -177,6 +425,7 @@ impl<S: DeserializeOwned + Serialize + Default> Settings<S> {
     }
 
     fn check(&self) -> Result<(), ConfigError> {
+        self.kafka.validate()?;
         if self.kafka.bootstrap_servers.trim().is_empty() {
             return Err(ConfigError::Inconsistent(
                 "kafka.bootstrap_servers is not set (set KAFKA_BOOTSTRAP_SERVERS, or source .dev/env after `make up`)"
@@ -229,9 +478,21 @@ fn layered(
     }
     // CHECKOUT__… first, then the well-known names, which win (as documented above).
     for (key, value) in prefixed.into_iter().chain(well_known) {
-        // Typed like figment's own Env provider: "42" is a number, "true" a bool, the rest strings.
-        let value: figment::value::Value = value.parse().unwrap_or_else(|never| match never {});
-        figment = figment.merge(Serialized::globals(figment::util::nest(&key, value)));
+        let nested = match key.strip_prefix(CLIENT_PROPERTY_PREFIX) {
+            // A librdkafka property: its dotted name is one key of the map, its value the text as given.
+            Some(property) => {
+                let mut client = figment::value::Dict::new();
+                client.insert(property.to_string(), value.into());
+                figment::util::nest("kafka.client", client.into())
+            }
+            None => {
+                // Typed like figment's own Env provider: "42" is a number, "true" a bool, the rest strings.
+                let value: figment::value::Value =
+                    value.parse().unwrap_or_else(|never| match never {});
+                figment::util::nest(&key, value)
+            }
+        };
+        figment = figment.merge(Serialized::globals(nested));
     }
     Ok(figment)
 }
@@ -318,6 +579,170 @@ mod tests {
         assert!(err.to_string().contains("bootstrap_servers"), "{err}");
         let err = load(Some(Path::new("/nonexistent/nope.toml")), &[]).expect_err("missing file");
         assert!(matches!(err, ConfigError::MissingFile { .. }), "{err}");
+    }
+
+    fn toml(name: &str, text: &str) -> PathBuf {
+        let file = std::env::temp_dir().join(format!("svc-{}-{name}.toml", std::process::id()));
+        std::fs::write(&file, text).unwrap();
+        file
+    }
+
+    const BOOTSTRAP: (&str, &str) = ("KAFKA_BOOTSTRAP_SERVERS", "k:9092");
+
+    #[test]
+    fn a_reserved_client_property_fails_the_load_naming_it_from_the_file_and_from_the_environment()
+    {
+        let file = toml(
+            "reserved",
+            r#"
+            [kafka.client]
+            "security.protocol" = "SSL"
+            "transactional.id" = "tx-value-42"
+            "#,
+        );
+        let err = load(Some(&file), &[BOOTSTRAP]).expect_err("reserved key in the file");
+        std::fs::remove_file(&file).unwrap();
+        assert!(
+            matches!(err, ConfigError::ReservedKafkaProperties(_)),
+            "{err}"
+        );
+        let text = err.to_string();
+        assert!(text.contains("kafka.client.\"transactional.id\""), "{text}");
+        assert!(text.contains("exactly-once mode (a)"), "{text}");
+        assert!(
+            !text.contains("tx-value-42"),
+            "the value is not echoed: {text}"
+        );
+
+        for (var, key) in [
+            (
+                "CHECKOUT__KAFKA__CLIENT__TRANSACTIONAL__ID",
+                "transactional.id",
+            ),
+            (
+                "CHECKOUT__KAFKA__CLIENT__TRANSACTIONAL.ID",
+                "transactional.id",
+            ),
+            (
+                "CHECKOUT__KAFKA__CLIENT__ENABLE__AUTO__COMMIT",
+                "enable.auto.commit",
+            ),
+            ("CHECKOUT__KAFKA__CLIENT__ACKS", "acks"),
+        ] {
+            let err = load(None, &[BOOTSTRAP, (var, "1")]).expect_err(var);
+            assert!(
+                err.to_string().contains(&format!("kafka.client.\"{key}\"")),
+                "{var}: {err}"
+            );
+        }
+    }
+
+    #[test]
+    fn allowed_client_properties_load_and_secrets_reach_the_client_config() {
+        let file = toml(
+            "allowed",
+            r#"
+            [kafka.client]
+            "security.protocol" = "SASL_SSL"
+            "sasl.mechanism" = "SCRAM-SHA-512"
+            "client.id" = "from-file"
+            "socket.timeout.ms" = 30000
+            "sasl.password" = "file-secret"
+            "#,
+        );
+        let s = load(
+            Some(&file),
+            &[
+                BOOTSTRAP,
+                ("CHECKOUT__KAFKA__CLIENT__CLIENT__ID", "from-env"),
+                ("CHECKOUT__KAFKA__CLIENT__SASL__PASSWORD", "env-s3cret"),
+                ("CHECKOUT__KAFKA__CLIENT__SASL__USERNAME", "00123"),
+                ("CHECKOUT__KAFKA__CLIENT__LOG_LEVEL", "6"),
+            ],
+        )
+        .expect("allowed keys load");
+        std::fs::remove_file(&file).unwrap();
+        let client = &s.kafka.client;
+        assert_eq!(client.get("security.protocol"), Some("SASL_SSL"));
+        assert_eq!(client.get("sasl.mechanism"), Some("SCRAM-SHA-512"));
+        assert_eq!(client.get("socket.timeout.ms"), Some("30000"));
+        assert_eq!(
+            client.get("client.id"),
+            Some("from-env"),
+            "the environment wins"
+        );
+        assert_eq!(client.get("sasl.username"), Some("00123"), "kept as text");
+        assert_eq!(client.get("log_level"), Some("6"));
+        let producer = crate::kafka::producer_config(&s.kafka);
+        assert_eq!(producer.get("sasl.password"), Some("env-s3cret"));
+        assert_eq!(producer.get("security.protocol"), Some("SASL_SSL"));
+        assert_eq!(producer.get("bootstrap.servers"), Some("k:9092"));
+    }
+
+    #[test]
+    fn kafka_client_secrets_never_print() {
+        let secrets = [
+            ("sasl.password", "pw-1"),
+            ("ssl.key.password", "pw-2"),
+            ("ssl.keystore.password", "pw-3"),
+            ("sasl.oauthbearer.client.secret", "pw-4"),
+            ("ssl.key.pem", "pw-5"),
+            ("sasl.oauthbearer.config", "pw-6"),
+            ("my.custom.secret.value", "pw-7"),
+        ];
+        let mut vars: Vec<(String, String)> = vec![(BOOTSTRAP.0.into(), BOOTSTRAP.1.into())];
+        vars.push((
+            "CHECKOUT__KAFKA__CLIENT__SECURITY__PROTOCOL".into(),
+            "SASL_SSL".into(),
+        ));
+        for (key, value) in secrets {
+            let var = format!(
+                "CHECKOUT__KAFKA__CLIENT__{}",
+                key.to_uppercase().replace('.', "__")
+            );
+            vars.push((var, value.into()));
+        }
+        let s = Settings::<Own>::from_figment(figment(None, vars).unwrap()).unwrap();
+        let debug = format!("{s:?} {:?} {:#?}", s.kafka, s.kafka.client);
+        let json = serde_json::to_string(&s).unwrap();
+        let toml_dump = figment::Figment::from(Serialized::defaults(&s))
+            .extract::<serde_json::Value>()
+            .unwrap()
+            .to_string();
+        for rendered in [&debug, &json, &toml_dump] {
+            for (key, value) in secrets {
+                assert!(
+                    !rendered.contains(value),
+                    "{key}'s value printed: {rendered}"
+                );
+                assert!(rendered.contains(key), "{key} itself is shown: {rendered}");
+            }
+            assert!(
+                rendered.contains("SASL_SSL"),
+                "non-secrets are shown: {rendered}"
+            );
+            assert!(rendered.contains("[redacted]"), "{rendered}");
+        }
+        let config = crate::kafka::client_config(&s.kafka);
+        for (key, value) in secrets {
+            assert_eq!(config.get(key), Some(value), "{key} reaches librdkafka");
+        }
+    }
+
+    #[test]
+    fn an_unquoted_dotted_property_name_is_refused_naming_it() {
+        let file = toml(
+            "unquoted",
+            r#"
+            [kafka.client]
+            security.protocol = "SSL"
+            "#,
+        );
+        let err = load(Some(&file), &[BOOTSTRAP]).expect_err("nested table");
+        std::fs::remove_file(&file).unwrap();
+        let text = err.to_string();
+        assert!(text.contains("kafka.client.security is a table"), "{text}");
+        assert!(text.contains("quote them"), "{text}");
     }
 
     #[test]

@@ -144,6 +144,7 @@ mod tests {
             ("crypto-checkout.domain-events.dlq", 12, 30),
             ("crypto-checkout.integration-events.dlq", 6, 14),
             ("crypto-checkout.notification-events.dlq", 6, 7),
+            ("crypto-checkout.analytics-events.dlq", 3, 90),
         ];
         assert_eq!(topics.len(), expected.len());
         for (name, partitions, days) in expected {

@@ -578,7 +578,7 @@ mod tests {
         )
         .unwrap();
         assert!(plan.is_in_sync(), "{plan}");
-        assert_eq!(plan.in_sync.len(), 7);
+        assert_eq!(plan.in_sync.len(), 8);
     }
 
     #[test]
@@ -590,7 +590,7 @@ mod tests {
             broker_defaults: BTreeMap::new(),
         };
         let plan = Plan::compute(&topology, "development", &empty, "k").unwrap();
-        assert_eq!(plan.count(Disposition::Automatic), 7);
+        assert_eq!(plan.count(Disposition::Automatic), 8);
         assert!(plan.changes.iter().all(|c| matches!(c, Change::Create(_))));
     }
 
@@ -659,12 +659,23 @@ mod tests {
             .collect();
         assert_eq!(approvals, [DOMAIN, "crypto-checkout.domain-events.dlq"]);
         let refused: Vec<&Change> = plan.with(Disposition::Refused).collect();
+        // The topic and its dead-letter topic, which follows its source's partition count.
         assert!(
             matches!(
                 refused.as_slice(),
-                [Change::DecreasePartitions { from: 3, to: 2, .. }]
+                [
+                    Change::DecreasePartitions { from: 3, to: 2, .. },
+                    Change::DecreasePartitions { from: 3, to: 2, .. }
+                ]
             ),
             "{plan}"
+        );
+        assert_eq!(
+            refused.iter().map(|c| c.topic()).collect::<Vec<_>>(),
+            [
+                "crypto-checkout.analytics-events",
+                "crypto-checkout.analytics-events.dlq"
+            ]
         );
     }
 
@@ -674,7 +685,7 @@ mod tests {
         // Created with the development profile (RF 1) on a 3-broker cluster, planned as production (RF 3).
         let state = matching(&topology, "development", &[1, 2, 3]);
         let plan = Plan::compute(&topology, "production", &state, "k").unwrap();
-        assert_eq!(plan.count(Disposition::Manual), 7, "{plan}");
+        assert_eq!(plan.count(Disposition::Manual), 8, "{plan}");
         let rf = plan
             .changes
             .iter()

@@ -6,10 +6,17 @@
 //! row's number and event id and what is wrong: a deleted row shows as a gap (and a broken link), a modified row
 //! as a hash that does not match its contents, a moved row as both; rows removed from the end as a head that
 //! points past the log. Verification never writes.
+//!
+//! **One snapshot.** The head and the rows are read inside one `REPEATABLE READ, READ ONLY` transaction that
+//! [`verify`] begins on the caller's connection, so they are one consistent state of the log however many
+//! appenders commit meanwhile: a row committed after the snapshot is neither in the rows nor in the head. (Read
+//! in separate statements, a row committing between the head and the rows looked like "rows removed from the
+//! end" — a false tamper alarm.) The audit triggers advance the head in the appending transaction, so a
+//! committed state always has a head naming its last row; any break reported is in the data.
 
 use futures_util::TryStreamExt;
 use serde::Serialize;
-use sqlx::PgConnection;
+use sqlx::{Connection, PgConnection};
 
 use crate::chain::{AuditRow, GENESIS, hex};
 
@@ -40,8 +47,38 @@ impl Verification {
     }
 }
 
-/// Verifies the whole chain.
-pub async fn verify(conn: &mut PgConnection) -> Result<Verification, sqlx::Error> {
+/// The statement that opens the verifier's snapshot.
+const BEGIN_SNAPSHOT: &str = "BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY";
+
+/// Why the log could not be verified (as opposed to a [`Break`], which is a verified finding).
+#[derive(Debug, thiserror::Error)]
+pub enum VerifyError {
+    /// The connection is already inside a transaction, whose snapshot the verifier cannot choose.
+    #[error(
+        "audit verification needs a connection outside any transaction: it reads the chain head and every row \
+         in one REPEATABLE READ, READ ONLY snapshot of its own"
+    )]
+    InTransaction,
+    /// PostgreSQL failed or is unreachable.
+    #[error("reading the audit log failed")]
+    Database(#[from] sqlx::Error),
+}
+
+/// Verifies the whole chain, in one snapshot (see the module documentation). `conn` must not be inside a
+/// transaction; it is left outside one.
+pub async fn verify(conn: &mut PgConnection) -> Result<Verification, VerifyError> {
+    if conn.is_in_transaction() {
+        return Err(VerifyError::InTransaction);
+    }
+    let mut tx = conn.begin_with(BEGIN_SNAPSHOT).await?;
+    let verification = verify_in_snapshot(&mut tx).await?;
+    // Read only: nothing to commit, but ending the transaction cleanly returns the connection as it came.
+    tx.commit().await?;
+    Ok(verification)
+}
+
+/// The check itself, on a connection whose transaction fixes the snapshot.
+async fn verify_in_snapshot(conn: &mut PgConnection) -> Result<Verification, sqlx::Error> {
     let (head_seq, head_hash): (i64, Vec<u8>) =
         sqlx::query_as("SELECT seq, hash FROM audit_chain_head")
             .fetch_one(&mut *conn)

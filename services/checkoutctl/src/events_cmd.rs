@@ -1,9 +1,11 @@
 //! `checkoutctl events …`: validate events, print their JSON Schemas and examples.
 //!
-//! Guarantees: `validate` applies exactly the decoder the services use (`events::decode`), so "valid here"
-//! means "accepted by every consumer"; each error is reported with its line number and JSON path, and the
-//! exit code is non-zero if any event is invalid or there was none. Results go to stdout (canonical events,
-//! schemas, examples); diagnostics and summaries to stderr, so output can be piped.
+//! Guarantees: `validate` applies exactly the decoders the services use — `events::decode` for domain events,
+//! `events::CheckoutViewed::decode` for a record whose `event_type` is `CheckoutViewed` (the analytics topic's
+//! contract) — so "valid here" means "accepted by its consumers"; each error is reported with its line number
+//! and JSON path, and the exit code is non-zero if any record is invalid or there was none. `schema` and
+//! `example` know every contract too. Results go to stdout (canonical records, schemas, examples); diagnostics
+//! and summaries to stderr, so output can be piped.
 
 use std::fs::File;
 use std::io::{BufRead, BufReader, Write};
@@ -11,6 +13,7 @@ use std::path::PathBuf;
 
 use anyhow::{Context, bail};
 use clap::builder::{PossibleValuesParser, TypedValueParser};
+use events::analytics::{CHECKOUT_VIEWED, CHECKOUT_VIEWED_VERSION, CheckoutViewed};
 use events::schema::{combined_schema, event_schema};
 use events::{CATALOGUE, EventType, decode, encode, examples};
 
@@ -28,7 +31,8 @@ enum EventsCommand {
     /// Validate one JSON envelope or an NDJSON stream against the event contract.
     ///
     /// Input is a file, or standard input when FILE is `-` or absent. A pretty-printed document is read as
-    /// one envelope; otherwise every non-blank line is one envelope (NDJSON). Each invalid event is reported
+    /// one envelope; otherwise every non-blank line is one envelope (NDJSON). A record whose event_type is
+    /// CheckoutViewed is checked against the analytics topic's contract instead. Each invalid event is reported
     /// on stderr as `line N: <JSON path>: <kind>: <message>`, followed by a summary. Exit code: 0 if every
     /// event is valid, 1 if any is invalid or the input holds none, 2 if the input cannot be read.
     Validate(ValidateArgs),
@@ -38,7 +42,7 @@ enum EventsCommand {
     /// version). With TYPE, prints that type's schema at its current version, or at `--version`. These are
     /// the files committed under crates/events/schemas/.
     Schema(SchemaArgs),
-    /// Print a valid example event of TYPE, in canonical form.
+    /// Print a valid example event of TYPE (or a CheckoutViewed record), in canonical form.
     ///
     /// Examples are deterministic and tell one story: the spec's USD 16.49 invoice, paid in USDT on Tron,
     /// settled at 1 %. Feed them to `validate`, or use them as test fixtures.
@@ -57,9 +61,9 @@ struct ValidateArgs {
 
 #[derive(Debug, clap::Args)]
 struct SchemaArgs {
-    /// Event type; all events when absent.
-    #[arg(value_name = "TYPE", value_parser = event_type_parser())]
-    event_type: Option<EventType>,
+    /// Event type, or CheckoutViewed; all domain events when absent.
+    #[arg(value_name = "TYPE", value_parser = record_type_parser())]
+    event_type: Option<RecordType>,
     /// Schema version (default: the current one). Needs TYPE.
     #[arg(long, requires = "event_type")]
     version: Option<u32>,
@@ -70,19 +74,30 @@ struct SchemaArgs {
 
 #[derive(Debug, clap::Args)]
 struct ExampleArgs {
-    /// Event type.
-    #[arg(value_name = "TYPE", value_parser = event_type_parser())]
-    event_type: EventType,
+    /// Event type, or CheckoutViewed.
+    #[arg(value_name = "TYPE", value_parser = record_type_parser())]
+    event_type: RecordType,
     /// Indent the JSON for reading (still valid input for `validate`).
     #[arg(long)]
     pretty: bool,
 }
 
-/// Accepts exactly the catalogue's names, and lists them in `--help` and in errors.
-fn event_type_parser() -> impl TypedValueParser<Value = EventType> {
-    PossibleValuesParser::new(EventType::ALL.iter().map(|t| t.as_str())).map(|name| {
-        name.parse::<EventType>()
-            .expect("only catalogue names are possible")
+/// A record type of the contract: a domain event type, or the analytics topic's `CheckoutViewed`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum RecordType {
+    Event(EventType),
+    CheckoutViewed,
+}
+
+/// Accepts exactly the catalogue's names and `CheckoutViewed`, and lists them in `--help` and in errors.
+fn record_type_parser() -> impl TypedValueParser<Value = RecordType> {
+    let names = EventType::ALL
+        .iter()
+        .map(|t| t.as_str())
+        .chain([CHECKOUT_VIEWED]);
+    PossibleValuesParser::new(names).map(|name| match name.parse::<EventType>() {
+        Ok(event_type) => RecordType::Event(event_type),
+        Err(_) => RecordType::CheckoutViewed,
     })
 }
 
@@ -149,11 +164,17 @@ pub fn validate_stream(
 ) -> anyhow::Result<Summary> {
     let mut summary = Summary::default();
     let mut check = |line: usize, bytes: &[u8], summary: &mut Summary| -> anyhow::Result<()> {
-        match decode(bytes) {
-            Ok(envelope) => {
+        // The canonical encoding of whichever contract the record claims (by its event_type).
+        let decoded = if events::peek_event_type(bytes).as_deref() == Some(CHECKOUT_VIEWED) {
+            CheckoutViewed::decode(bytes).and_then(|view| view.encode())
+        } else {
+            decode(bytes).and_then(|envelope| encode(&envelope))
+        };
+        match decoded {
+            Ok(bytes) => {
                 summary.valid += 1;
                 if canonical {
-                    out.write_all(&encode(&envelope)?)?;
+                    out.write_all(&bytes)?;
                     out.write_all(b"\n")?;
                 }
             }
@@ -240,11 +261,26 @@ fn schema(args: SchemaArgs, io: &mut Io<'_>) -> anyhow::Result<u8> {
                 spec.current_version
             )?;
         }
+        writeln!(
+            io.stdout,
+            "{:<20} {:<11} {:<13} {v}..={v}  (on {}; the key is the UTC date of occurred_at)",
+            CHECKOUT_VIEWED,
+            events::AggregateType::Invoice.as_str(),
+            "date",
+            events::topics::ANALYTICS_EVENTS,
+            v = CHECKOUT_VIEWED_VERSION,
+        )?;
         return Ok(exit::OK);
     }
     let schema = match (args.event_type, args.version) {
         (None, _) => combined_schema(),
-        (Some(event_type), version) => {
+        (Some(RecordType::CheckoutViewed), version) => match version {
+            None | Some(CHECKOUT_VIEWED_VERSION) => events::analytics::checkout_viewed_schema(),
+            Some(version) => bail!(
+                "{CHECKOUT_VIEWED} has no version {version}; its only version is {CHECKOUT_VIEWED_VERSION}"
+            ),
+        },
+        (Some(RecordType::Event(event_type)), version) => {
             let version = version.unwrap_or(event_type.current_version());
             match event_schema(event_type, version) {
                 Some(schema) => schema,
@@ -262,11 +298,23 @@ fn schema(args: SchemaArgs, io: &mut Io<'_>) -> anyhow::Result<u8> {
 }
 
 fn example(args: ExampleArgs, io: &mut Io<'_>) -> anyhow::Result<u8> {
-    let envelope = examples::example(args.event_type);
-    if args.pretty {
-        serde_json::to_writer_pretty(&mut *io.stdout, &envelope)?;
-    } else {
-        io.stdout.write_all(&encode(&envelope)?)?;
+    match args.event_type {
+        RecordType::Event(event_type) => {
+            let envelope = examples::example(event_type);
+            if args.pretty {
+                serde_json::to_writer_pretty(&mut *io.stdout, &envelope)?;
+            } else {
+                io.stdout.write_all(&encode(&envelope)?)?;
+            }
+        }
+        RecordType::CheckoutViewed => {
+            let view = examples::checkout_viewed();
+            if args.pretty {
+                serde_json::to_writer_pretty(&mut *io.stdout, &view)?;
+            } else {
+                io.stdout.write_all(&view.encode()?)?;
+            }
+        }
     }
     writeln!(io.stdout)?;
     Ok(exit::OK)

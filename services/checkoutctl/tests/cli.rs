@@ -257,3 +257,74 @@ fn validate_stream_reports_non_utf8_lines_instead_of_stopping() {
         [good.clone(), b"\n".to_vec(), good, b"\n".to_vec()].concat()
     );
 }
+
+#[test]
+fn checkout_viewed_records_have_an_example_a_schema_and_are_validated_by_their_contract() {
+    let view = examples::checkout_viewed();
+    let canonical = view.encode().unwrap();
+    let output = checkoutctl()
+        .args(["events", "example", "CheckoutViewed"])
+        .output()
+        .unwrap();
+    assert!(output.status.success());
+    assert_eq!(output.stdout, [canonical.clone(), b"\n".to_vec()].concat());
+
+    // Mixed with domain events; the canonical output is each record's own canonical form.
+    let reordered = {
+        let value: serde_json::Map<String, serde_json::Value> =
+            serde_json::from_slice(&canonical).unwrap();
+        let fields: Vec<String> = value
+            .iter()
+            .rev()
+            .map(|(k, v)| format!("{}:{v}", serde_json::Value::from(k.as_str())))
+            .collect();
+        format!("{{{}}}", fields.join(","))
+    };
+    assert_ne!(reordered.as_bytes(), canonical, "keys in another order");
+    let input = format!("{}{reordered}\n", all_examples_ndjson());
+    let (code, stdout, stderr) = run(&["events", "validate", "--canonical"], input.as_bytes());
+    assert_eq!(code, 0, "{stderr}");
+    let last = stdout.lines().last().unwrap();
+    assert_eq!(last.as_bytes(), canonical);
+    assert!(
+        stderr.contains(&format!("{} valid", EventType::ALL.len() + 1)),
+        "{stderr}"
+    );
+
+    let wrong = String::from_utf8(canonical.clone())
+        .unwrap()
+        .replace("\"event_version\":1", "\"event_version\":3");
+    let (code, _, stderr) = run(&["events", "validate"], wrong.as_bytes());
+    assert_eq!(code, 1);
+    assert!(
+        stderr.contains("line 1: $.event_version: unknown_version"),
+        "{stderr}"
+    );
+
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../crates/events/schemas");
+    let committed: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(dir.join("CheckoutViewed.v1.schema.json")).unwrap(),
+    )
+    .unwrap();
+    let output = checkoutctl()
+        .args(["events", "schema", "CheckoutViewed"])
+        .output()
+        .unwrap();
+    assert!(output.status.success());
+    assert_eq!(
+        serde_json::from_slice::<serde_json::Value>(&output.stdout).unwrap(),
+        committed
+    );
+    checkoutctl()
+        .args(["events", "schema", "CheckoutViewed", "--version", "2"])
+        .assert()
+        .code(2)
+        .stderr(predicates::str::contains("CheckoutViewed has no version 2"));
+    checkoutctl()
+        .args(["events", "schema", "--list"])
+        .assert()
+        .success()
+        .stdout(predicates::str::contains(
+            "CheckoutViewed       Invoice     date          1..=1",
+        ));
+}

@@ -124,6 +124,38 @@ fn examples_validate_against_their_schema_and_the_combined_one() {
 }
 
 #[test]
+fn the_checkout_viewed_example_validates_and_the_schema_refuses_what_the_decoder_refuses() {
+    let validator =
+        jsonschema::validator_for(events::analytics::checkout_viewed_schema().as_value()).unwrap();
+    let view = examples::checkout_viewed();
+    let json: Value = serde_json::from_slice(&view.encode().unwrap()).unwrap();
+    assert_eq!(schema_errors(&validator, &json), Vec::<String>::new());
+    assert!(!VALIDATORS.combined.is_valid(&json), "not a domain event");
+    for (field, value) in [
+        ("event_version", json!(2)),
+        ("event_type", json!("InvoiceCreated")),
+        (
+            "merchant_id",
+            json!("inv_0194b3c2-5d1e-7a8b-9c0d-1e2f3a4b5c6d"),
+        ),
+        ("extra", json!(1)),
+    ] {
+        let mut bad = json.clone();
+        bad[field] = value;
+        assert!(!validator.is_valid(&bad), "{field}");
+        assert!(
+            events::CheckoutViewed::decode(bad.to_string().as_bytes()).is_err(),
+            "{field}"
+        );
+    }
+    assert!(
+        schema_dir()
+            .join(events::analytics::CHECKOUT_VIEWED_SCHEMA_FILE)
+            .exists()
+    );
+}
+
+#[test]
 fn a_version_1_suspension_validates_against_the_combined_schema() {
     let mut v1 = example_json(EventType::MerchantSuspended);
     v1["event_version"] = json!(1);

@@ -7,3 +7,4 @@ mod eos_kafka;
 mod helpers;
 mod rebalance;
 mod sigkill;
+mod topics;

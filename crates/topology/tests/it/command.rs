@@ -70,7 +70,10 @@ async fn each_situation_has_its_own_exit_code() {
 
     // A topic the file no longer knows: a human must act, in plan --check and apply alike.
     let analytics = format!("{}.analytics-events", topology.system());
-    let without = changed(&topology, |f| f.topics.retain(|t| t.name != analytics));
+    let without = changed(&topology, |f| {
+        f.topics.retain(|t| t.name != analytics);
+        f.dead_letter_topics.retain(|d| d.source != analytics);
+    });
     let file = rewrite(&file, &without);
     assert_eq!(
         run(plan_check(&file), &bootstrap).await.unwrap().code(),
@@ -126,7 +129,7 @@ async fn export_writes_strimzi_resources_from_the_real_file() {
     // Export needs no broker.
     assert_eq!(run(export, "127.0.0.1:1").await.unwrap(), Outcome::InSync);
     let yaml = std::fs::read_to_string(&output).unwrap();
-    assert_eq!(yaml.matches("kind: KafkaTopic").count(), 7, "{yaml}");
+    assert_eq!(yaml.matches("kind: KafkaTopic").count(), 8, "{yaml}");
     assert!(
         yaml.contains("strimzi.io/cluster: crypto-checkout"),
         "{yaml}"

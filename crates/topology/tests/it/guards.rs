@@ -28,10 +28,14 @@ async fn a_partition_increase_is_refused_without_approval_and_applied_with_it() 
         .unwrap();
     assert_eq!(report.outcome(), Outcome::NeedsApproval, "{report}");
     assert!(report.applied.is_empty(), "{report}");
+    // The topic and its dead-letter topic, which follows its source's partition count.
     assert!(
         matches!(
             report.pending.as_slice(),
-            [Change::IncreasePartitions { from: 3, to: 5, .. }]
+            [
+                Change::IncreasePartitions { from: 3, to: 5, .. },
+                Change::IncreasePartitions { from: 3, to: 5, .. }
+            ]
         ),
         "{report}"
     );
@@ -79,7 +83,8 @@ async fn a_partition_decrease_is_refused_and_nothing_else_is_applied_either() {
     });
 
     let plan = Plan::read(&cluster, &narrower, DEV).await.unwrap();
-    assert_eq!(plan.count(Disposition::Refused), 1, "{plan}");
+    // The topic and its dead-letter topic (which follows its source's partition count).
+    assert_eq!(plan.count(Disposition::Refused), 2, "{plan}");
     let approved = ApplyOptions {
         approve_partition_increase: true,
         ..ApplyOptions::default()
@@ -107,9 +112,11 @@ async fn a_topic_removed_from_the_file_is_reported_and_not_deleted() {
         .await
         .unwrap();
 
-    let analytics = format!("{}.analytics-events", topology.system());
+    // Every core topic has a dead-letter topic that needs its source declared, so the DLQ is what goes.
+    let analytics =
+        events::topics::dead_letter_topic(&format!("{}.analytics-events", topology.system()));
     let without = changed(&topology, |file| {
-        file.topics.retain(|t| t.name != analytics)
+        file.dead_letter_topics.retain(|d| d.name != analytics)
     });
 
     let plan = Plan::read(&cluster, &without, DEV).await.unwrap();

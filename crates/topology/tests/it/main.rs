@@ -8,3 +8,4 @@ mod apply;
 mod command;
 mod guards;
 mod helpers;
+mod names;

@@ -1,0 +1,322 @@
+//! The outbox carries records of every topic: domain events and analytics `CheckoutViewed` records appended in
+//! one transaction reach their own topics (test-unique, through `topic_routes`) with their own keys — invoice
+//! and merchant ids for domain events, the UTC date for views — in per-key append order, byte for byte as
+//! encoded. An invalid record fails the append, and the transaction it was in leaves nothing behind. A key is
+//! (topic, partition key): a poison record blocks its key on its own topic only. Against the real broker and
+//! database of `make up`.
+
+use std::collections::{BTreeMap, HashMap};
+use std::time::{Duration, Instant};
+
+use chrono::{DateTime, TimeDelta, Utc};
+use events::{
+    CheckoutViewed, Envelope, EventId, EventType, InvoiceId, MerchantId, Publishable, examples,
+    topics,
+};
+use outbox::{OutboxError, Publisher, PublisherSettings};
+use rdkafka::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::{Headers, Message};
+use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
+use service_kit::KafkaSettings;
+
+const PARTITIONS: i32 = 3;
+
+/// `event_type` about `invoice` (its key), with a fresh id.
+fn invoice_event(event_type: EventType, invoice: InvoiceId) -> Envelope {
+    let mut parts = examples::example(event_type).into_parts();
+    parts.event_id = EventId::new();
+    parts.aggregate_id = invoice.into();
+    Envelope::from_parts(parts).expect("valid event")
+}
+
+/// A `MerchantCreated` of `merchant` (its key), with a fresh id.
+fn merchant_event(merchant: MerchantId) -> Envelope {
+    let mut parts = examples::example(EventType::MerchantCreated).into_parts();
+    parts.event_id = EventId::new();
+    parts.aggregate_id = merchant.into();
+    Envelope::from_parts(parts).expect("valid event")
+}
+
+fn day(n: i64) -> DateTime<Utc> {
+    DateTime::parse_from_rfc3339("2026-11-28T22:00:00Z")
+        .unwrap()
+        .with_timezone(&Utc)
+        + TimeDelta::hours(n * 24)
+}
+
+/// What a topic returned, per key in offset order: (event id header, value).
+type ByKey = BTreeMap<String, Vec<(String, Vec<u8>)>>;
+
+/// Reads `expected` records from every partition of `topic`, from the beginning.
+fn read(topic: &str, expected: usize) -> ByKey {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", &testkit::infra().bootstrap_servers)
+        .set("group.id", testkit::unique_name("outbox-any-topic"))
+        .set("enable.auto.commit", "false")
+        .create()
+        .expect("consumer");
+    let mut assignment = TopicPartitionList::new();
+    for p in 0..PARTITIONS {
+        assignment
+            .add_partition_offset(topic, p, Offset::Beginning)
+            .unwrap();
+    }
+    consumer.assign(&assignment).unwrap();
+    let mut out = ByKey::new();
+    let mut partition_of: HashMap<String, i32> = HashMap::new();
+    let (mut seen, deadline) = (0, Instant::now() + Duration::from_secs(60));
+    while seen < expected {
+        assert!(
+            Instant::now() < deadline,
+            "{topic}: {seen} of {expected} records after 60s"
+        );
+        let Some(message) = consumer.poll(Duration::from_millis(200)) else {
+            continue;
+        };
+        let message = message.expect("consume");
+        let key =
+            String::from_utf8(message.key().expect("every record has a key").to_vec()).unwrap();
+        let partition = *partition_of
+            .entry(key.clone())
+            .or_insert(message.partition());
+        assert_eq!(
+            partition,
+            message.partition(),
+            "{key}: one key, one partition"
+        );
+        let headers = message.headers().expect("headers");
+        let event_id = headers
+            .iter()
+            .find(|h| h.key == events::headers::EVENT_ID)
+            .and_then(|h| h.value)
+            .map(|v| String::from_utf8(v.to_vec()).unwrap())
+            .expect("event_id header");
+        out.entry(key)
+            .or_default()
+            .push((event_id, message.payload().unwrap_or_default().to_vec()));
+        seen += 1;
+    }
+    // Nothing more than expected.
+    if let Some(Ok(extra)) = consumer.poll(Duration::from_secs(1)) {
+        panic!("{topic}: an unexpected record at offset {}", extra.offset());
+    }
+    out
+}
+
+/// What was appended, per key in append order: (event id, bytes).
+fn expected<P: Publishable>(records: &[P], into: &mut ByKey) {
+    for record in records {
+        into.entry(record.partition_key())
+            .or_default()
+            .push((record.event_id().to_string(), record.encode().unwrap()));
+    }
+}
+
+async fn outbox_rows(pool: &sqlx::PgPool) -> i64 {
+    sqlx::query_scalar("SELECT count(*) FROM outbox")
+        .fetch_one(pool)
+        .await
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn domain_events_and_checkout_views_in_one_transaction_reach_their_own_topics_keys_and_order()
+{
+    let infra = testkit::infra();
+    let db = testkit::fresh_database().await;
+    let domain_topic = testkit::create_topic_with(infra, "outbox-domain", PARTITIONS, &[]).await;
+    let analytics_topic =
+        testkit::create_topic_with(infra, "outbox-analytics", PARTITIONS, &[]).await;
+
+    // Four invoices with three events each, two merchants, and views over three UTC days (22:00 + 30 min
+    // steps: the views of one evening straddle midnight, so one day's key is written between two others').
+    let invoices: Vec<InvoiceId> = (0..4).map(|_| InvoiceId::new()).collect();
+    let merchants: Vec<MerchantId> = (0..2).map(|_| MerchantId::new()).collect();
+    let mut domain = Vec::new();
+    for event_type in [
+        EventType::InvoiceCreated,
+        EventType::InvoiceExpired,
+        EventType::InvoiceCancelled,
+    ] {
+        for invoice in &invoices {
+            domain.push(invoice_event(event_type, *invoice));
+        }
+    }
+    domain.extend(merchants.iter().map(|m| merchant_event(*m)));
+    let views: Vec<CheckoutViewed> = (0..18)
+        .map(|n| {
+            CheckoutViewed::new(
+                merchants[n % 2],
+                invoices[n % 4],
+                day(n as i64 / 6) + TimeDelta::minutes(30 * (n as i64 % 6)),
+            )
+        })
+        .collect();
+    let view_keys: std::collections::BTreeSet<String> =
+        views.iter().map(CheckoutViewed::partition_key).collect();
+    assert_eq!(view_keys.len(), 4, "{view_keys:?}");
+
+    // One transaction: domain events, views, and a batch mixing both contracts.
+    let (first_domain, mixed_domain) = domain.split_at(domain.len() - 2);
+    let (first_views, mixed_views) = views.split_at(views.len() - 2);
+    let mixed: Vec<&dyn Publishable> = vec![
+        &mixed_views[0],
+        &mixed_domain[0],
+        &mixed_views[1],
+        &mixed_domain[1],
+    ];
+    let mut tx = db.pool.begin().await.unwrap();
+    outbox::append_batch(&mut tx, first_domain).await.unwrap();
+    for view in first_views {
+        outbox::append(&mut tx, view).await.unwrap();
+    }
+    outbox::append_batch(&mut tx, &mixed).await.unwrap();
+    tx.commit().await.unwrap();
+    assert_eq!(
+        outbox_rows(&db.pool).await as usize,
+        domain.len() + views.len()
+    );
+    let rows: Vec<(String, String, String, String)> = sqlx::query_as(
+        "SELECT topic, partition_key, aggregate_type, aggregate_id FROM outbox WHERE event_type = 'CheckoutViewed' \
+         ORDER BY id LIMIT 1",
+    )
+    .fetch_all(&db.pool)
+    .await
+    .unwrap();
+    assert_eq!(
+        rows,
+        [(
+            topics::ANALYTICS_EVENTS.to_string(),
+            views[0].partition_key(),
+            "Invoice".to_string(),
+            views[0].invoice_id.to_string()
+        )]
+    );
+
+    // An invalid record fails the append naming the field; its transaction leaves nothing behind.
+    let mut tx = db.pool.begin().await.unwrap();
+    let late_view = CheckoutViewed::new(merchants[0], invoices[0], day(5));
+    outbox::append(&mut tx, &late_view).await.unwrap();
+    let valid = invoice_event(EventType::InvoiceCreated, invoices[0]);
+    let invalid = invoice_event(EventType::InvoicePaid, invoices[1]);
+    let invalid = {
+        let own = invalid.event_id();
+        invalid.with_causation_id(own)
+    };
+    let batch: Vec<&dyn Publishable> = vec![&valid, &late_view, &invalid];
+    let err = outbox::append_batch(&mut tx, &batch).await.unwrap_err();
+    let OutboxError::Invalid(contract) = &err else {
+        panic!("{err:?}")
+    };
+    assert_eq!(contract.path(), "$.causation_id", "{contract}");
+    assert!(!err.is_retriable());
+    tx.rollback().await.unwrap();
+    assert_eq!(
+        outbox_rows(&db.pool).await as usize,
+        domain.len() + views.len()
+    );
+
+    // Publish, routing the spec's topics to this test's.
+    let settings = PublisherSettings {
+        topic_routes: [
+            (topics::DOMAIN_EVENTS.to_string(), domain_topic.clone()),
+            (
+                topics::ANALYTICS_EVENTS.to_string(),
+                analytics_topic.clone(),
+            ),
+        ]
+        .into(),
+        ..Default::default()
+    };
+    let kafka = KafkaSettings {
+        bootstrap_servers: infra.bootstrap_servers.clone(),
+        client: Default::default(),
+    };
+    let metrics = outbox::metrics::Metrics::register(&prometheus::Registry::new()).unwrap();
+    let mut publisher =
+        Publisher::new(db.pool.clone(), db.url.clone(), &kafka, settings, metrics).unwrap();
+    let buckets: Vec<i16> = (0..64).collect();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while outbox_rows(&db.pool).await > 0 {
+        assert!(Instant::now() < deadline, "the outbox did not drain in 60s");
+        let outcome = publisher.publish_batch(&buckets).await.unwrap();
+        assert_eq!(outcome.quarantined, 0, "{outcome:?}");
+    }
+
+    // Each record on its own topic, under its own key, in append order per key, byte for byte.
+    let mut want_domain = ByKey::new();
+    expected(first_domain, &mut want_domain);
+    expected(mixed_domain, &mut want_domain);
+    let mut want_views = ByKey::new();
+    expected(first_views, &mut want_views);
+    expected(mixed_views, &mut want_views);
+    let got_domain = read(&domain_topic, domain.len());
+    let got_views = read(&analytics_topic, views.len());
+    assert_eq!(got_domain, want_domain, "domain events per key");
+    assert_eq!(got_views, want_views, "checkout views per key");
+    assert_eq!(
+        got_views
+            .keys()
+            .cloned()
+            .collect::<std::collections::BTreeSet<_>>(),
+        view_keys
+    );
+    assert!(
+        got_domain
+            .keys()
+            .all(|k| k.starts_with("inv_") || k.starts_with("mer_")),
+        "{:?}",
+        got_domain.keys()
+    );
+    for (key, records) in &got_views {
+        for (_, bytes) in records {
+            let view = CheckoutViewed::decode(bytes).unwrap();
+            assert_eq!(
+                &view.partition_key(),
+                key,
+                "a view is keyed by its UTC date"
+            );
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_quarantined_record_blocks_its_key_on_its_own_topic_only() {
+    let db = testkit::fresh_database().await;
+    // Three rows with the same partition key: two on one topic, one on another.
+    let insert = |topic: &'static str| {
+        let pool = db.pool.clone();
+        async move {
+            sqlx::query_scalar::<_, i64>(
+                "INSERT INTO outbox (event_id, topic, partition_key, bucket, aggregate_type, aggregate_id, \
+                                     event_type, event_version, payload) \
+                 VALUES ($1, $2, 'mer_0194b3c2-5d1e-7a8b-9c0d-1e2f3a4b5c6d', 7, 'Merchant', \
+                         'mer_0194b3c2-5d1e-7a8b-9c0d-1e2f3a4b5c6d', 'X', 1, '{}') RETURNING id",
+            )
+            .bind(uuid::Uuid::new_v4())
+            .bind(topic)
+            .fetch_one(&pool)
+            .await
+            .unwrap()
+        }
+    };
+    let poison = insert(topics::NOTIFICATION_EVENTS).await;
+    let behind = insert(topics::NOTIFICATION_EVENTS).await;
+    let other_topic = insert(topics::DOMAIN_EVENTS).await;
+    outbox::store::quarantine(&db.pool, poison, "poison")
+        .await
+        .unwrap();
+    let rows = outbox::store::fetch_publishable(&db.pool, &[7], 100, &[])
+        .await
+        .unwrap();
+    let ids: Vec<i64> = rows.iter().map(|r| r.id).collect();
+    assert_eq!(
+        ids,
+        [other_topic],
+        "{behind} waits behind {poison}; the domain topic flows"
+    );
+    let mut conn = db.pool.acquire().await.unwrap();
+    let backlog = outbox::store::backlog(&mut conn).await.unwrap();
+    assert_eq!((backlog.quarantined, backlog.blocked), (1, 1));
+}
