@@ -745,6 +745,8 @@ impl<P: Processor, D: Delivery> PollCtx<P, D> {
         self.shared
             .metrics
             .rebalance(if lost { "lost" } else { "revoke" });
+        // Lanes that commit on their way out (mode (a)) send the current generation with their offsets.
+        self.delivery.group_changed(|| consumer.group_metadata());
         let mut revoked: Vec<Part> = {
             let mut state = self.lock();
             state

@@ -403,3 +403,95 @@ async fn a_consumer_refuses_to_start_without_its_dead_letter_topic() {
         other => panic!("expected a configuration error, got {other:?}"),
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn partitions_assigned_while_the_database_is_down_wait_paused_then_start_at_their_stored_position()
+ {
+    let db = testkit::fresh_database().await;
+    sqlx::query(
+        "CREATE TABLE sink (value text NOT NULL, partition int NOT NULL, \"offset\" bigint NOT NULL)",
+    )
+    .execute(&db.pool)
+    .await
+    .unwrap();
+    let topic = topic("b-wait", 2).await;
+    produce_numbered(&topic, 0, 40).await;
+    let policy = policy(SETTLEMENT_PROCESSING, &topic, PolicyOverrides::default());
+    // A previous owner stored partition 0 up to offset 5 (with 7 applied ahead) and partition 1 not at all.
+    sqlx::query(
+        "INSERT INTO consumer_offsets (consumer_group, topic, partition, next_offset, ahead) \
+         VALUES ($1, $2, 0, 5, '{7}')",
+    )
+    .bind(&policy.group)
+    .bind(&topic)
+    .execute(&db.pool)
+    .await
+    .unwrap();
+    let proxy = PgProxy::start(&db.url).await;
+    let pool = sqlx::postgres::PgPoolOptions::new()
+        .max_connections(4)
+        .acquire_timeout(Duration::from_secs(2))
+        .connect_lazy(&proxy.url(&db.url))
+        .unwrap();
+    proxy.cut();
+    let readiness = service_kit::ops::Readiness::default();
+    let running = Running::start(
+        Consumer::builder(policy.clone(), kafka())
+            .handler(Scripted::ok().with_db_sink())
+            .database(pool)
+            .readiness(readiness.clone())
+            .options(runtime::ConsumerOptions {
+                db_timeout: Duration::from_secs(2),
+                ..fast_options()
+            })
+            .build()
+            .unwrap(),
+    );
+    let r = readiness.clone();
+    wait_for(
+        MINUTE,
+        "the consumer to report that it waits for its start",
+        move || {
+            r.check()
+                .is_err_and(|unmet| unmet.iter().any(|u| u.contains("cannot read where")))
+        },
+    )
+    .await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let rows: i64 = sqlx::query_scalar("SELECT count(*) FROM sink")
+        .fetch_one(&db.pool)
+        .await
+        .unwrap();
+    assert_eq!(rows, 0, "nothing is processed before the start is known");
+    proxy.restore();
+    let ends = end_offsets(&topic, 2);
+    let expected = (ends[0] - 5 - 1) + ends[1];
+    let pool = db.pool.clone();
+    eventually_async(MINUTE, "the records after the stored positions", || {
+        let pool = pool.clone();
+        async move {
+            sqlx::query_scalar::<_, i64>("SELECT count(*) FROM sink")
+                .fetch_one(&pool)
+                .await
+                .unwrap()
+                >= expected
+        }
+    })
+    .await;
+    running.stop().await;
+    let p0: Vec<i64> =
+        sqlx::query_scalar("SELECT \"offset\" FROM sink WHERE partition = 0 ORDER BY \"offset\"")
+            .fetch_all(&db.pool)
+            .await
+            .unwrap();
+    let want: Vec<i64> = (5..ends[0]).filter(|o| *o != 7).collect();
+    assert_eq!(
+        p0, want,
+        "partition 0 from its stored position, 7 skipped (applied ahead before)"
+    );
+    let p1: i64 = sqlx::query_scalar("SELECT count(*) FROM sink WHERE partition = 1")
+        .fetch_one(&db.pool)
+        .await
+        .unwrap();
+    assert_eq!(p1, ends[1], "partition 1 from the beginning");
+}
