@@ -109,6 +109,74 @@ impl InProcess {
     pub fn counter(&self, name: &str, label: Option<(&str, &str)>) -> f64 {
         counter(&self.running.registry, name, label)
     }
+
+    /// Checks the operations endpoints over HTTP — `/health` and `/ready` answer 200 and `/metrics` renders the
+    /// runtime's metrics — and returns the `/metrics` text.
+    pub async fn check_ops_endpoints(&self) -> String {
+        let base = format!("http://{}", self.running.ops_addr);
+        for path in ["/health", "/ready"] {
+            let status = reqwest::get(format!("{base}{path}"))
+                .await
+                .unwrap_or_else(|e| panic!("GET {path}: {e}"))
+                .status();
+            assert_eq!(status, 200, "GET {path}");
+        }
+        let metrics = reqwest::get(format!("{base}/metrics"))
+            .await
+            .and_then(|r| r.error_for_status())
+            .expect("GET /metrics")
+            .text()
+            .await
+            .expect("the /metrics body");
+        assert!(
+            metrics.contains("checkout_consumer_records_processed_total"),
+            "{metrics}"
+        );
+        metrics
+    }
+}
+
+/// Waits for the one dead letter of `bus`'s domain topic and checks it is `event`, dead-lettered as a business
+/// error after `attempts` attempts that waited at least `waited` between the first and the last; returns it.
+pub async fn expect_business_dead_letter(
+    bus: &Bus,
+    event: &events::Envelope,
+    attempts: u32,
+    waited: Duration,
+) -> rdkafka::message::OwnedMessage {
+    use crate::harness::header;
+    let dlq = crate::harness::read_topic(
+        &events::topics::dead_letter_topic(&bus.domain_topic),
+        1,
+        Duration::from_secs(60),
+    )
+    .await;
+    assert_eq!(dlq.len(), 1, "one dead letter");
+    let letter = dlq.into_iter().next().expect("one dead letter");
+    assert_eq!(
+        header(&letter, "dlq.error.class").as_deref(),
+        Some("business")
+    );
+    assert_eq!(
+        header(&letter, "dlq.attempts"),
+        Some(attempts.to_string()),
+        "every attempt of the policy"
+    );
+    let time = |name: &str| {
+        chrono::DateTime::parse_from_rfc3339(&header(&letter, name).expect(name)).expect(name)
+    };
+    let between = (time("dlq.last.failure") - time("dlq.first.failure"))
+        .to_std()
+        .unwrap_or_default();
+    assert!(
+        between + Duration::from_millis(100) >= waited,
+        "the retries waited {between:?}, not the policy's {waited:?}"
+    );
+    assert_eq!(
+        crate::harness::event_id_of(&letter),
+        Some(event.event_id().as_uuid())
+    );
+    letter
 }
 
 /// A counter's value summed over the label sets that have `label`.

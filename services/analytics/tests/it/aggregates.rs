@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use flows::Scenario;
 use flows::harness::{Bus, header, produce, read_topic};
+use flows::service::expect_business_dead_letter;
 
 use crate::helpers::*;
 
@@ -69,24 +70,12 @@ async fn daily_aggregates_equal_the_truth_and_duplicates_count_nothing() {
         before,
         "duplicates changed the aggregates"
     );
-    let metrics = reqwest::get(format!("http://{}/metrics", service.running.ops_addr))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = service.check_ops_endpoints().await;
     assert!(
         metrics.contains(
             "analytics_events_total{event_type=\"CheckoutViewed\",outcome=\"duplicate\"} 100"
         ),
         "{metrics}"
-    );
-    assert_eq!(
-        reqwest::get(format!("http://{}/ready", service.running.ops_addr))
-            .await
-            .unwrap()
-            .status(),
-        200
     );
 
     service.stop().await;
@@ -146,34 +135,8 @@ async fn a_confirmation_of_an_unknown_invoice_is_retried_twice_10s_apart_then_de
     bus.append(std::slice::from_ref(&orphan), 1).await;
     bus.append(&flows.events, 100).await;
     bus.produce_analytics(&flows.analytics).await;
-    let dlq = read_topic(
-        &format!("{}.dlq", bus.domain_topic),
-        1,
-        Duration::from_secs(60),
-    )
-    .await;
-    assert_eq!(dlq.len(), 1);
-    let letter = &dlq[0];
-    assert_eq!(
-        header(letter, "dlq.error.class").as_deref(),
-        Some("business")
-    );
-    assert_eq!(
-        header(letter, "dlq.attempts").as_deref(),
-        Some("3"),
-        "1 attempt + 2 retries"
-    );
-    let time =
-        |name: &str| chrono::DateTime::parse_from_rfc3339(&header(letter, name).unwrap()).unwrap();
-    let waited = time("dlq.last.failure") - time("dlq.first.failure");
-    assert!(
-        waited >= chrono::TimeDelta::milliseconds(19_900),
-        "retries waited 10 s + 10 s, not {waited}"
-    );
-    assert_eq!(
-        flows::harness::event_id_of(letter),
-        Some(orphan.event_id().as_uuid())
-    );
+    // 1 attempt + 2 retries waiting 10 s + 10 s.
+    expect_business_dead_letter(&bus, &orphan, 3, Duration::from_secs(20)).await;
     // Nothing of the refused event was counted; the rest of the stream was.
     let processed: i64 =
         sqlx::query_scalar("SELECT count(*) FROM processed_events WHERE event_id = $1")
