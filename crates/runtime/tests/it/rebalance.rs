@@ -217,15 +217,27 @@ async fn a_killed_transactional_member_does_not_freeze_its_partitions() {
         owned_by(&g, &t, P, 2).is_ok()
     })
     .await;
-    // Records flow until the kill, so the victim dies inside an open transaction.
-    let mut produced = 0;
-    for _ in 0..10 {
-        produce_numbered(&input, produced, 300).await;
-        produced += 300;
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    // Records keep flowing through the kill, so the victim dies inside an open transaction that holds offsets
+    // (records produced only before the kill may all be done by then, and an idle member's transaction is empty).
+    let feeding = Arc::new(AtomicBool::new(true));
+    let feeder = {
+        let (topic, feeding) = (input.clone(), feeding.clone());
+        tokio::spawn(async move {
+            let mut next = 0;
+            while feeding.load(Ordering::Relaxed) {
+                produce_numbered(&topic, next, 50).await;
+                next += 50;
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            next
+        })
+    };
+    tokio::time::sleep(Duration::from_secs(3)).await;
     victim.kill();
     let killed = Instant::now();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    feeding.store(false, Ordering::Relaxed);
+    let produced = feeder.await.unwrap();
     let ends = end_offsets(&input, P);
     let (g, t) = (group.clone(), input.clone());
     let e = ends.clone();
