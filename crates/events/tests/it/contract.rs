@@ -634,6 +634,67 @@ fn version_1_suspensions_are_upcast_on_decode() {
 }
 
 #[test]
+fn reinstatements_are_merchant_events_with_a_time_and_bounded_details() {
+    let reinstated = example_json(EventType::MerchantReinstated);
+    let envelope = decode_value(&reinstated).unwrap();
+    let EventData::MerchantReinstated(payload) = envelope.data() else {
+        panic!("wrong payload")
+    };
+    assert_eq!(
+        events::time::format_utc(&payload.reinstated_at),
+        "2025-01-17T10:00:00Z"
+    );
+    assert_eq!(envelope.aggregate_type(), AggregateType::Merchant);
+    assert_eq!(envelope.event_version(), 1);
+    assert_eq!(
+        envelope.partition_key(),
+        examples::merchant_id().to_string()
+    );
+    // Details are optional, bounded like a suspension's.
+    assert!(decode_value(&remove(reinstated.clone(), "/event_data/details")).is_ok());
+    assert_rejected(
+        &set(
+            reinstated.clone(),
+            "/event_data/details",
+            json!("x".repeat(1001)),
+        ),
+        Kind::InvalidValue,
+        "$.event_data.details",
+    );
+    assert_rejected(
+        &remove(reinstated.clone(), "/event_data/reinstated_at"),
+        Kind::MissingField,
+        "$.event_data.reinstated_at",
+    );
+    assert_rejected(
+        &set(
+            reinstated.clone(),
+            "/event_data/reinstated_at",
+            json!("2025-01-17T12:00:00+02:00"),
+        ),
+        Kind::InvalidTimestamp,
+        "$.event_data.reinstated_at",
+    );
+    let mut with_reason = reinstated.clone();
+    with_reason["event_data"]["reason"] = json!("other");
+    assert_rejected(&with_reason, Kind::UnknownField, "$.event_data.reason");
+    assert_rejected(
+        &set(reinstated.clone(), "/event_version", json!(2)),
+        Kind::UnknownVersion,
+        "$.event_version",
+    );
+    assert_rejected(
+        &set(
+            reinstated,
+            "/aggregate_id",
+            json!(examples::invoice_id().to_string()),
+        ),
+        Kind::WrongIdPrefix,
+        "$.aggregate_id",
+    );
+}
+
+#[test]
 fn partition_keys_follow_the_spec() {
     let invoice = examples::invoice_id().to_string();
     let merchant = examples::merchant_id().to_string();
