@@ -1,7 +1,7 @@
 //! The spec's examples, and every rejection the contract promises, through `decode`/`encode`.
 
 use events::money::{Amount, CryptoAsset, Decimal};
-use events::payload::{InvoicePaid, SuspensionReason};
+use events::payload::{InvoicePaid, SettlementFailureReason, SuspensionReason};
 use events::{
     AggregateType, ContractErrorKind as Kind, Envelope, EventData, EventType, MAX_EVENT_BYTES,
     PaymentId, decode, encode, examples, headers, topics,
@@ -691,6 +691,23 @@ fn reinstatements_are_merchant_events_with_a_time_and_bounded_details() {
         ),
         Kind::WrongIdPrefix,
         "$.aggregate_id",
+    );
+}
+
+#[test]
+fn a_suspended_merchants_settlement_fails_held_for_retry() {
+    let failed = example_json(EventType::SettlementFailed);
+    let held = set(failed, "/event_data/reason", json!("merchant_suspended"));
+    let envelope = decode_value(&held).unwrap();
+    let EventData::SettlementFailed(payload) = envelope.data() else {
+        panic!("wrong payload")
+    };
+    assert_eq!(payload.reason, SettlementFailureReason::MerchantSuspended);
+    assert!(payload.will_retry);
+    assert_rejected(
+        &set(held, "/event_data/will_retry", json!(false)),
+        Kind::InvariantViolated,
+        "$.event_data.will_retry",
     );
 }
 

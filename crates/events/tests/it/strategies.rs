@@ -453,6 +453,7 @@ fn settlement_failed() -> impl Strategy<Value = Payload> {
         InvalidPayoutDestination,
         PayoutRejected,
         ComplianceHold,
+        MerchantSuspended,
         Other,
     ];
     (
@@ -474,7 +475,8 @@ fn settlement_failed() -> impl Strategy<Value = Payload> {
                         net_amount: net,
                         reason,
                         details: details.clone(),
-                        will_retry,
+                        // A suspended merchant's settlement is held for retry (the contract's invariant).
+                        will_retry: will_retry || reason == MerchantSuspended,
                         failed_at: at,
                     };
                     (id.into(), payload.into())
