@@ -112,7 +112,8 @@ macro_rules! catalogue {
 }
 
 // Invoice and Payment events are keyed by invoice id, Settlement and Merchant events by merchant id
-// (see `AggregateType::partition_key`). MerchantSuspended is at version 2; see `crate::upcast`.
+// (see `AggregateType::partition_key`). MerchantSuspended is at version 2; see `crate::upcast`. New types are
+// appended (MerchantReinstated, decision 0026), so that existing variants keep their position.
 catalogue! {
     InvoiceCreated: Invoice, versions 1..=1;
     InvoiceExpired: Invoice, versions 1..=1;
@@ -128,6 +129,7 @@ catalogue! {
     MerchantCreated: Merchant, versions 1..=1;
     MerchantSuspended: Merchant, versions 1..=2;
     SettingsUpdated: Merchant, versions 1..=1;
+    MerchantReinstated: Merchant, versions 1..=1;
 }
 
 impl EventType {
@@ -293,7 +295,12 @@ mod tests {
         );
         assert_eq!(
             of(AggregateType::Merchant),
-            ["MerchantCreated", "MerchantSuspended", "SettingsUpdated"]
+            [
+                "MerchantCreated",
+                "MerchantSuspended",
+                "SettingsUpdated",
+                "MerchantReinstated"
+            ]
         );
         assert_eq!(
             AggregateType::Invoice.partition_key(),

@@ -304,6 +304,16 @@ pub fn example(event_type: EventType) -> Envelope {
                 Metadata::new(Actor::new(ActorKind::Admin, "adm_7").expect("valid actor")),
                 86_400,
             ),
+            EventType::MerchantReinstated => (
+                merchant.into(),
+                MerchantReinstated {
+                    reinstated_at: at(2 * 86_400),
+                    details: Some("KYB documents renewed".into()),
+                }
+                .into(),
+                Metadata::new(Actor::new(ActorKind::Admin, "adm_7").expect("valid actor")),
+                2 * 86_400,
+            ),
             EventType::SettingsUpdated => (
                 merchant.into(),
                 SettingsUpdated {

@@ -8,6 +8,12 @@
 //! `inv_0194b3c2-5d1e-7a8b-9c0d-1e2f3a4b5c6d`. Input also accepts the bare hyphenated UUID (either case), so
 //! systems that only know the database column can still produce events. An id carrying any prefix other than
 //! its own kind's — `mer_…` where an invoice id is expected — is a [`ContractErrorKind::WrongIdPrefix`].
+//!
+//! Deterministic ids (decision 0026): [`SettlementId::for_invoice`] and [`EventId::derived`] are UUID v5 (SHA-1
+//! over a fixed namespace and a name), so a producer that derives an id from what it is about — one settlement
+//! per invoice, one event per step of it — writes the same id however often it replays, and consumers
+//! de-duplicate the replay. The namespaces below are part of the contract: changing one changes every id
+//! derived from it.
 
 use std::borrow::Cow;
 use std::fmt;
@@ -18,6 +24,22 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer, de};
 use uuid::Uuid;
 
 use crate::error::{ContractError, ContractErrorKind, de_error};
+
+/// Namespace of [`SettlementId::for_invoice`]: the settlement of an invoice is
+/// `UUID v5(SETTLEMENT_NAMESPACE, the invoice id's 16 bytes)`.
+///
+/// A fixed random UUID (`30b8886a-815a-477d-a8b4-88f72549f691`), chosen once. It must never change: every
+/// settlement id ever written was derived from it, and a replay after a change would create a second
+/// settlement for an invoice already settled.
+pub const SETTLEMENT_NAMESPACE: Uuid = Uuid::from_u128(0x30b8886a_815a_477d_a8b4_88f72549f691);
+
+/// A namespace for [`EventId::derived`] ids of the events the settlement service writes
+/// (`SettlementCreated`, `SettlementFailed`, `SettlementCompleted`); the name (e.g. the invoice id's bytes and
+/// the step) is the service's choice, and must itself never change.
+///
+/// A fixed random UUID (`b0f03dc8-0619-49bd-853e-6ffd148083c0`), chosen once. It must never change.
+pub const SETTLEMENT_EVENT_NAMESPACE: Uuid =
+    Uuid::from_u128(0xb0f03dc8_0619_49bd_853e_6ffd148083c0);
 
 /// Longest prefix plus `_` plus a hyphenated UUID; the stack buffer used to format ids.
 const MAX_WIRE_LEN: usize = 48;
@@ -204,6 +226,27 @@ typed_id!(
     CorrelationId, "corr", "correlation"
 );
 
+impl SettlementId {
+    /// The one settlement of `invoice`: UUID v5 over [`SETTLEMENT_NAMESPACE`] and the invoice id's 16 bytes.
+    /// Deterministic, so a settlement service that replays an invoice writes the same settlement again (which
+    /// every consumer de-duplicates) instead of a second one.
+    pub fn for_invoice(invoice: InvoiceId) -> SettlementId {
+        SettlementId(Uuid::new_v5(
+            &SETTLEMENT_NAMESPACE,
+            invoice.as_uuid().as_bytes(),
+        ))
+    }
+}
+
+impl EventId {
+    /// A deterministic event id: UUID v5 over `namespace` and `name` (never nil). The same namespace and name
+    /// always give the same id, so an event a producer re-derives on replay is recognised as the same event.
+    /// Unlike [`EventId::new`] (v7), derived ids do not sort by time.
+    pub fn derived(namespace: Uuid, name: &[u8]) -> EventId {
+        EventId(Uuid::new_v5(&namespace, name))
+    }
+}
+
 /// The id of an event's aggregate, whichever aggregate that is.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
 pub enum AggregateId {
@@ -351,7 +394,71 @@ mod tests {
         assert!(a < b);
     }
 
+    #[test]
+    fn settlement_ids_are_derived_from_the_invoice_and_never_change() {
+        // Known values (computed independently: SHA-1 of the namespace's bytes and the invoice's 16 bytes). If
+        // this fails, a namespace or the derivation changed: every settlement id ever written would change.
+        let invoice: InvoiceId = UUID.parse().unwrap();
+        let settlement = SettlementId::for_invoice(invoice);
+        assert_eq!(
+            settlement.to_string(),
+            "set_25e6af53-ab6a-53d7-843d-29a34df5874d"
+        );
+        assert_eq!(settlement.as_uuid().get_version_num(), 5);
+        assert_eq!(SettlementId::for_invoice(invoice), settlement);
+        let next: InvoiceId = "0194b3c2-5d1e-7a8b-9c0d-1e2f3a4b5c6e".parse().unwrap();
+        assert_eq!(
+            SettlementId::for_invoice(next).to_string(),
+            "set_233598d8-6ff1-5016-b825-2fe39ee583be"
+        );
+        assert_eq!(
+            SETTLEMENT_NAMESPACE.to_string(),
+            "30b8886a-815a-477d-a8b4-88f72549f691"
+        );
+        assert_eq!(
+            SETTLEMENT_EVENT_NAMESPACE.to_string(),
+            "b0f03dc8-0619-49bd-853e-6ffd148083c0"
+        );
+    }
+
+    #[test]
+    fn derived_event_ids_are_stable_and_differ_by_name_and_namespace() {
+        let created = EventId::derived(SETTLEMENT_EVENT_NAMESPACE, b"SettlementCreated");
+        assert_eq!(
+            created.to_string(),
+            "evt_8cd52d7e-2506-5849-93ef-2c40e80962c4"
+        );
+        let invoice: InvoiceId = UUID.parse().unwrap();
+        let mut name = invoice.as_uuid().as_bytes().to_vec();
+        name.extend_from_slice(b"SettlementCreated");
+        assert_eq!(
+            EventId::derived(SETTLEMENT_EVENT_NAMESPACE, &name).to_string(),
+            "evt_d7247421-c8bc-5e9e-82d1-e492fa9b311b"
+        );
+        assert_eq!(created.as_uuid().get_version_num(), 5);
+        assert_ne!(
+            EventId::derived(SETTLEMENT_NAMESPACE, b"SettlementCreated"),
+            created
+        );
+        assert_ne!(
+            EventId::derived(SETTLEMENT_EVENT_NAMESPACE, b"SettlementCompleted"),
+            created
+        );
+        assert!(EventId::derived(SETTLEMENT_EVENT_NAMESPACE, b"").as_uuid() != Uuid::nil());
+    }
+
     proptest! {
+        #[test]
+        fn different_invoices_have_different_settlements(a in any::<u128>(), b in any::<u128>()) {
+            prop_assume!(a != 0 && b != 0 && a != b);
+            let (a, b) = (
+                InvoiceId::from_uuid(Uuid::from_u128(a)).unwrap(),
+                InvoiceId::from_uuid(Uuid::from_u128(b)).unwrap(),
+            );
+            prop_assert_ne!(SettlementId::for_invoice(a), SettlementId::for_invoice(b));
+            prop_assert_eq!(SettlementId::for_invoice(a), SettlementId::for_invoice(a));
+        }
+
         #[test]
         fn display_parse_round_trip(bytes in any::<[u8; 16]>()) {
             prop_assume!(bytes != [0; 16]);

@@ -303,6 +303,7 @@ pub fn fold(
             | EventData::SettlementFailed(_)
             | EventData::MerchantCreated(_)
             | EventData::MerchantSuspended(_)
+            | EventData::MerchantReinstated(_)
             | EventData::SettingsUpdated(_) => {}
         }
     }

@@ -1,7 +1,8 @@
 //! `checkoutctl merchant show ID`: a merchant's status, settings and balances from the read models
 //! (services/projections).
 //!
-//! Guarantees: reads only; balances are per settlement currency — net pending (settlements pending or
+//! Guarantees: reads only; the status line says since when a merchant is suspended, or when it was reinstated
+//! (with the suspension it was reinstated from); balances are per settlement currency — net pending (settlements pending or
 //! retrying), settled (gross, fees, net, count) and failed — as exact decimals; `--json` prints the same as JSON.
 //! An unknown merchant exits 1.
 
@@ -54,17 +55,18 @@ impl Run for MerchantArgs {
             let m = &view.merchant;
             let out = &mut *io.stdout;
             writeln!(out, "merchant    {}  {}", m.merchant_id, m.business_name)?;
-            let suspended = m
-                .suspended_at
-                .map(|t| {
-                    format!(
-                        " since {} ({})",
-                        time(&t),
-                        m.suspension_reason.as_deref().unwrap_or("-")
-                    )
-                })
-                .unwrap_or_default();
-            writeln!(out, "status      {}{suspended}", m.status)?;
+            let reason = m.suspension_reason.as_deref().unwrap_or("-");
+            let since = match (m.status.as_str(), m.suspended_at, m.reinstated_at) {
+                ("suspended", Some(s), _) => format!(" since {} ({reason})", time(&s)),
+                (_, Some(s), Some(r)) => format!(
+                    " since {}, reinstated after a suspension from {} ({reason})",
+                    time(&r),
+                    time(&s)
+                ),
+                (_, None, Some(r)) => format!(", reinstated {}", time(&r)),
+                _ => String::new(),
+            };
+            writeln!(out, "status      {}{since}", m.status)?;
             writeln!(
                 out,
                 "currencies  invoices in {}, settled in {}; fee {}%",
@@ -194,5 +196,55 @@ mod tests {
         assert_eq!(code, exit::OK);
         let json: serde_json::Value = serde_json::from_str(&out).unwrap();
         assert_eq!(json["balances"][0]["settled_net"], "16.33");
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn shows_a_suspension_and_the_reinstatement_after_it() {
+        let db = testkit::fresh_database().await;
+        let show = |json: bool| {
+            let mut args = vec![
+                "show".to_string(),
+                examples::merchant_id().to_string(),
+                "--database-url".into(),
+                db.url.clone(),
+            ];
+            if json {
+                args.push("--json".into());
+            }
+            tokio::task::spawn_blocking(move || run(args))
+        };
+        for t in [EventType::MerchantCreated, EventType::MerchantSuspended] {
+            let mut tx = db.pool.begin().await.unwrap();
+            projections::apply(&mut tx, &examples::example(t))
+                .await
+                .unwrap();
+            tx.commit().await.unwrap();
+        }
+        let (code, out) = show(false).await.unwrap();
+        assert_eq!(code, exit::OK);
+        assert!(
+            out.contains("status      suspended since 2025-01-16T10:00:00Z (compliance_review)"),
+            "{out}"
+        );
+
+        let mut tx = db.pool.begin().await.unwrap();
+        projections::apply(&mut tx, &examples::example(EventType::MerchantReinstated))
+            .await
+            .unwrap();
+        tx.commit().await.unwrap();
+        let (code, out) = show(false).await.unwrap();
+        assert_eq!(code, exit::OK);
+        assert!(
+            out.contains(
+                "status      active since 2025-01-17T10:00:00Z, reinstated after a suspension from \
+                 2025-01-16T10:00:00Z (compliance_review)"
+            ),
+            "{out}"
+        );
+        let (_, out) = show(true).await.unwrap();
+        let json: serde_json::Value = serde_json::from_str(&out).unwrap();
+        assert_eq!(json["merchant"]["status"], "active");
+        assert_eq!(json["merchant"]["reinstated_at"], "2025-01-17T10:00:00Z");
+        assert_eq!(json["merchant"]["suspended_at"], "2025-01-16T10:00:00Z");
     }
 }

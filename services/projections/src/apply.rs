@@ -266,7 +266,8 @@ impl Keys {
                 }
                 EventData::MerchantCreated(_)
                 | EventData::SettingsUpdated(_)
-                | EventData::MerchantSuspended(_) => {
+                | EventData::MerchantSuspended(_)
+                | EventData::MerchantReinstated(_) => {
                     k.merchants.insert(id);
                 }
             }
@@ -293,8 +294,8 @@ const PAYMENT_COLUMNS: &str = "payment_id, invoice_id, merchant_id, crypto_curre
     confirmed_at, failed_at, failure_reason, version, last_event_id, last_event_at";
 const MERCHANT_COLUMNS: &str = "merchant_id, business_name, status, default_currency, settlement_currency, \
     fee_percentage, accepted_crypto_currencies, speed_policy, invoice_expiry_minutes, \
-    payment_tolerance_percentage, created_at, suspended_at, suspension_reason, suspension_details, version, \
-    last_event_id, last_event_at";
+    payment_tolerance_percentage, created_at, suspended_at, suspension_reason, suspension_details, reinstated_at, \
+    version, last_event_id, last_event_at";
 const SETTLEMENT_COLUMNS: &str = "settlement_id, invoice_id, merchant_id, currency, gross_amount, \
     platform_fee_amount, net_amount, fee_percentage, status, failures, failure_reason, failure_details, created_at, \
     settled_at, failed_at, version, last_event_id, last_event_at";
@@ -630,6 +631,7 @@ async fn write(
             "timestamptz",
             "text",
             "text",
+            "timestamptz",
             "int",
             "uuid",
             "timestamptz",
@@ -682,6 +684,7 @@ async fn write(
                     .map(|x| x.suspension_details.clone())
                     .collect::<Vec<_>>(),
             )
+            .bind(r.iter().map(|x| x.reinstated_at).collect::<Vec<OptTs>>())
             .bind(r.iter().map(|x| x.version).collect::<Vec<_>>())
             .bind(r.iter().map(|x| x.last_event_id).collect::<Vec<_>>())
             .bind(r.iter().map(|x| x.last_event_at).collect::<Vec<Ts>>())

@@ -17,6 +17,10 @@
 //!   larger scale).
 //! - **Confirmation**: an invoice is confirmed (at the confirming event's time) when it is paid and every payment
 //!   `InvoicePaid` counted is confirmed — whichever comes last, the payments or the `InvoicePaid`.
+//! - **Merchants**: a suspension sets `suspended`; a reinstatement sets `active` again and `reinstated_at` (the
+//!   last one), keeping the last suspension's `suspended_at`/`suspension_reason`/`suspension_details` as history.
+//!   Stale facts cannot move the status back: a suspension at or before the last reinstatement, or a
+//!   reinstatement before the current suspension's start, changes nothing but the version (decision 0009).
 //! - **Balances** move by what a settlement contributes in its new status minus what it contributed before, so
 //!   they always equal the sum over the merchant's settlements.
 //! - **Orphans are refused**: an event about an invoice, payment, settlement or merchant that is neither among
@@ -144,9 +148,12 @@ pub struct Merchant {
     pub invoice_expiry_minutes: Option<i32>,
     pub payment_tolerance_percentage: Option<Decimal>,
     pub created_at: DateTime<Utc>,
+    /// Start of the last suspension (kept after a reinstatement, as history).
     pub suspended_at: Option<DateTime<Utc>>,
     pub suspension_reason: Option<String>,
     pub suspension_details: Option<String>,
+    /// The last reinstatement.
+    pub reinstated_at: Option<DateTime<Utc>>,
     pub version: i32,
     pub last_event_id: Uuid,
     pub last_event_at: DateTime<Utc>,
@@ -397,10 +404,29 @@ impl Fold {
             }
             EventData::MerchantSuspended(e) => {
                 let merchant = self.merchant(id)?;
-                merchant.status = "suspended".into();
-                merchant.suspended_at = merchant.suspended_at.or(Some(e.suspended_at));
-                merchant.suspension_reason = Some(wire(&e.reason));
-                merchant.suspension_details = e.details.clone();
+                // A suspension the merchant was reinstated from since (a stale fact) changes nothing.
+                let lifted = merchant.reinstated_at.is_some_and(|r| e.suspended_at <= r);
+                if !lifted {
+                    // An ongoing suspension keeps its start; a new one (after a reinstatement) starts now.
+                    merchant.suspended_at = match merchant.status.as_str() {
+                        "suspended" => merchant.suspended_at.or(Some(e.suspended_at)),
+                        _ => Some(e.suspended_at),
+                    };
+                    merchant.status = "suspended".into();
+                    merchant.suspension_reason = Some(wire(&e.reason));
+                    merchant.suspension_details = e.details.clone();
+                }
+                touch!(merchant, stamp);
+                Ok(())
+            }
+            EventData::MerchantReinstated(e) => {
+                let merchant = self.merchant(id)?;
+                // Active again, unless the merchant was suspended after this reinstatement (a stale fact); the
+                // last suspension's columns stay as history.
+                if merchant.suspended_at.is_none_or(|s| e.reinstated_at >= s) {
+                    merchant.status = "active".into();
+                }
+                merchant.reinstated_at = merchant.reinstated_at.max(Some(e.reinstated_at));
                 touch!(merchant, stamp);
                 Ok(())
             }
@@ -802,6 +828,7 @@ impl Fold {
                 suspended_at: None,
                 suspension_reason: None,
                 suspension_details: None,
+                reinstated_at: None,
                 version: 1,
                 last_event_id: stamp.event_id,
                 last_event_at: stamp.at,
@@ -1372,6 +1399,77 @@ mod tests {
         assert_eq!(g.dirty.merchants, BTreeSet::from([id]));
     }
 
+    fn suspended(minute: i64) -> Envelope {
+        event(EventType::MerchantSuspended, minute, |p| {
+            if let EventData::MerchantSuspended(e) = &mut p.event_data {
+                e.suspended_at = at(minute);
+            }
+        })
+    }
+
+    fn reinstated(minute: i64) -> Envelope {
+        event(EventType::MerchantReinstated, minute, |p| {
+            if let EventData::MerchantReinstated(e) = &mut p.event_data {
+                e.reinstated_at = at(minute);
+            }
+        })
+    }
+
+    #[test]
+    fn a_reinstatement_makes_the_merchant_active_and_keeps_the_suspension_as_history() {
+        let id = examples::merchant_id().as_uuid();
+        let rows = given(&[event(EventType::MerchantCreated, 0, |_| {}), suspended(10)]);
+        let back = reinstated(20);
+        let f = fold(rows, std::slice::from_ref(&back)).unwrap();
+        let m = &f.rows.merchants[&id];
+        assert_eq!(m.status, "active");
+        assert_eq!(m.reinstated_at, Some(at(20)));
+        assert_eq!(
+            (m.suspended_at, m.suspension_reason.as_deref()),
+            (Some(at(10)), Some("compliance_review")),
+            "the last suspension stays as history"
+        );
+        assert_eq!((m.version, m.last_event_id), (3, back.event_id().as_uuid()));
+        assert_eq!(f.dirty.merchants, BTreeSet::from([id]));
+
+        // Stale facts: the suspension it was reinstated from, restated, and the reinstatement again.
+        let g = fold(f.rows, &[suspended(10), reinstated(20)]).unwrap();
+        let m = &g.rows.merchants[&id];
+        assert_eq!(
+            (m.status.as_str(), m.suspended_at, m.reinstated_at),
+            ("active", Some(at(10)), Some(at(20)))
+        );
+        assert_eq!(m.version, 5, "stale facts still count as applied events");
+
+        // Suspended again later: a new suspension starts; the earlier reinstatement, restated, cannot lift it.
+        let h = fold(g.rows, &[suspended(30), reinstated(20), suspended(31)]).unwrap();
+        let m = &h.rows.merchants[&id];
+        assert_eq!(
+            (m.status.as_str(), m.suspended_at, m.reinstated_at),
+            ("suspended", Some(at(30)), Some(at(20))),
+            "an ongoing suspension keeps its start"
+        );
+        // Reinstated again: active, the last reinstatement recorded.
+        let k = fold(h.rows, &[reinstated(40)]).unwrap();
+        let m = &k.rows.merchants[&id];
+        assert_eq!(
+            (m.status.as_str(), m.suspended_at, m.reinstated_at),
+            ("active", Some(at(30)), Some(at(40)))
+        );
+
+        // A merchant never suspended stays active; the reinstatement is recorded.
+        let n = fold(
+            Rows::default(),
+            &[event(EventType::MerchantCreated, 0, |_| {}), reinstated(5)],
+        )
+        .unwrap();
+        let m = &n.rows.merchants[&id];
+        assert_eq!(
+            (m.status.as_str(), m.suspended_at, m.reinstated_at),
+            ("active", None, Some(at(5)))
+        );
+    }
+
     #[test]
     fn events_about_aggregates_never_created_are_refused_where_they_are() {
         let pay = examples::payment_id();
@@ -1414,6 +1512,10 @@ mod tests {
                 Rows::default(),
                 &[event(EventType::MerchantSuspended, 1, |_| {})]
             )),
+            (0, "merchant".into())
+        );
+        assert_eq!(
+            unknown_kind(fold(Rows::default(), &[reinstated(1)])),
             (0, "merchant".into())
         );
         // A payment whose invoice the read models do not know (the payment row exists).

@@ -102,8 +102,11 @@ pub struct MerchantRow {
     pub invoice_expiry_minutes: Option<i32>,
     pub payment_tolerance_percentage: Option<Decimal>,
     pub created_at: DateTime<Utc>,
+    /// Start of the last suspension (kept after a reinstatement).
     pub suspended_at: Option<DateTime<Utc>>,
     pub suspension_reason: Option<String>,
+    /// The last reinstatement.
+    pub reinstated_at: Option<DateTime<Utc>>,
     pub version: i32,
     pub last_event_at: DateTime<Utc>,
 }
@@ -194,7 +197,7 @@ pub async fn merchant(
         "SELECT 'mer_' || merchant_id AS merchant_id, business_name, status, default_currency, \
                 settlement_currency, fee_percentage, accepted_crypto_currencies, speed_policy, \
                 invoice_expiry_minutes, payment_tolerance_percentage, created_at, suspended_at, \
-                suspension_reason, version, last_event_at \
+                suspension_reason, reinstated_at, version, last_event_at \
          FROM proj_merchants WHERE merchant_id = $1",
     )
     .bind(id)

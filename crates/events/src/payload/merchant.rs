@@ -1,8 +1,9 @@
-//! Merchant events: an account is created, its settings change, it may be suspended.
+//! Merchant events: an account is created, its settings change, it may be suspended and reinstated.
 //!
 //! Guarantees: a merchant accepts at least one asset and lists each once; a settings change names every
 //! changed setting with its old and new value, typed per setting, and changes something; a suspension has a
-//! reason code (version 2; version 1 had free text and is upcast, see [`crate::upcast`]).
+//! reason code (version 2; version 1 had free text and is upcast, see [`crate::upcast`]); a reinstatement says
+//! when, with bounded optional free text (decision 0026).
 
 use chrono::{DateTime, Utc};
 use schemars::JsonSchema;
@@ -124,6 +125,29 @@ impl MerchantSuspended {
             self.details.as_deref(),
             self.reason == SuspensionReason::Other,
         )
+    }
+}
+
+/// A suspended merchant's account was reinstated: it takes invoices again and its held settlements are
+/// released. Version 1 (decision 0026).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct MerchantReinstated {
+    /// When the reinstatement took effect.
+    #[serde(
+        serialize_with = "rfc3339::serialize",
+        deserialize_with = "rfc3339::deserialize"
+    )]
+    pub reinstated_at: DateTime<Utc>,
+    /// Free text, e.g. what the review found; at most 1000 characters.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 1000))]
+    pub details: Option<String>,
+}
+
+impl MerchantReinstated {
+    pub(crate) fn validate(&self) -> Result<(), ContractError> {
+        check_details(self.details.as_deref(), false)
     }
 }
 
@@ -278,6 +302,30 @@ mod tests {
         let parsed: SettingsUpdated = serde_json::from_str(json).unwrap();
         assert!(parsed.validate().is_ok());
         assert_eq!(serde_json::to_string(&parsed).unwrap(), json);
+    }
+
+    #[test]
+    fn a_reinstatement_has_a_time_and_bounded_optional_details() {
+        let json = r#"{"reinstated_at":"2025-01-17T10:00:00Z"}"#;
+        let parsed: MerchantReinstated = serde_json::from_str(json).unwrap();
+        assert!(parsed.validate().is_ok());
+        assert_eq!(serde_json::to_string(&parsed).unwrap(), json);
+        let long = MerchantReinstated {
+            details: Some("x".repeat(1001)),
+            ..parsed.clone()
+        };
+        assert_eq!(long.validate().unwrap_err().path(), "$.details");
+        let ok = MerchantReinstated {
+            details: Some("x".repeat(1000)),
+            ..parsed
+        };
+        assert!(ok.validate().is_ok());
+        assert!(
+            serde_json::from_str::<MerchantReinstated>(
+                r#"{"reinstated_at":"2025-01-17T10:00:00Z","reason":"other"}"#
+            )
+            .is_err()
+        );
     }
 
     #[test]

@@ -18,8 +18,8 @@ pub use invoice::{
     CancellationReason, InvoiceCancelled, InvoiceCreated, InvoiceExpired, InvoicePaid,
 };
 pub use merchant::{
-    Change, MerchantCreated, MerchantSuspended, SettingsChanges, SettingsUpdated, SpeedPolicy,
-    SuspensionReason,
+    Change, MerchantCreated, MerchantReinstated, MerchantSuspended, SettingsChanges,
+    SettingsUpdated, SpeedPolicy, SuspensionReason,
 };
 pub use payment::{
     Network, PaymentConfirmed, PaymentConfirming, PaymentCoverage, PaymentDetected, PaymentFailed,
@@ -133,6 +133,7 @@ event_data! {
     MerchantCreated => MerchantId,
     MerchantSuspended => MerchantId,
     SettingsUpdated => MerchantId,
+    MerchantReinstated => MerchantId,
 }
 
 impl EventData {
@@ -153,7 +154,8 @@ impl EventData {
             | EventData::InvoiceCancelled(_)
             | EventData::MerchantCreated(_)
             | EventData::MerchantSuspended(_)
-            | EventData::SettingsUpdated(_) => None,
+            | EventData::SettingsUpdated(_)
+            | EventData::MerchantReinstated(_) => None,
         }
     }
 
@@ -173,7 +175,8 @@ impl EventData {
             EventData::SettlementFailed(p) => Some(p.merchant_id),
             EventData::MerchantCreated(_)
             | EventData::MerchantSuspended(_)
-            | EventData::SettingsUpdated(_) => None,
+            | EventData::SettingsUpdated(_)
+            | EventData::MerchantReinstated(_) => None,
         }
     }
 }

@@ -129,6 +129,9 @@ pub enum SettlementFailureReason {
     PayoutRejected,
     /// Compliance holds the funds pending review.
     ComplianceHold,
+    /// The merchant is suspended: the payout is held (`will_retry: true`) and completed once the merchant is
+    /// reinstated (decision 0026).
+    MerchantSuspended,
     /// Anything else; `details` says what.
     Other,
 }
@@ -164,6 +167,12 @@ pub struct SettlementFailed {
 impl SettlementFailed {
     pub(crate) fn validate(&self) -> Result<(), ContractError> {
         check_decimals(self.net_amount, self.currency, "net_amount")?;
+        if self.reason == SettlementFailureReason::MerchantSuspended && !self.will_retry {
+            return Err(invariant(
+                "will_retry",
+                "a settlement held for a suspended merchant is retried when the merchant is reinstated",
+            ));
+        }
         check_details(
             self.details.as_deref(),
             self.reason == SettlementFailureReason::Other,
@@ -215,6 +224,35 @@ mod tests {
             )
         );
         assert!(err.message().contains("0.16"), "{err}");
+    }
+
+    #[test]
+    fn a_suspended_merchants_settlement_is_held_for_retry() {
+        let held = SettlementFailed {
+            invoice_id: InvoiceId::new(),
+            merchant_id: MerchantId::new(),
+            currency: Currency::Fiat(FiatCurrency::USD),
+            net_amount: "16.33".parse().unwrap(),
+            reason: SettlementFailureReason::MerchantSuspended,
+            details: None,
+            will_retry: true,
+            failed_at: Utc::now(),
+        };
+        assert!(held.validate().is_ok());
+        assert_eq!(
+            serde_json::to_value(held.reason).unwrap(),
+            serde_json::json!("merchant_suspended")
+        );
+        let err = SettlementFailed {
+            will_retry: false,
+            ..held
+        }
+        .validate()
+        .unwrap_err();
+        assert_eq!(
+            (err.kind(), err.path()),
+            (ContractErrorKind::InvariantViolated, "$.will_retry")
+        );
     }
 
     #[test]

@@ -1,7 +1,7 @@
 //! The spec's examples, and every rejection the contract promises, through `decode`/`encode`.
 
 use events::money::{Amount, CryptoAsset, Decimal};
-use events::payload::{InvoicePaid, SuspensionReason};
+use events::payload::{InvoicePaid, SettlementFailureReason, SuspensionReason};
 use events::{
     AggregateType, ContractErrorKind as Kind, Envelope, EventData, EventType, MAX_EVENT_BYTES,
     PaymentId, decode, encode, examples, headers, topics,
@@ -631,6 +631,84 @@ fn version_1_suspensions_are_upcast_on_decode() {
     let out: Value = serde_json::from_slice(&encode(&envelope).unwrap()).unwrap();
     assert_eq!(out["event_version"], json!(2));
     assert_eq!(out["event_data"]["reason"], json!("other"));
+}
+
+#[test]
+fn reinstatements_are_merchant_events_with_a_time_and_bounded_details() {
+    let reinstated = example_json(EventType::MerchantReinstated);
+    let envelope = decode_value(&reinstated).unwrap();
+    let EventData::MerchantReinstated(payload) = envelope.data() else {
+        panic!("wrong payload")
+    };
+    assert_eq!(
+        events::time::format_utc(&payload.reinstated_at),
+        "2025-01-17T10:00:00Z"
+    );
+    assert_eq!(envelope.aggregate_type(), AggregateType::Merchant);
+    assert_eq!(envelope.event_version(), 1);
+    assert_eq!(
+        envelope.partition_key(),
+        examples::merchant_id().to_string()
+    );
+    // Details are optional, bounded like a suspension's.
+    assert!(decode_value(&remove(reinstated.clone(), "/event_data/details")).is_ok());
+    assert_rejected(
+        &set(
+            reinstated.clone(),
+            "/event_data/details",
+            json!("x".repeat(1001)),
+        ),
+        Kind::InvalidValue,
+        "$.event_data.details",
+    );
+    assert_rejected(
+        &remove(reinstated.clone(), "/event_data/reinstated_at"),
+        Kind::MissingField,
+        "$.event_data.reinstated_at",
+    );
+    assert_rejected(
+        &set(
+            reinstated.clone(),
+            "/event_data/reinstated_at",
+            json!("2025-01-17T12:00:00+02:00"),
+        ),
+        Kind::InvalidTimestamp,
+        "$.event_data.reinstated_at",
+    );
+    let mut with_reason = reinstated.clone();
+    with_reason["event_data"]["reason"] = json!("other");
+    assert_rejected(&with_reason, Kind::UnknownField, "$.event_data.reason");
+    assert_rejected(
+        &set(reinstated.clone(), "/event_version", json!(2)),
+        Kind::UnknownVersion,
+        "$.event_version",
+    );
+    assert_rejected(
+        &set(
+            reinstated,
+            "/aggregate_id",
+            json!(examples::invoice_id().to_string()),
+        ),
+        Kind::WrongIdPrefix,
+        "$.aggregate_id",
+    );
+}
+
+#[test]
+fn a_suspended_merchants_settlement_fails_held_for_retry() {
+    let failed = example_json(EventType::SettlementFailed);
+    let held = set(failed, "/event_data/reason", json!("merchant_suspended"));
+    let envelope = decode_value(&held).unwrap();
+    let EventData::SettlementFailed(payload) = envelope.data() else {
+        panic!("wrong payload")
+    };
+    assert_eq!(payload.reason, SettlementFailureReason::MerchantSuspended);
+    assert!(payload.will_retry);
+    assert_rejected(
+        &set(held, "/event_data/will_retry", json!(false)),
+        Kind::InvariantViolated,
+        "$.event_data.will_retry",
+    );
 }
 
 #[test]

@@ -116,4 +116,5 @@ round_trips! {
     merchant_created: MerchantCreated,
     merchant_suspended: MerchantSuspended,
     settings_updated: SettingsUpdated,
+    merchant_reinstated: MerchantReinstated,
 }

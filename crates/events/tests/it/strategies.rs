@@ -453,6 +453,7 @@ fn settlement_failed() -> impl Strategy<Value = Payload> {
         InvalidPayoutDestination,
         PayoutRejected,
         ComplianceHold,
+        MerchantSuspended,
         Other,
     ];
     (
@@ -474,7 +475,8 @@ fn settlement_failed() -> impl Strategy<Value = Payload> {
                         net_amount: net,
                         reason,
                         details: details.clone(),
-                        will_retry,
+                        // A suspended merchant's settlement is held for retry (the contract's invariant).
+                        will_retry: will_retry || reason == MerchantSuspended,
                         failed_at: at,
                     };
                     (id.into(), payload.into())
@@ -550,6 +552,19 @@ fn merchant_suspended() -> impl Strategy<Value = Payload> {
     )
 }
 
+fn merchant_reinstated() -> impl Strategy<Value = Payload> {
+    (merchant_id(), timestamp(), proptest::option::of(text(200))).prop_map(|(id, at, details)| {
+        (
+            id.into(),
+            MerchantReinstated {
+                reinstated_at: at,
+                details,
+            }
+            .into(),
+        )
+    })
+}
+
 /// A change whose old and new values differ.
 fn change<T: Clone + PartialEq + std::fmt::Debug + 'static, S: Strategy<Value = T> + 'static>(
     values: impl Fn() -> S,
@@ -607,6 +622,7 @@ pub fn payload(event_type: EventType) -> BoxedStrategy<Payload> {
         EventType::MerchantCreated => merchant_created().boxed(),
         EventType::MerchantSuspended => merchant_suspended().boxed(),
         EventType::SettingsUpdated => settings_updated().boxed(),
+        EventType::MerchantReinstated => merchant_reinstated().boxed(),
     }
 }
 

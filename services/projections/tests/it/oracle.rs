@@ -1,6 +1,10 @@
 //! The per-event SQL the read models were applied with before batches (commit 7a4adcb's `apply.rs`, verbatim
 //! but for this header, the runtime error conversion and its unit tests): the reference the batch path is
 //! compared with, row for row and column for column (see `batches.rs`). Test code only.
+//!
+//! One later extension, in the same per-event style: `MerchantReinstated` (decision 0026) got its statement,
+//! and `MerchantSuspended`'s statement learnt that a suspension at or before the last reinstatement is stale —
+//! written independently of the fold so that the two still check each other.
 
 #![allow(dead_code)]
 
@@ -148,14 +152,40 @@ pub async fn apply(conn: &mut PgConnection, event: &Envelope) -> Result<Applied,
         EventData::MerchantCreated(e) => merchant_created(conn, stamp, aggregate, e).await?,
         EventData::SettingsUpdated(e) => settings_updated(conn, stamp, aggregate, e).await?,
         EventData::MerchantSuspended(e) => {
-            let sql = "UPDATE proj_merchants SET status = 'suspended', \
-                       suspended_at = COALESCE(suspended_at, $2), suspension_reason = $3, suspension_details = $4, \
+            // Since MerchantReinstated (decision 0026): a suspension at or before the last reinstatement is stale
+            // and changes nothing; a suspension of an active merchant starts anew. Without reinstatements this is
+            // the former statement (`suspended_at = COALESCE(suspended_at, $2)`).
+            let sql = "UPDATE proj_merchants SET \
+                       status = CASE WHEN reinstated_at IS NOT NULL AND $2 <= reinstated_at THEN status \
+                                     ELSE 'suspended' END, \
+                       suspended_at = CASE WHEN reinstated_at IS NOT NULL AND $2 <= reinstated_at THEN suspended_at \
+                                           WHEN status = 'suspended' THEN COALESCE(suspended_at, $2) ELSE $2 END, \
+                       suspension_reason = CASE WHEN reinstated_at IS NOT NULL AND $2 <= reinstated_at \
+                                                THEN suspension_reason ELSE $3 END, \
+                       suspension_details = CASE WHEN reinstated_at IS NOT NULL AND $2 <= reinstated_at \
+                                                 THEN suspension_details ELSE $4 END, \
                        version = version + 1, last_event_id = $5, last_event_at = $6 WHERE merchant_id = $1";
             let updated = sqlx::query(sql)
                 .bind(aggregate)
                 .bind(e.suspended_at)
                 .bind(wire(&e.reason))
                 .bind(&e.details)
+                .bind(stamp.event_id)
+                .bind(stamp.at)
+                .execute(&mut *conn)
+                .await?;
+            found(updated.rows_affected(), "merchant", aggregate)?;
+        }
+        EventData::MerchantReinstated(e) => {
+            // Added with MerchantReinstated (decision 0026), in the same per-event style: active again unless
+            // suspended after this reinstatement; the last reinstatement kept (GREATEST ignores NULL).
+            let sql = "UPDATE proj_merchants SET \
+                       status = CASE WHEN suspended_at IS NULL OR $2 >= suspended_at THEN 'active' ELSE status END, \
+                       reinstated_at = GREATEST(reinstated_at, $2), \
+                       version = version + 1, last_event_id = $3, last_event_at = $4 WHERE merchant_id = $1";
+            let updated = sqlx::query(sql)
+                .bind(aggregate)
+                .bind(e.reinstated_at)
                 .bind(stamp.event_id)
                 .bind(stamp.at)
                 .execute(&mut *conn)
