@@ -264,7 +264,8 @@ pub struct ServiceSettlement {
     /// `SettlementId::for_invoice(invoice)`.
     pub id: SettlementId,
     /// T: when the invoice became settleable — the later of its `InvoicePaid` and the last `PaymentConfirmed`
-    /// of the payments `InvoicePaid` counted. `SettlementCreated` happens then.
+    /// of the payments `InvoicePaid` counted (event timestamps; `InvoicePaid.paid_at` is the covering
+    /// detection's time, two seconds earlier). `SettlementCreated` happens then.
     pub at: DateTime<Utc>,
     pub currency: Currency,
     /// The invoice's `total_amount` (an over-payment settles the invoice's amount).
