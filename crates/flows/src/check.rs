@@ -124,10 +124,12 @@ pub async fn projections(pool: &PgPool) -> anyhow::Result<Truth> {
         String,
         Option<i32>,
         Option<Decimal>,
+        Option<chrono::DateTime<chrono::Utc>>,
     );
     let rows: Vec<MerchantRow> = sqlx::query_as(
         "SELECT merchant_id, status, default_currency, settlement_currency, fee_percentage, \
-                accepted_crypto_currencies, speed_policy, invoice_expiry_minutes, payment_tolerance_percentage \
+                accepted_crypto_currencies, speed_policy, invoice_expiry_minutes, payment_tolerance_percentage, \
+                reinstated_at \
          FROM proj_merchants",
     )
     .fetch_all(pool)
@@ -144,6 +146,7 @@ pub async fn projections(pool: &PgPool) -> anyhow::Result<Truth> {
                 speed_policy: r.6,
                 invoice_expiry_minutes: r.7,
                 payment_tolerance_percentage: r.8.map(n),
+                reinstated_at: r.9,
             },
         );
     }

@@ -4,7 +4,8 @@
 //! commit order — sorted by time, and for events of one partition key in the order they happened — with
 //! deterministic ids, causation (each event names the event that caused it, correlation inherited) and
 //! metadata as the real producers would set it (API key, dashboard user, back office, or the system component
-//! with its `source`). Nothing after the plan's horizon is emitted.
+//! with its `source`). Nothing after the plan's horizon is emitted. Settlement events only in
+//! [`crate::plan::Settlements::Generated`] mode; in `ByService` mode the settlement service writes them.
 //!
 //! [`analytics_records`] returns the `CheckoutViewed` records of `crypto-checkout.analytics-events`, keyed by the
 //! UTC date (the spec's "Date partition"), in the wire format documented in `docs/decisions/0011-analytics.md`.
@@ -34,6 +35,9 @@ pub struct AnalyticsRecord {
 
 struct Emitter {
     rng: StdRng,
+    /// For the events added after the generator's first version (reinstatements): drawing their ids and
+    /// request ids from the main stream would change every later event's.
+    aside: StdRng,
     horizon: DateTime<Utc>,
     out: Vec<(DateTime<Utc>, Envelope)>,
 }
@@ -75,6 +79,14 @@ impl Emitter {
     fn request_id(&mut self) -> String {
         format!("req_{}", hex(&mut self.rng, 12))
     }
+
+    /// Runs `f` drawing from the side stream instead of the main one.
+    fn aside<T>(&mut self, f: impl FnOnce(&mut Emitter) -> T) -> T {
+        std::mem::swap(&mut self.rng, &mut self.aside);
+        let out = f(self);
+        std::mem::swap(&mut self.rng, &mut self.aside);
+        out
+    }
 }
 
 fn system(component: &str, source: &str) -> Metadata {
@@ -92,6 +104,7 @@ fn actor(kind: ActorKind, id: &str) -> Actor {
 pub fn domain_events(plan: &Plan) -> Vec<Envelope> {
     let mut emitter = Emitter {
         rng: StdRng::seed_from_u64(plan.scenario.seed ^ 0x0e0e_0e0e),
+        aside: StdRng::seed_from_u64(plan.scenario.seed ^ 0x4e14_57a7),
         horizon: plan.horizon,
         out: Vec::new(),
     };
@@ -176,9 +189,21 @@ fn merchant_events(e: &mut Emitter, m: &MerchantPlan) {
             suspended_at: suspension.at,
         };
         e.emit(suspension.at, m.id.into(), suspended, meta, None, None);
+        if let Some(at) = suspension.reinstated_at {
+            e.aside(|e| {
+                let meta = back_office(e, "adm_risk");
+                let reinstated = MerchantReinstated {
+                    reinstated_at: at,
+                    details: Some("review closed".into()),
+                };
+                e.emit(at, m.id.into(), reinstated, meta, None, None);
+            });
+        }
     }
 }
 
+/// An invoice's events. In [`crate::plan::Settlements::ByService`] mode the plan has no
+/// [`InvoicePlan::settlement`], so no settlement event is emitted: the settlement service writes them.
 fn invoice_events(e: &mut Emitter, i: &InvoicePlan, m: &MerchantPlan) {
     let api = |e: &mut Emitter| Metadata {
         ip_address: Some(i.request.ip),
@@ -432,6 +457,88 @@ fn invoice_events(e: &mut Emitter, i: &InvoicePlan, m: &MerchantPlan) {
             e.emit(at, s.id.into(), completed, payout, None, Some(&cause));
         }
     }
+}
+
+/// The settlement events the settlement service must write for `plan` ([`crate::truth::expected_settlements`]),
+/// as one correct rendering of them — ids derived with [`EventId::derived`] under
+/// [`events::id::SETTLEMENT_EVENT_NAMESPACE`] from the invoice id and the event type, the system actor
+/// `settlement-processor` — in time order. Not the service's own events: a stand-in with the same content, so
+/// that consumers can be tested against the `ByService` truth without the service. Empty in `Generated` mode.
+pub fn expected_settlement_events(plan: &Plan) -> Vec<Envelope> {
+    let mut out = Vec::new();
+    for x in crate::truth::expected_settlements(plan) {
+        let id = |t: events::EventType| {
+            let mut name = x.invoice_id.as_uuid().as_bytes().to_vec();
+            name.extend_from_slice(t.as_str().as_bytes());
+            EventId::derived(events::id::SETTLEMENT_EVENT_NAMESPACE, &name)
+        };
+        for (event_type, at) in &x.events {
+            let data: EventData = match event_type {
+                events::EventType::SettlementCreated => SettlementCreated {
+                    invoice_id: x.invoice_id,
+                    merchant_id: x.merchant_id,
+                    currency: x.currency,
+                    gross_amount: x.gross_amount,
+                    platform_fee_amount: x.platform_fee_amount,
+                    net_amount: x.net_amount,
+                    fee_percentage: x.fee_percentage,
+                }
+                .into(),
+                events::EventType::SettlementFailed => SettlementFailed {
+                    invoice_id: x.invoice_id,
+                    merchant_id: x.merchant_id,
+                    currency: x.currency,
+                    net_amount: x.net_amount,
+                    reason: SettlementFailureReason::MerchantSuspended,
+                    details: None,
+                    will_retry: true,
+                    failed_at: *at,
+                }
+                .into(),
+                events::EventType::SettlementCompleted => SettlementCompleted {
+                    invoice_id: x.invoice_id,
+                    merchant_id: x.merchant_id,
+                    currency: x.currency,
+                    gross_amount: x.gross_amount,
+                    platform_fee_amount: x.platform_fee_amount,
+                    net_amount: x.net_amount,
+                    fee_percentage: x.fee_percentage,
+                    settled_at: *at,
+                }
+                .into(),
+                other => unreachable!("{other} is not a settlement event"),
+            };
+            let envelope = Envelope::from_parts(EnvelopeParts {
+                event_id: id(*event_type),
+                aggregate_id: x.settlement_id.into(),
+                event_data: data,
+                metadata: system("settlement-processor", "payment-confirmation"),
+                timestamp: *at,
+                correlation_id: None,
+                causation_id: None,
+            })
+            .unwrap_or_else(|e| panic!("an invalid expected settlement event: {e}"));
+            out.push(envelope);
+        }
+    }
+    // Stable: a settlement's events keep their order (created, failed, completed) when their times are equal.
+    out.sort_by_key(|e| e.timestamp());
+    out
+}
+
+/// `domain` and `settlements` merged in time order; at equal times the domain event first (the service reacts to
+/// a confirmation or a reinstatement, it does not precede it).
+pub(crate) fn merge(domain: &[Envelope], settlements: Vec<Envelope>) -> Vec<Envelope> {
+    let mut out = Vec::with_capacity(domain.len() + settlements.len());
+    let mut settlements = settlements.into_iter().peekable();
+    for event in domain {
+        while let Some(s) = settlements.next_if(|s| s.timestamp() < event.timestamp()) {
+            out.push(s);
+        }
+        out.push(event.clone());
+    }
+    out.extend(settlements);
+    out
 }
 
 fn cause_of(detections: &[(uuid::Uuid, Envelope)], payment: uuid::Uuid) -> Option<&Envelope> {

@@ -2,10 +2,14 @@
 //!
 //! Guarantees:
 //! - [`generate`] is deterministic in the [`Scenario`] (seed included): merchants (created, settings updated,
-//!   suspended) and invoices living every life the platform knows — paid exactly, in two payments, over-paid,
+//!   suspended, reinstated) and invoices living every life the platform knows — paid exactly, in two payments, over-paid,
 //!   paid late, expired with or without a partial payment, cancelled, with failed payments — their payments'
 //!   confirmations, and settlements (completed, retried, failed) with the platform fee of
 //!   [`events::money::platform_fee`]. Amounts are exact decimals in the currencies' units.
+//! - Settlements are the generator's own by default ([`Settlements::Generated`]); with
+//!   [`Scenario::settled_by_service`] the generator emits no settlement event, and the truth holds what the
+//!   settlement service must have produced (decision 0026's policy): [`Flows::expected_settlements`] lists it
+//!   event by event, [`Flows::owed_back`] the crypto of unpaid invoices that is owed back.
 //! - [`Flows::events`] are valid envelopes in commit order (per partition key, the order things happened), with
 //!   causation and correlation; [`Flows::analytics`] are the checkout page's `CheckoutViewed` records.
 //! - [`Flows::truth`] is computed from the plan's intent ([`plan`]), not from the events and not by any
@@ -25,8 +29,8 @@ pub mod truth;
 use events::Envelope;
 
 pub use emit::AnalyticsRecord;
-pub use plan::{Kind, Plan, Scenario};
-pub use truth::{Truth, percentile};
+pub use plan::{Kind, Plan, Scenario, Settlements};
+pub use truth::{ExpectedSettlement, OwedBack, Truth, percentile};
 
 /// A generated scenario: its plan, its events and its truth.
 #[derive(Debug, Clone)]
@@ -37,6 +41,29 @@ pub struct Flows {
     /// `CheckoutViewed` records for the analytics topic, in time order, up to the horizon.
     pub analytics: Vec<AnalyticsRecord>,
     pub truth: Truth,
+}
+
+impl Flows {
+    /// The settlements the settlement service must have produced by the horizon, by due time (T) then invoice:
+    /// ids, amounts, final status and each settlement event with its time ([`truth::expected_settlements`]).
+    /// Empty in [`Settlements::Generated`] mode.
+    pub fn expected_settlements(&self) -> Vec<ExpectedSettlement> {
+        truth::expected_settlements(&self.plan)
+    }
+
+    /// The domain events with the settlement events the settlement service must add
+    /// ([`emit::expected_settlement_events`], a stand-in with the expected content) merged in, in commit order:
+    /// what a consumer sees when the service behaves, for testing consumers against the `ByService` truth.
+    /// Equal to [`Flows::events`] in `Generated` mode.
+    pub fn events_with_expected_settlements(&self) -> Vec<Envelope> {
+        emit::merge(&self.events, emit::expected_settlement_events(&self.plan))
+    }
+
+    /// The crypto received for invoices not paid at the horizon (expired, cancelled, partially paid), owed back
+    /// to the customers ([`truth::owed_back`]); over-payments are in [`Flows::expected_settlements`].
+    pub fn owed_back(&self) -> Vec<OwedBack> {
+        truth::owed_back(&self.plan)
+    }
 }
 
 /// Generates `scenario`.

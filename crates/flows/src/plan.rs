@@ -7,9 +7,18 @@
 //!   fail; `InvoicePaid` follows the detection that covers what is due (the platform's rule, so a payment that
 //!   fails is always one that did not cover the invoice); expiry happens at `expires_at`; a late payment
 //!   follows the expiry;
-//! - a settlement is created a minute after the last counted payment of a paid invoice is confirmed, in the
-//!   invoice's currency with [`platform_fee`] at the merchant's rate; a suspended merchant gets no new invoices
-//!   and no new settlements (held);
+//! - a suspended merchant gets no new invoices; a suspension may be lifted later ([`Suspension::reinstated_at`],
+//!   `MerchantReinstated`);
+//! - who settles depends on [`Scenario::settlements`]:
+//!   - [`Settlements::Generated`] (the default): the generator plays the settlement service — a settlement is
+//!     created a minute after the last counted payment of a paid invoice is confirmed, in the invoice's currency
+//!     with [`platform_fee`] at the merchant's rate, completed, retried or failed at random
+//!     ([`InvoicePlan::settlement`]); none is created while the merchant's suspension has begun, even after a
+//!     reinstatement (this mode's draws are exactly what they were before reinstatements existed);
+//!   - [`Settlements::ByService`]: the settlement service settles and the generator emits no settlement event;
+//!     [`InvoicePlan::service_settlement`] is what the service must produce, by decision 0026's policy
+//!     ([`service_settlement`]). The rest of the plan is the same as in `Generated` mode, plus suspensions
+//!     aimed at settlement windows (see [`plan`]) so that held, released and still-held settlements occur;
 //! - times after the scenario's horizon are part of the plan (flows still in flight) but nothing after the
 //!   horizon is emitted: the system is observed at the horizon.
 //!
@@ -26,6 +35,7 @@ use events::payload::{
 };
 use events::{CorrelationId, InvoiceId, MerchantId, PaymentId, SettlementId};
 use rand::rngs::StdRng;
+use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
 use rust_decimal::RoundingStrategy;
 use uuid::Uuid;
@@ -41,6 +51,20 @@ pub struct Scenario {
     pub start: DateTime<Utc>,
     /// Invoices are created over this many days; the horizon is `start + days`.
     pub days: u32,
+    /// Who produces the settlement events.
+    pub settlements: Settlements,
+}
+
+/// Who produces a scenario's settlement events.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
+pub enum Settlements {
+    /// The generator plays the settlement service and emits settlement events from its plan (completed,
+    /// retried, failed at random); a suspended merchant's settlements are never created.
+    #[default]
+    Generated,
+    /// The real settlement service produces them: the generator emits none, and the plan and the truth say
+    /// what the service must produce ([`ServiceSettlement`], decision 0026).
+    ByService,
 }
 
 impl Scenario {
@@ -54,7 +78,14 @@ impl Scenario {
                 .expect("fixed date")
                 .with_timezone(&Utc),
             days: 3,
+            settlements: Settlements::Generated,
         }
+    }
+
+    /// The same scenario with settlement events left to the settlement service ([`Settlements::ByService`]).
+    pub fn settled_by_service(mut self) -> Scenario {
+        self.settlements = Settlements::ByService;
+        self
     }
 
     /// The scale: 200 merchants, 10 000 invoices.
@@ -93,6 +124,10 @@ pub struct SettingsUpdate {
 pub struct Suspension {
     pub at: DateTime<Utc>,
     pub reason: SuspensionReason,
+    /// When the suspension is lifted (`MerchantReinstated`), always after `at`; possibly after the horizon.
+    pub reinstated_at: Option<DateTime<Utc>>,
+    /// Planned in [`Settlements::ByService`] mode only, aimed at a settlement window (see [`plan`]).
+    pub by_service_only: bool,
 }
 
 /// Who acts for a merchant: its API key, its dashboard user, where they connect from.
@@ -119,9 +154,23 @@ impl MerchantPlan {
         }
     }
 
-    /// Whether the merchant is suspended at `at`.
+    /// Whether the merchant is suspended at `at`: suspended at or before `at` and not reinstated at or before
+    /// `at`.
     pub fn suspended_at(&self, at: DateTime<Utc>) -> bool {
+        self.suspension
+            .as_ref()
+            .is_some_and(|s| s.at <= at && s.reinstated_at.is_none_or(|r| r > at))
+    }
+
+    /// Whether the merchant's suspension had begun by `at`, reinstated or not: what the generator's own draws
+    /// (new invoices, `Generated` settlements) go by, so that they are what they were before reinstatements.
+    pub fn suspension_begun_by(&self, at: DateTime<Utc>) -> bool {
         self.suspension.as_ref().is_some_and(|s| s.at <= at)
+    }
+
+    /// When the merchant is reinstated, if it ever is.
+    pub fn reinstated_at(&self) -> Option<DateTime<Utc>> {
+        self.suspension.as_ref().and_then(|s| s.reinstated_at)
     }
 }
 
@@ -208,6 +257,28 @@ pub struct CancelPlan {
     pub reason: CancellationReason,
 }
 
+/// What the settlement service must produce for an invoice ([`Settlements::ByService`]; decision 0026's policy,
+/// [`service_settlement`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServiceSettlement {
+    /// `SettlementId::for_invoice(invoice)`.
+    pub id: SettlementId,
+    /// T: when the invoice became settleable — the later of its `InvoicePaid` and the last `PaymentConfirmed`
+    /// of the payments `InvoicePaid` counted (event timestamps; `InvoicePaid.paid_at` is the covering
+    /// detection's time, two seconds earlier). `SettlementCreated` happens then.
+    pub at: DateTime<Utc>,
+    pub currency: Currency,
+    /// The invoice's `total_amount` (an over-payment settles the invoice's amount).
+    pub gross: Amount,
+    pub split: FeeSplit,
+    pub fee_percentage: Percentage,
+    /// The merchant is suspended at `at`: `SettlementFailed { merchant_suspended, will_retry: true }` at `at`.
+    pub held: bool,
+    /// `SettlementCompleted` (and `settled_at`): `at` when not held, the merchant's reinstatement when held
+    /// (`None`: never reinstated). May be after the horizon.
+    pub completed_at: Option<DateTime<Utc>>,
+}
+
 /// How a settlement ends.
 #[derive(Debug, Clone)]
 pub struct SettlementPlan {
@@ -252,12 +323,46 @@ pub struct InvoicePlan {
     /// `InvoiceExpired` time (also for a late-paid invoice, which expired first).
     pub expired_at: Option<DateTime<Utc>>,
     pub cancelled: Option<CancelPlan>,
+    /// The settlement the generator emits itself ([`Settlements::Generated`] only).
     pub settlement: Option<SettlementPlan>,
+    /// The settlement the settlement service must produce ([`Settlements::ByService`] only).
+    pub service_settlement: Option<ServiceSettlement>,
     /// When the customer opened the checkout page (`CheckoutViewed` on the analytics topic).
     pub views: Vec<DateTime<Utc>>,
 }
 
 impl InvoicePlan {
+    /// The payments its `InvoicePaid` counts (detected and not failed when it is emitted); empty if never paid.
+    pub fn counted_payments(&self) -> impl Iterator<Item = &PaymentPlan> {
+        let paid_at = self.paid.as_ref().map(|p| p.at);
+        self.payments
+            .iter()
+            .filter(move |p| paid_at.is_some_and(|at| p.counts_at(at)))
+    }
+
+    /// T: when the invoice becomes settleable — paid, and every payment its `InvoicePaid` counted confirmed —,
+    /// the later of the `InvoicePaid` and the last counted `PaymentConfirmed`. `None`: never (not paid, or a
+    /// counted payment never confirms). May be after the horizon.
+    pub fn settleable_at(&self) -> Option<DateTime<Utc>> {
+        let paid = self.paid.as_ref()?;
+        let mut at = paid.at;
+        for p in self.counted_payments() {
+            if p.failed.is_some() {
+                return None;
+            }
+            at = at.max(p.confirmed_at?);
+        }
+        Some(at)
+    }
+
+    /// The crypto received beyond what was due, as its `InvoicePaid` states it (zero if never paid).
+    pub fn overpaid(&self) -> Amount {
+        let counted = self.counted_payments().fold(Amount::ZERO, |sum, p| {
+            sum.checked_add(p.amount).expect("amounts stay small")
+        });
+        counted.checked_sub(self.due).unwrap_or(Amount::ZERO)
+    }
+
     /// What had been received (detected, not failed) at `at`.
     pub fn received_at(&self, at: DateTime<Utc>) -> Amount {
         self.payments
@@ -408,12 +513,12 @@ pub fn plan(scenario: &Scenario) -> Plan {
         };
         let created_at = scenario.start + TimeDelta::milliseconds(offset);
         // Bigger and smaller merchants: a squared uniform favours the first ones. Suspended merchants take
-        // no new invoices; merchant 0 is never suspended.
+        // no new invoices (nor, to keep the draws as they were, reinstated ones); merchant 0 is never suspended.
         let mut index = 0;
         for _ in 0..8 {
             let u: f64 = rng.random();
             let candidate = ((u * u) * merchants.len() as f64) as usize;
-            if !merchants[candidate].suspended_at(created_at) {
+            if !merchants[candidate].suspension_begun_by(created_at) {
                 index = candidate;
                 break;
             }
@@ -421,12 +526,170 @@ pub fn plan(scenario: &Scenario) -> Plan {
         invoices.push(invoice(&mut rng, &merchants, index, created_at));
     }
     invoices.sort_by_key(|i| i.created_at);
-    Plan {
+    let mut plan = Plan {
         scenario: scenario.clone(),
         horizon,
         merchants,
         invoices,
+    };
+    // Everything below draws from streams of its own, so the draws above (ids, times, amounts) are the same in
+    // both modes and as before reinstatements existed.
+    reinstate(&mut plan);
+    if scenario.settlements == Settlements::ByService {
+        for invoice in &mut plan.invoices {
+            invoice.settlement = None;
+        }
+        aim_suspensions(&mut plan);
+        for i in 0..plan.invoices.len() {
+            let s = service_settlement(
+                &plan.invoices[i],
+                &plan.merchants[plan.invoices[i].merchant],
+            );
+            plan.invoices[i].service_settlement = s;
+        }
     }
+    plan
+}
+
+/// Half the merchants suspended by the main draws are reinstated, between an hour and two days later (maybe
+/// after the horizon).
+fn reinstate(plan: &mut Plan) {
+    let mut rng = StdRng::seed_from_u64(plan.scenario.seed ^ 0x4e14_57a7_e000_0001);
+    for m in &mut plan.merchants {
+        if let Some(suspension) = &mut m.suspension
+            && rng.random_bool(0.5)
+        {
+            let at = suspension.at;
+            suspension.reinstated_at =
+                Some(between(&mut rng, at + secs(3600), at + secs(48 * 3600)));
+        }
+    }
+}
+
+/// [`Settlements::ByService`] only: suspensions aimed at settlement windows. A settlement is held only when its
+/// merchant's suspension begins between the invoice's creation and its T, which random suspensions rarely do; so
+/// some merchants that the main draws did not suspend are suspended shortly (up to two hours) before one of
+/// their invoices' T:
+/// - *released*: reinstated after T, before the horizon and before the merchant's next invoice is created;
+/// - *held*: after the merchant's last invoice was created, never reinstated or only after the horizon.
+///
+/// A suspended merchant still takes no new invoices: no invoice of the merchant is created while suspended.
+fn aim_suspensions(plan: &mut Plan) {
+    let mut rng = StdRng::seed_from_u64(plan.scenario.seed ^ 0x5e77_1e5e_b75e_0002);
+    let h = plan.horizon;
+    let mut eligible: Vec<usize> = (1..plan.merchants.len())
+        .filter(|m| plan.merchants[*m].suspension.is_none())
+        .collect();
+    eligible.shuffle(&mut rng);
+    let released_quota = (eligible.len() * 15 / 100).max(3);
+    let held_quota = (eligible.len() * 10 / 100).max(3);
+    let (mut released, mut held) = (0, 0);
+    for m in eligible {
+        let release = if released < released_quota {
+            true
+        } else if held < held_quota {
+            false
+        } else {
+            break;
+        };
+        let invoices: Vec<&InvoicePlan> =
+            plan.invoices.iter().filter(|i| i.merchant == m).collect();
+        let creations: Vec<DateTime<Utc>> = invoices.iter().map(|i| i.created_at).collect();
+        let Some(&last_created) = creations.iter().max() else {
+            continue;
+        };
+        let settleable: Vec<DateTime<Utc>> = invoices
+            .iter()
+            .filter_map(|i| i.settleable_at())
+            .filter(|t| *t < h)
+            .collect();
+        let ms = TimeDelta::milliseconds(1);
+        let suspension = if release {
+            // T with room before the next creation (or the horizon) for the reinstatement.
+            let windows: Vec<(DateTime<Utc>, DateTime<Utc>, DateTime<Utc>)> = settleable
+                .iter()
+                .filter_map(|t| {
+                    let before = creations.iter().filter(|c| *c <= t).max().copied()?;
+                    let after = creations
+                        .iter()
+                        .filter(|c| *c > t)
+                        .min()
+                        .copied()
+                        .unwrap_or(h)
+                        .min(h);
+                    (after - *t > secs(2)).then_some((before, *t, after))
+                })
+                .collect();
+            if windows.is_empty() {
+                continue;
+            }
+            let (before, t, after) = windows[rng.random_range(0..windows.len())];
+            let at = between(&mut rng, (before + ms).max(t - secs(2 * 3600)), t);
+            let back = between(&mut rng, t + ms, after.min(t + secs(6 * 3600)));
+            (at, Some(back))
+        } else {
+            let targets: Vec<DateTime<Utc>> = settleable
+                .into_iter()
+                .filter(|t| *t > last_created)
+                .collect();
+            if targets.is_empty() {
+                continue;
+            }
+            let t = targets[rng.random_range(0..targets.len())];
+            let at = between(&mut rng, (last_created + ms).max(t - secs(2 * 3600)), t);
+            let back = rng
+                .random_bool(0.5)
+                .then(|| between(&mut rng, h + secs(3600), h + secs(24 * 3600)));
+            (at, back)
+        };
+        let (at, reinstated_at) = suspension;
+        plan.merchants[m].suspension = Some(Suspension {
+            at,
+            reason: [
+                SuspensionReason::SuspectedFraud,
+                SuspensionReason::ComplianceReview,
+                SuspensionReason::MerchantRequest,
+            ][rng.random_range(0..3)],
+            reinstated_at,
+            by_service_only: true,
+        });
+        if release {
+            released += 1;
+        } else {
+            held += 1;
+        }
+    }
+}
+
+/// What the settlement service must produce for `invoice` of `merchant` (decision 0026), from the plan's intent:
+/// an invoice settles iff it is paid and every payment its `InvoicePaid` counted is confirmed, at T
+/// ([`InvoicePlan::settleable_at`]); partially paid, expired-unpaid and cancelled invoices never settle. Gross is
+/// the invoice's `total_amount` in its currency (late and over-payments alike), fee and net by [`platform_fee`]
+/// at the merchant's rate. If the merchant is suspended at T (suspended at or before T and not reinstated at or
+/// before T), the settlement is held — created and failed (`merchant_suspended`, will retry) at T — and
+/// completed at the reinstatement; otherwise created and completed at T.
+pub fn service_settlement(
+    invoice: &InvoicePlan,
+    merchant: &MerchantPlan,
+) -> Option<ServiceSettlement> {
+    let at = invoice.settleable_at()?;
+    let currency: Currency = invoice.currency.into();
+    let held = merchant.suspended_at(at);
+    Some(ServiceSettlement {
+        id: SettlementId::for_invoice(invoice.id),
+        at,
+        currency,
+        gross: invoice.total,
+        split: platform_fee(invoice.total, merchant.fee_percentage, currency)
+            .expect("generator amounts fit their currency"),
+        fee_percentage: merchant.fee_percentage,
+        held,
+        completed_at: if held {
+            merchant.reinstated_at()
+        } else {
+            Some(at)
+        },
+    })
 }
 
 fn merchant(rng: &mut StdRng, scenario: &Scenario, index: usize, span_ms: i64) -> MerchantPlan {
@@ -497,6 +760,8 @@ fn merchant(rng: &mut StdRng, scenario: &Scenario, index: usize, span_ms: i64) -
             SuspensionReason::ComplianceReview,
             SuspensionReason::MerchantRequest,
         ][rng.random_range(0..3)],
+        reinstated_at: None, // drawn once the plan is complete (`reinstate`)
+        by_service_only: false,
     });
     MerchantPlan {
         id: MerchantId::from_uuid(v7(rng, created_at)).expect("non-nil"),
@@ -722,7 +987,7 @@ fn invoice(
             .filter_map(|p| p.confirmed_at)
             .max()?;
         let created = last_confirmation + secs(60);
-        if merchant.suspended_at(created) {
+        if merchant.suspension_begun_by(created) {
             return None; // settlements of a suspended merchant are held
         }
         let split = platform_fee(total, merchant.fee_percentage, currency.into())
@@ -789,6 +1054,7 @@ fn invoice(
         expired_at,
         cancelled,
         settlement,
+        service_settlement: None, // by the policy once the plan is complete (ByService mode)
         views,
     }
 }
@@ -829,6 +1095,126 @@ mod tests {
             }
             if let Some(s) = &i.settlement {
                 assert_eq!(s.split.fee.checked_add(s.split.net), Some(s.gross));
+            }
+            assert!(i.service_settlement.is_none(), "Generated mode");
+        }
+        for m in &p.merchants {
+            if let Some(s) = &m.suspension {
+                assert!(s.reinstated_at.is_none_or(|r| r > s.at));
+                assert!(!s.by_service_only);
+            }
+        }
+    }
+
+    /// What a ByService plan's settlements look like at the horizon.
+    #[derive(Debug, Default)]
+    struct Mix {
+        settled_at_once: usize,
+        held_and_released: usize,
+        still_held: usize,
+        overpaid: usize,
+        late: usize,
+        confirmed_after_paid: usize,
+        confirmed_before_paid: usize,
+        due_after_horizon: usize,
+    }
+
+    fn mix(p: &Plan) -> Mix {
+        let h = p.horizon;
+        let mut mix = Mix::default();
+        for i in &p.invoices {
+            let Some(s) = i.service_settlement.as_ref() else {
+                continue;
+            };
+            if s.at > h {
+                mix.due_after_horizon += 1;
+                continue;
+            }
+            match (s.held, s.completed_at.filter(|at| *at <= h)) {
+                (false, _) => mix.settled_at_once += 1,
+                (true, Some(_)) => mix.held_and_released += 1,
+                (true, None) => mix.still_held += 1,
+            }
+            mix.overpaid += usize::from(!i.overpaid().is_zero());
+            mix.late += usize::from(i.paid.as_ref().is_some_and(|p| p.late));
+            if s.at > i.paid.as_ref().unwrap().at {
+                mix.confirmed_after_paid += 1;
+            } else {
+                mix.confirmed_before_paid += 1;
+            }
+        }
+        mix
+    }
+
+    #[test]
+    fn by_service_plans_hold_the_policys_settlements_in_a_healthy_mix() {
+        for seed in 1..=6 {
+            let scenario = Scenario::new(seed, 25, 400).settled_by_service();
+            let p = plan(&scenario);
+            let m = mix(&p);
+            assert!(m.held_and_released >= 3, "seed {seed}: {m:?}");
+            assert!(m.still_held >= 3, "seed {seed}: {m:?}");
+            assert!(m.settled_at_once >= 150, "seed {seed}: {m:?}");
+            assert!(m.overpaid >= 5 && m.late >= 5, "seed {seed}: {m:?}");
+            assert!(
+                m.confirmed_after_paid >= 50 && m.confirmed_before_paid >= 20,
+                "seed {seed}: {m:?}"
+            );
+
+            // The same plan as Generated mode but for settlements and the aimed suspensions.
+            let generated = plan(&Scenario::new(seed, 25, 400));
+            for (a, b) in generated.invoices.iter().zip(&p.invoices) {
+                assert_eq!((a.id, a.merchant, a.total), (b.id, b.merchant, b.total));
+                assert_eq!(a.payments.len(), b.payments.len());
+                assert!(b.settlement.is_none());
+            }
+            for (a, b) in generated.merchants.iter().zip(&p.merchants) {
+                match (&a.suspension, &b.suspension) {
+                    (None, Some(s)) => assert!(s.by_service_only),
+                    (Some(x), Some(y)) => assert_eq!(
+                        (x.at, x.reinstated_at, y.by_service_only),
+                        (y.at, y.reinstated_at, false)
+                    ),
+                    (x, y) => assert_eq!(x.is_none(), y.is_none()),
+                }
+            }
+
+            for i in &p.invoices {
+                let m = &p.merchants[i.merchant];
+                // A suspended merchant takes no new invoices.
+                assert!(!m.suspended_at(i.created_at), "seed {seed}");
+                let expected = match i.settleable_at() {
+                    Some(at) => {
+                        assert!(i.paid.is_some() && i.cancelled.is_none());
+                        assert!(at >= i.paid.as_ref().unwrap().at);
+                        Some(at)
+                    }
+                    None => None,
+                };
+                let s = i.service_settlement.as_ref();
+                assert_eq!(s.map(|s| s.at), expected);
+                if matches!(
+                    i.kind,
+                    Kind::Expired
+                        | Kind::ExpiredPartial
+                        | Kind::Cancelled
+                        | Kind::CancelledPartial
+                        | Kind::FailedThenExpired
+                ) {
+                    assert!(s.is_none(), "{:?} never settles", i.kind);
+                }
+                let Some(s) = s else { continue };
+                assert_eq!(s.id, SettlementId::for_invoice(i.id));
+                assert_eq!((s.gross, s.currency), (i.total, i.currency.into()));
+                assert_eq!(s.split.fee.checked_add(s.split.net), Some(s.gross));
+                assert_eq!(s.held, m.suspended_at(s.at));
+                if s.held {
+                    let r = s.completed_at;
+                    assert_eq!(r, m.reinstated_at());
+                    assert!(r.is_none_or(|r| r > s.at));
+                } else {
+                    assert_eq!(s.completed_at, Some(s.at));
+                }
             }
         }
     }

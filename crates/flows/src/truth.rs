@@ -6,7 +6,10 @@
 //!   `paid`, `expired`, `partially_paid` (something received, not paid, expired or cancelled), `new`;
 //!   `amount_paid` is what was received and has not failed;
 //! - payment `status`, first that applies: `failed`, `confirmed`, `confirming`, `detected`;
-//! - settlement `status`: `completed`, `failed` (final), `retrying` (failed, will retry), `pending`;
+//! - settlement `status`: `completed`, `failed` (final), `retrying` (failed, will retry), `pending`; in
+//!   [`Settlements::ByService`] mode the settlements are those the service must have produced by the horizon
+//!   ([`crate::plan::ServiceSettlement`]): `completed`, or `retrying` while held for a suspended merchant;
+//! - a merchant is `suspended` from its suspension until its reinstatement (`reinstated_at`, once it happened);
 //! - a merchant's balance per currency: net amounts pending (pending or retrying), settled (gross, fees, net,
 //!   count) and failed;
 //! - analytics per merchant and UTC day of each event: invoices created / paid / expired / cancelled, invoices
@@ -18,10 +21,10 @@
 use std::collections::BTreeMap;
 
 use chrono::{DateTime, NaiveDate, Utc};
-use events::money::{Amount, Decimal};
-use events::{InvoiceId, MerchantId, PaymentId, SettlementId};
+use events::money::{Amount, CryptoAsset, Currency, Decimal, Percentage};
+use events::{EventType, InvoiceId, MerchantId, PaymentId, SettlementId};
 
-use crate::plan::{DEFAULT_EXPIRY_MINUTES, InvoicePlan, Plan};
+use crate::plan::{DEFAULT_EXPIRY_MINUTES, InvoicePlan, Plan, Settlements};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct InvoiceTruth {
@@ -62,6 +65,8 @@ pub struct MerchantTruth {
     /// Only once the merchant changed it (the platform default applies before).
     pub invoice_expiry_minutes: Option<i32>,
     pub payment_tolerance_percentage: Option<Decimal>,
+    /// The reinstatement, once it happened.
+    pub reinstated_at: Option<DateTime<Utc>>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -171,6 +176,7 @@ pub fn truth(plan: &Plan) -> Truth {
                 invoice_expiry_minutes: expiry_changed.then_some(s.expiry_minutes as i32),
                 payment_tolerance_percentage: tolerance_changed
                     .then(|| s.tolerance.as_decimal().normalize()),
+                reinstated_at: m.reinstated_at().filter(|r| *r <= h),
             },
         );
         debug_assert!(DEFAULT_EXPIRY_MINUTES == m.initial.expiry_minutes);
@@ -303,7 +309,7 @@ fn invoice_truth(t: &mut Truth, plan: &Plan, i: &InvoicePlan) {
             .invoices_cancelled += 1;
     }
 
-    // Settlement and balance.
+    // Settlement and balance: the generator's own (Generated mode) or the service's (ByService mode).
     if let Some(s) = i.settlement.as_ref().filter(|s| by_h(&s.created_at)) {
         history += 1;
         let failures: Vec<_> = s.failures.iter().filter(|(at, _, _)| by_h(at)).collect();
@@ -316,39 +322,23 @@ fn invoice_truth(t: &mut Truth, plan: &Plan, i: &InvoicePlan) {
             (None, Some((_, _, true))) => "retrying",
             (None, None) => "pending",
         };
-        let currency = s.currency.code().to_string();
-        let (gross, fee, net) = (dec(s.gross), dec(s.split.fee), dec(s.split.net));
-        t.settlements.insert(
-            s.id,
-            SettlementTruth {
-                invoice_id: i.id,
-                merchant_id: merchant,
-                status,
-                currency: currency.clone(),
-                gross_amount: gross,
-                platform_fee_amount: fee,
-                net_amount: net,
-            },
+        let amounts = (dec(s.gross), dec(s.split.fee), dec(s.split.net));
+        settle(
+            t, s.id, i.id, merchant, status, s.currency, amounts, completed,
         );
-        let balance = t.balances.entry((merchant, currency.clone())).or_default();
-        match status {
-            "completed" => {
-                balance.settled_gross += gross;
-                balance.settled_fees += fee;
-                balance.settled_net += net;
-                balance.settlements_completed += 1;
-            }
-            "failed" => balance.failed_net += net,
-            _ => balance.pending_net += net,
-        }
-        if let Some(at) = completed {
-            let money = t
-                .daily_money
-                .entry((merchant, day(at), currency))
-                .or_default();
-            money.fees += fee;
-            money.net_settled += net;
-        }
+    }
+    if let Some(s) = i.service_settlement.as_ref().filter(|s| by_h(&s.at)) {
+        let completed = s.completed_at.filter(by_h);
+        history += 1 + i64::from(s.held) + i64::from(completed.is_some());
+        let status = if completed.is_some() {
+            "completed"
+        } else {
+            "retrying"
+        };
+        let amounts = (dec(s.gross), dec(s.split.fee), dec(s.split.net));
+        settle(
+            t, s.id, i.id, merchant, status, s.currency, amounts, completed,
+        );
     }
 
     t.invoices.insert(
@@ -372,6 +362,176 @@ fn invoice_truth(t: &mut Truth, plan: &Plan, i: &InvoicePlan) {
             history,
         },
     );
+}
+
+/// A settlement in `status` at the horizon: its row, its merchant's balance, and its day's fees and net when
+/// `completed` (by then).
+#[allow(clippy::too_many_arguments)]
+fn settle(
+    t: &mut Truth,
+    id: SettlementId,
+    invoice: InvoiceId,
+    merchant: MerchantId,
+    status: &'static str,
+    currency: Currency,
+    (gross, fee, net): (Decimal, Decimal, Decimal),
+    completed: Option<DateTime<Utc>>,
+) {
+    let currency = currency.code().to_string();
+    t.settlements.insert(
+        id,
+        SettlementTruth {
+            invoice_id: invoice,
+            merchant_id: merchant,
+            status,
+            currency: currency.clone(),
+            gross_amount: gross,
+            platform_fee_amount: fee,
+            net_amount: net,
+        },
+    );
+    let balance = t.balances.entry((merchant, currency.clone())).or_default();
+    match status {
+        "completed" => {
+            balance.settled_gross += gross;
+            balance.settled_fees += fee;
+            balance.settled_net += net;
+            balance.settlements_completed += 1;
+        }
+        "failed" => balance.failed_net += net,
+        _ => balance.pending_net += net,
+    }
+    if let Some(at) = completed {
+        let money = t
+            .daily_money
+            .entry((merchant, day(at), currency))
+            .or_default();
+        money.fees += fee;
+        money.net_settled += net;
+    }
+}
+
+/// A settlement the settlement service must have produced by the horizon ([`Settlements::ByService`] mode):
+/// what its events must say and when.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExpectedSettlement {
+    /// `SettlementId::for_invoice(invoice_id)`.
+    pub settlement_id: SettlementId,
+    pub invoice_id: InvoiceId,
+    pub merchant_id: MerchantId,
+    /// T: when the invoice became settleable (the later of its `InvoicePaid` and the last counted
+    /// `PaymentConfirmed`); `SettlementCreated` then.
+    pub due_at: DateTime<Utc>,
+    /// Held at T for a suspended merchant: `SettlementFailed { reason: merchant_suspended, will_retry: true,
+    /// failed_at: T }` at T.
+    pub held: bool,
+    /// At the horizon: `completed`, or `retrying` (held, the merchant not reinstated by then).
+    pub status: &'static str,
+    /// `SettlementCompleted`'s `settled_at` (and time): T, or the reinstatement for a held settlement.
+    pub settled_at: Option<DateTime<Utc>>,
+    pub currency: Currency,
+    /// The invoice's `total_amount`.
+    pub gross_amount: Amount,
+    pub platform_fee_amount: Amount,
+    pub net_amount: Amount,
+    pub fee_percentage: Percentage,
+    /// Crypto received beyond what was due (`InvoicePaid.overpaid_amount`), owed back to the customer; not part
+    /// of any settlement event.
+    pub overpaid_crypto: Amount,
+    pub crypto_currency: CryptoAsset,
+    /// The settlement events by the horizon, in order, with their times.
+    pub events: Vec<(EventType, DateTime<Utc>)>,
+}
+
+/// Crypto received for an invoice that is not paid at the horizon — expired, cancelled, or still partially
+/// paid — and so owed back to the customer (nothing of it is settled).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OwedBack {
+    pub invoice_id: InvoiceId,
+    pub merchant_id: MerchantId,
+    /// The invoice's status at the horizon: `expired`, `cancelled` or `partially_paid`.
+    pub status: &'static str,
+    pub crypto_currency: CryptoAsset,
+    /// Received and not failed.
+    pub amount: Amount,
+}
+
+/// The settlements the settlement service must have produced by `plan`'s horizon, by due time then invoice.
+/// Empty unless the plan is in [`Settlements::ByService`] mode (in `Generated` mode the generator settles).
+pub fn expected_settlements(plan: &Plan) -> Vec<ExpectedSettlement> {
+    let h = plan.horizon;
+    let mut out: Vec<ExpectedSettlement> = plan
+        .invoices
+        .iter()
+        .filter_map(|i| {
+            let s = i.service_settlement.as_ref().filter(|s| s.at <= h)?;
+            let settled_at = s.completed_at.filter(|at| *at <= h);
+            let mut events = vec![(EventType::SettlementCreated, s.at)];
+            if s.held {
+                events.push((EventType::SettlementFailed, s.at));
+            }
+            if let Some(at) = settled_at {
+                events.push((EventType::SettlementCompleted, at));
+            }
+            Some(ExpectedSettlement {
+                settlement_id: s.id,
+                invoice_id: i.id,
+                merchant_id: plan.merchants[i.merchant].id,
+                due_at: s.at,
+                held: s.held,
+                status: if settled_at.is_some() {
+                    "completed"
+                } else {
+                    "retrying"
+                },
+                settled_at,
+                currency: s.currency,
+                gross_amount: s.gross,
+                platform_fee_amount: s.split.fee,
+                net_amount: s.split.net,
+                fee_percentage: s.fee_percentage,
+                overpaid_crypto: i.overpaid(),
+                crypto_currency: i.asset,
+                events,
+            })
+        })
+        .collect();
+    debug_assert!(out.is_empty() || plan.scenario.settlements == Settlements::ByService);
+    out.sort_by_key(|s| (s.due_at, s.invoice_id));
+    out
+}
+
+/// The invoices not paid at `plan`'s horizon that received crypto (expired, cancelled or partially paid), with
+/// what is owed back to their customers, by invoice id. Either mode.
+pub fn owed_back(plan: &Plan) -> Vec<OwedBack> {
+    let h = plan.horizon;
+    let mut out: Vec<OwedBack> = plan
+        .invoices
+        .iter()
+        .filter(|i| i.paid.as_ref().is_none_or(|p| p.at > h))
+        .filter_map(|i| {
+            let amount = i.received_at(h);
+            if amount.is_zero() {
+                return None;
+            }
+            let status = if i.cancelled.as_ref().is_some_and(|c| c.at <= h) {
+                "cancelled"
+            } else if i.expired_at.is_some_and(|at| at <= h) {
+                "expired"
+            } else {
+                "partially_paid"
+            };
+            Some(OwedBack {
+                invoice_id: i.id,
+                merchant_id: plan.merchants[i.merchant].id,
+                status,
+                crypto_currency: i.asset,
+                amount,
+            })
+        })
+        .collect();
+    out.sort_by_key(|o| o.invoice_id);
+    out
 }
 
 #[cfg(test)]
@@ -431,6 +591,339 @@ mod tests {
         assert_eq!(
             t.invoices.values().map(|i| i.history).sum::<i64>(),
             about_invoices
+        );
+    }
+
+    /// An event without its identity (event id, causation): what it says, about what, when.
+    fn content(e: &events::Envelope) -> (EventType, String, DateTime<Utc>, String) {
+        (
+            e.event_type(),
+            e.aggregate_id().to_string(),
+            e.timestamp(),
+            serde_json::to_string(e.data()).unwrap(),
+        )
+    }
+
+    fn is_settlement(t: EventType) -> bool {
+        t.aggregate_type() == events::AggregateType::Settlement
+    }
+
+    #[test]
+    fn by_service_the_generator_emits_no_settlement_event_and_nothing_else_changes() {
+        let generated = crate::generate(&Scenario::new(5, 25, 400));
+        let by_service = crate::generate(&Scenario::new(5, 25, 400).settled_by_service());
+        assert!(
+            generated
+                .events
+                .iter()
+                .any(|e| is_settlement(e.event_type()))
+        );
+        assert!(
+            !by_service
+                .events
+                .iter()
+                .any(|e| is_settlement(e.event_type()))
+        );
+        // The aimed suspensions' merchants: their suspension and reinstatement are the only additions.
+        let aimed: std::collections::BTreeSet<String> = by_service
+            .plan
+            .merchants
+            .iter()
+            .filter(|m| m.suspension.as_ref().is_some_and(|s| s.by_service_only))
+            .map(|m| m.id.to_string())
+            .collect();
+        assert!(aimed.len() >= 6, "{aimed:?}");
+        let added = |e: &events::Envelope| {
+            matches!(
+                e.event_type(),
+                EventType::MerchantSuspended | EventType::MerchantReinstated
+            ) && aimed.contains(&e.partition_key())
+        };
+        let mut expected: Vec<_> = generated
+            .events
+            .iter()
+            .filter(|e| !is_settlement(e.event_type()))
+            .map(content)
+            .collect();
+        let mut actual: Vec<_> = by_service
+            .events
+            .iter()
+            .filter(|e| !added(e))
+            .map(content)
+            .collect();
+        expected.sort();
+        actual.sort();
+        assert_eq!(actual, expected);
+        assert!(by_service.events.iter().any(added));
+        assert_eq!(by_service.analytics, generated.analytics);
+    }
+
+    #[test]
+    fn by_service_the_truth_differs_from_generated_exactly_where_settlements_do() {
+        let scenario = Scenario::new(6, 25, 400);
+        let generated = crate::generate(&scenario);
+        let by_service = crate::generate(&scenario.clone().settled_by_service());
+        let (g, s) = (&generated.truth, &by_service.truth);
+
+        // Payments, daily counts and confirmation times, gross volumes: untouched by settlements.
+        assert_eq!(s.payments, g.payments);
+        assert_eq!(s.daily, g.daily);
+        let gross = |t: &Truth| -> Vec<_> {
+            t.daily_money
+                .iter()
+                .filter(|(_, m)| !m.gross_volume.is_zero())
+                .map(|(k, m)| (k.clone(), m.gross_volume))
+                .collect()
+        };
+        assert_eq!(gross(s), gross(g));
+
+        // Invoices: identical but for their history, which differs by the settlement events each mode emits.
+        let settlement_events = |f: &crate::Flows| {
+            let mut per_invoice: BTreeMap<InvoiceId, i64> = BTreeMap::new();
+            for e in f.events.iter().filter(|e| is_settlement(e.event_type())) {
+                *per_invoice.entry(e.invoice_id().unwrap()).or_default() += 1;
+            }
+            per_invoice
+        };
+        let expected = by_service.expected_settlements();
+        let mut by_service_events: BTreeMap<InvoiceId, i64> = BTreeMap::new();
+        for x in &expected {
+            by_service_events.insert(x.invoice_id, x.events.len() as i64);
+        }
+        let generated_events = settlement_events(&generated);
+        assert_eq!(s.invoices.len(), g.invoices.len());
+        for (id, a) in &g.invoices {
+            let b = &s.invoices[id];
+            assert_eq!(
+                InvoiceTruth {
+                    history: a.history,
+                    ..b.clone()
+                },
+                *a
+            );
+            let n = |m: &BTreeMap<InvoiceId, i64>| m.get(id).copied().unwrap_or(0);
+            assert_eq!(
+                b.history - a.history,
+                n(&by_service_events) - n(&generated_events),
+                "{id}"
+            );
+        }
+        assert_ne!(by_service_events, generated_events);
+
+        // Merchants: only the aimed suspensions differ.
+        for (m, plan) in by_service.plan.merchants.iter().enumerate() {
+            let (a, b) = (&g.merchants[&plan.id], &s.merchants[&plan.id]);
+            let aimed = plan.suspension.as_ref().is_some_and(|x| x.by_service_only);
+            if !aimed {
+                assert_eq!(a, b, "merchant {m}");
+            } else {
+                assert_eq!(a.status, "active");
+                assert_eq!(
+                    MerchantTruth {
+                        status: "active",
+                        reinstated_at: None,
+                        ..b.clone()
+                    },
+                    *a
+                );
+            }
+        }
+
+        // Settlements: exactly the service's, with the policy's ids; amounts as the generator computes them.
+        let ids: Vec<SettlementId> = expected.iter().map(|x| x.settlement_id).collect();
+        assert_eq!(
+            s.settlements
+                .keys()
+                .copied()
+                .collect::<std::collections::BTreeSet<_>>(),
+            ids.iter().copied().collect()
+        );
+        let generated_by_invoice: BTreeMap<InvoiceId, &SettlementTruth> =
+            g.settlements.values().map(|x| (x.invoice_id, x)).collect();
+        let mut compared = 0;
+        for x in &expected {
+            assert_eq!(x.settlement_id, SettlementId::for_invoice(x.invoice_id));
+            let truth = &s.settlements[&x.settlement_id];
+            assert_eq!(truth.status, x.status);
+            assert_eq!(truth.net_amount, dec(x.net_amount));
+            if let Some(other) = generated_by_invoice.get(&x.invoice_id) {
+                compared += 1;
+                assert_eq!(
+                    (
+                        &truth.currency,
+                        truth.gross_amount,
+                        truth.platform_fee_amount,
+                        truth.net_amount
+                    ),
+                    (
+                        &other.currency,
+                        other.gross_amount,
+                        other.platform_fee_amount,
+                        other.net_amount
+                    )
+                );
+            }
+        }
+        assert!(compared > 100, "{compared}");
+        for status in ["completed", "retrying"] {
+            assert!(s.settlements.values().any(|x| x.status == status));
+        }
+        assert!(
+            s.settlements
+                .values()
+                .all(|x| x.status == "completed" || x.status == "retrying")
+        );
+
+        // Balances and daily fees and net: the sums over the service's settlements.
+        let mut balances: BTreeMap<(MerchantId, String), BalanceTruth> = BTreeMap::new();
+        let mut money: BTreeMap<(MerchantId, NaiveDate, String), (Decimal, Decimal)> =
+            BTreeMap::new();
+        for x in &expected {
+            let b = balances
+                .entry((x.merchant_id, x.currency.code().to_string()))
+                .or_default();
+            let (gross, fee, net) = (
+                dec(x.gross_amount),
+                dec(x.platform_fee_amount),
+                dec(x.net_amount),
+            );
+            match x.settled_at {
+                Some(at) => {
+                    b.settled_gross += gross;
+                    b.settled_fees += fee;
+                    b.settled_net += net;
+                    b.settlements_completed += 1;
+                    let m = money
+                        .entry((x.merchant_id, day(at), x.currency.code().to_string()))
+                        .or_default();
+                    m.0 += fee;
+                    m.1 += net;
+                }
+                None => b.pending_net += net,
+            }
+        }
+        assert_eq!(s.balances, balances);
+        let fees_and_net: BTreeMap<_, _> = s
+            .daily_money
+            .iter()
+            .filter(|(_, m)| !(m.fees.is_zero() && m.net_settled.is_zero()))
+            .map(|(k, m)| (k.clone(), (m.fees, m.net_settled)))
+            .collect();
+        assert_eq!(fees_and_net, money);
+    }
+
+    #[test]
+    fn expected_settlements_and_owed_back_follow_the_policy() {
+        let flows = crate::generate(&Scenario::new(7, 25, 400).settled_by_service());
+        let h = flows.plan.horizon;
+        let expected = flows.expected_settlements();
+        let held: Vec<_> = expected.iter().filter(|x| x.held).collect();
+        assert!(held.iter().any(|x| x.status == "completed"));
+        assert!(held.iter().any(|x| x.status == "retrying"));
+        for x in &expected {
+            let i = flows
+                .plan
+                .invoices
+                .iter()
+                .find(|i| i.id == x.invoice_id)
+                .unwrap();
+            assert!(x.due_at <= h);
+            assert_eq!(x.crypto_currency, i.asset);
+            let kinds: Vec<EventType> = x.events.iter().map(|(t, _)| *t).collect();
+            match (x.held, x.settled_at) {
+                (false, Some(at)) => {
+                    assert_eq!(at, x.due_at);
+                    assert_eq!(
+                        kinds,
+                        [EventType::SettlementCreated, EventType::SettlementCompleted]
+                    );
+                }
+                (true, Some(at)) => {
+                    assert!(at > x.due_at && at <= h);
+                    assert_eq!(
+                        kinds,
+                        [
+                            EventType::SettlementCreated,
+                            EventType::SettlementFailed,
+                            EventType::SettlementCompleted
+                        ]
+                    );
+                }
+                (true, None) => {
+                    assert_eq!(x.status, "retrying");
+                    assert_eq!(
+                        kinds,
+                        [EventType::SettlementCreated, EventType::SettlementFailed]
+                    );
+                }
+                (false, None) => panic!("a settlement not held completes at once"),
+            }
+            let split =
+                events::money::platform_fee(x.gross_amount, x.fee_percentage, x.currency).unwrap();
+            assert_eq!(
+                (split.fee, split.net),
+                (x.platform_fee_amount, x.net_amount)
+            );
+            assert_eq!(x.overpaid_crypto.is_zero(), i.kind != crate::Kind::Overpaid);
+        }
+        assert!(expected.iter().any(|x| !x.overpaid_crypto.is_zero()));
+
+        let owed = flows.owed_back();
+        for status in ["expired", "cancelled", "partially_paid"] {
+            assert!(owed.iter().any(|o| o.status == status), "{status}");
+        }
+        for o in &owed {
+            let t = &flows.truth.invoices[&o.invoice_id];
+            assert_eq!(t.status, o.status);
+            assert_eq!(t.amount_paid, dec(o.amount));
+            assert!(!expected.iter().any(|x| x.invoice_id == o.invoice_id));
+        }
+        // Generated mode: the generator settles; nothing is expected of the service.
+        assert!(
+            crate::generate(&Scenario::new(7, 25, 400))
+                .expected_settlements()
+                .is_empty()
+        );
+    }
+
+    #[test]
+    fn the_expected_settlement_events_complete_the_by_service_history() {
+        let flows = crate::generate(&Scenario::new(8, 25, 400).settled_by_service());
+        let all = flows.events_with_expected_settlements();
+        let settlement_events = all.len() - flows.events.len();
+        assert_eq!(
+            settlement_events,
+            flows
+                .expected_settlements()
+                .iter()
+                .map(|x| x.events.len())
+                .sum::<usize>()
+        );
+        let mut last: BTreeMap<String, DateTime<Utc>> = BTreeMap::new();
+        for e in &all {
+            assert_eq!(&events::decode(&events::encode(e).unwrap()).unwrap(), e);
+            if let Some(previous) = last.insert(e.partition_key(), e.timestamp()) {
+                assert!(previous <= e.timestamp());
+            }
+        }
+        let ids: std::collections::HashSet<_> = all.iter().map(|e| e.event_id()).collect();
+        assert_eq!(ids.len(), all.len());
+        let about_invoices = all.iter().filter(|e| e.invoice_id().is_some()).count() as i64;
+        assert_eq!(
+            flows
+                .truth
+                .invoices
+                .values()
+                .map(|i| i.history)
+                .sum::<i64>(),
+            about_invoices
+        );
+        // Deterministic ids: the same again.
+        assert_eq!(flows.events_with_expected_settlements(), all);
+        let generated = crate::generate(&Scenario::new(8, 25, 400));
+        assert_eq!(
+            generated.events_with_expected_settlements(),
+            generated.events
         );
     }
 }

@@ -18,6 +18,11 @@ const PARTITIONS: u32 = 12;
 
 /// The records of both topics as one lane per (topic, partition) would see them, in order.
 fn lanes(flows: &Flows) -> Vec<(Shard, Vec<Input>)> {
+    lanes_of(flows, &flows.events)
+}
+
+/// [`lanes`] with `events` as the domain events.
+fn lanes_of(flows: &Flows, events: &[events::Envelope]) -> Vec<(Shard, Vec<Input>)> {
     let partition = |key: &str| (key.bytes().map(u32::from).sum::<u32>() % PARTITIONS) as i32;
     let mut lanes: Vec<(Shard, Vec<Input>)> = Vec::new();
     let mut push = |topic: &str, key: &str, input: Input| {
@@ -30,7 +35,7 @@ fn lanes(flows: &Flows) -> Vec<(Shard, Vec<Input>)> {
             None => lanes.push((shard, vec![input])),
         }
     };
-    for event in &flows.events {
+    for event in events {
         push(
             "domain-events",
             &event.partition_key(),
@@ -118,6 +123,21 @@ async fn batches_of_any_size_aggregate_exactly_the_truth_and_a_second_pass_chang
         assert_eq!(snapshot(&db.pool).await, before, "chunk {chunk}");
         assert_eq!(processed(&db.pool).await as usize, total);
     }
+}
+
+/// A `ByService` scenario with the settlement events the settlement service must write: fees and net settled
+/// per day by the `SettlementCompleted`s (at T, or at the reinstatement for a held one) equal that mode's truth;
+/// the held ones' `SettlementFailed` and the reinstatements change nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn by_service_flows_with_the_expected_settlements_aggregate_their_truth() {
+    let flows = flows::generate(&Scenario::new(716, 25, 400).settled_by_service());
+    let events = flows.events_with_expected_settlements();
+    assert!(events.len() > flows.events.len());
+    let db = testkit::fresh_database().await;
+    apply_all(&db.pool, &lanes_of(&flows, &events), 50).await;
+    let actual = check::analytics(&db.pool).await.unwrap();
+    let differences = check::analytics_diff(&flows.truth, &actual);
+    assert!(differences.is_empty(), "{}", differences.join("\n"));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

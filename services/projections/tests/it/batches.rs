@@ -172,6 +172,44 @@ async fn stale_and_repeated_facts_under_new_ids_fold_like_the_per_event_sql() {
     }
 }
 
+/// A `ByService` scenario with the settlement events the settlement service must write (held for suspended
+/// merchants, released on reinstatement, still held at the horizon): the read models equal that mode's truth —
+/// settlements, balances, histories, reinstated merchants — and the per-event SQL.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn by_service_flows_with_the_expected_settlements_equal_their_truth() {
+    let flows = flows::generate(&Scenario::new(616, 25, 400).settled_by_service());
+    let events = flows.events_with_expected_settlements();
+    assert!(
+        flows
+            .expected_settlements()
+            .iter()
+            .any(|x| x.held && x.status == "completed")
+    );
+    let reference = testkit::fresh_database().await;
+    for event in &events {
+        let mut tx = reference.pool.begin().await.unwrap();
+        oracle::apply(&mut tx, event).await.unwrap();
+        tx.commit().await.unwrap();
+    }
+    assert_truth(&reference.pool, &flows.truth, "per-event SQL, ByService").await;
+    let expected = snapshot(&reference.pool).await;
+    for size in [7, 500] {
+        let db = testkit::fresh_database().await;
+        apply_in_chunks(&db.pool, &events, size).await;
+        assert_truth(
+            &db.pool,
+            &flows.truth,
+            &format!("ByService, batches of {size}"),
+        )
+        .await;
+        assert_same_rows(
+            &snapshot(&db.pool).await,
+            &expected,
+            &format!("ByService batches of {size} differ from the per-event SQL"),
+        );
+    }
+}
+
 /// A merchant suspended, reinstated, suspended again and reinstated again, with stale restatements of each
 /// fact in between: the fold and the per-event SQL agree on every column, in batches of any size.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
