@@ -320,3 +320,21 @@ pub fn analytics_diff(expected: &Truth, actual: &Truth) -> Vec<String> {
     ));
     out
 }
+
+/// Waits until the projections' read models equal `truth`; on timeout panics listing the differences.
+pub async fn wait_for_projections(pool: &PgPool, truth: &Truth, timeout: std::time::Duration) {
+    let started = std::time::Instant::now();
+    loop {
+        let actual = projections(pool).await.expect("read the read models");
+        let differences = projections_diff(truth, &actual);
+        if differences.is_empty() {
+            return;
+        }
+        assert!(
+            started.elapsed() < timeout,
+            "the read models did not reach the truth within {timeout:?}:\n{}",
+            differences.join("\n")
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+    }
+}

@@ -341,6 +341,32 @@ pub async fn committed_offsets(group: &str, topic: &str) -> Vec<i64> {
     .expect("committed offsets task")
 }
 
+/// Waits until the positions `group` stored in the database (exactly-once mode b, table `consumer_offsets`)
+/// reach the end of every partition of each of `topics`.
+pub async fn wait_stored(pool: &PgPool, group: &str, topics: &[&str], timeout: Duration) {
+    for topic in topics {
+        let ends = end_offsets(topic).await;
+        let what = format!("group {group} to store positions of {topic} up to {ends:?}");
+        eventually(timeout, &what, || {
+            let ends = ends.clone();
+            async move {
+                let stored: Vec<(i32, i64)> = sqlx::query_as(
+                    "SELECT partition, next_offset FROM consumer_offsets WHERE consumer_group = $1 AND topic = $2",
+                )
+                .bind(group)
+                .bind(*topic)
+                .fetch_all(pool)
+                .await
+                .expect("read consumer_offsets");
+                ends.iter().enumerate().all(|(p, end)| {
+                    *end == 0 || stored.iter().any(|(q, next)| *q == p as i32 && next >= end)
+                })
+            }
+        })
+        .await;
+    }
+}
+
 /// Waits until `group` has committed the end of every partition of `topic`.
 pub async fn wait_consumed(group: &str, topic: &str, timeout: Duration) {
     let ends = end_offsets(topic).await;

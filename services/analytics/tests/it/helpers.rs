@@ -38,31 +38,8 @@ pub async fn wait_for_truth(pool: &PgPool, truth: &Truth, timeout: Duration) {
 
 /// Waits until the offsets `group` stored in the database (mode b) reach the end of both topics.
 pub async fn wait_consumed(bus: &Bus, group: &str) {
-    for topic in [&bus.domain_topic, &bus.analytics_topic] {
-        let ends = end_offsets(topic).await;
-        let started = std::time::Instant::now();
-        loop {
-            let stored: Vec<(i32, i64)> = sqlx::query_as(
-                "SELECT partition, next_offset FROM consumer_offsets WHERE consumer_group = $1 AND topic = $2",
-            )
-            .bind(group)
-            .bind(topic)
-            .fetch_all(bus.pool())
-            .await
-            .unwrap();
-            let done = ends.iter().enumerate().all(|(p, end)| {
-                *end == 0 || stored.iter().any(|(q, next)| *q == p as i32 && next >= end)
-            });
-            if done {
-                break;
-            }
-            assert!(
-                started.elapsed() < Duration::from_secs(60),
-                "{group} stored {stored:?} for {topic}, end offsets {ends:?}"
-            );
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
-    }
+    let topics = [bus.domain_topic.as_str(), bus.analytics_topic.as_str()];
+    flows::harness::wait_stored(bus.pool(), group, &topics, Duration::from_secs(60)).await;
 }
 
 /// Every aggregate row as text, sorted: equal snapshots mean nothing was counted again.

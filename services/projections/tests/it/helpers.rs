@@ -16,22 +16,7 @@ pub async fn start(bus: &Bus) -> InProcess {
 
 /// Waits until the read models equal `truth`; on timeout fails listing the differences.
 pub async fn wait_for_truth(pool: &PgPool, truth: &Truth, timeout: Duration) {
-    let started = std::time::Instant::now();
-    loop {
-        let actual = check::projections(pool)
-            .await
-            .expect("read the read models");
-        let differences = check::projections_diff(truth, &actual);
-        if differences.is_empty() {
-            return;
-        }
-        assert!(
-            started.elapsed() < timeout,
-            "the read models did not reach the truth within {timeout:?}:\n{}",
-            differences.join("\n")
-        );
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
+    check::wait_for_projections(pool, truth, timeout).await;
 }
 
 /// Every row of every read-model table as text, sorted (`applied_at`, bookkeeping, left out): equal snapshots
