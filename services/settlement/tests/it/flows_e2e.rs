@@ -23,7 +23,7 @@ async fn counts(pool: &sqlx::PgPool) -> (i64, i64, i64) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn settles_what_the_truth_says_once_and_a_replay_changes_nothing() {
-    let flows = flows::generate(&Scenario::new(1101, 25, 400).settled_by_service());
+    let flows = flows::generate(&Scenario::new(1101, 60, 3000).settled_by_service());
     let expected = flows.expected_settlements();
     let bus = Bus::new().await;
     let publisher = bus.start_publisher().await;
@@ -45,6 +45,13 @@ async fn settles_what_the_truth_says_once_and_a_replay_changes_nothing() {
     );
     check_events(&on_topic, &flows);
 
+    let currencies: std::collections::BTreeSet<&str> =
+        expected.iter().map(|s| s.currency.code()).collect();
+    assert_eq!(
+        currencies.len(),
+        4,
+        "USD, EUR, GBP and JPY (no minor unit) settle: {currencies:?}"
+    );
     let held = expected.iter().filter(|s| s.held).count();
     let completed = expected.iter().filter(|s| s.status == "completed").count();
     assert!(
