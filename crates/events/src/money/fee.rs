@@ -104,6 +104,20 @@ mod tests {
             split("16.49", "1", Currency::Crypto(CryptoAsset::Usdt)),
             ("0.1649".into(), "16.3251".into())
         );
+        // A BTC amount: the fee is exact at the satoshi, half to even below it.
+        let btc = Currency::Crypto(CryptoAsset::Btc);
+        assert_eq!(
+            split("0.00042", "1", btc),
+            ("0.0000042".into(), "0.0004158".into())
+        );
+        assert_eq!(
+            split("0.0000015", "1", btc),
+            ("0.00000002".into(), "0.00000148".into())
+        );
+        assert_eq!(
+            split("0.0000025", "1", btc),
+            ("0.00000002".into(), "0.00000248".into())
+        );
     }
 
     #[test]
