@@ -61,6 +61,8 @@ pub struct Fold {
     /// Events to append to the outbox, in order.
     pub emitted: Vec<Envelope>,
     pub ledger: Vec<LedgerLine>,
+    /// Completed settlements that a suspension applied in this batch covers (it arrived after them).
+    pub paid_while_suspended: Vec<Uuid>,
     metadata: Metadata,
 }
 
@@ -79,6 +81,7 @@ impl Fold {
             dirty: Dirty::default(),
             emitted: Vec::new(),
             ledger: Vec::new(),
+            paid_while_suspended: Vec::new(),
             metadata: Metadata {
                 source: Some("settlement-processing".into()),
                 ..Metadata::system("settlement-processor").expect("a valid system actor")
@@ -206,6 +209,19 @@ impl Fold {
                         suspended_at: key.1,
                         reinstated_at: None,
                     });
+                    // Settlements this suspension covers but that completed before it was known here: the money
+                    // left; operations must look (decision 0027).
+                    self.paid_while_suspended.extend(
+                        self.rows
+                            .settlements
+                            .values()
+                            .filter(|s| {
+                                s.merchant_id == key.0
+                                    && s.status == Status::Completed
+                                    && s.created_at >= key.1
+                            })
+                            .map(|s| s.settlement_id),
+                    );
                     self.dirty.suspensions.insert(key);
                 }
             }
@@ -975,6 +991,27 @@ mod tests {
             kinds(&stage_two(vec![suspended(60)])),
             [EventType::SettlementCompleted]
         );
+    }
+
+    #[test]
+    fn a_suspension_that_arrives_after_a_payout_it_covers_is_reported_not_undone() {
+        let paid = stage_two(vec![]);
+        assert_eq!(kinds(&paid), [EventType::SettlementCompleted]);
+        let mut late = Fold::new(paid.rows.clone());
+        late.apply(&suspended(5)).unwrap();
+        assert_eq!(
+            late.paid_while_suspended,
+            paid.rows.settlements.keys().copied().collect::<Vec<_>>()
+        );
+        assert!(
+            late.emitted.is_empty() && late.ledger.is_empty(),
+            "nothing is reversed"
+        );
+        // Again (a replay): known already, not reported twice; one after the payout covers nothing.
+        let mut again = Fold::new(late.rows.clone());
+        again.apply(&suspended(5)).unwrap();
+        again.apply(&suspended(60)).unwrap();
+        assert!(again.paid_while_suspended.is_empty());
     }
 
     #[test]

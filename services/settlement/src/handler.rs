@@ -8,16 +8,17 @@
 //! its index (backoff from the group's 500 ms, never dead-lettered; the rest of the batch goes on); a database
 //! failure is classified by the runtime (lost connection: circuit breaker).
 
-use prometheus::{IntCounterVec, Opts, Registry};
+use prometheus::{IntCounter, IntCounterVec, Opts, Registry};
 use runtime::{BatchError, BatchHandler, HandlerCtx, HandlerError, Record};
 
 use crate::fold::{Fold, FoldError};
 use crate::store::{self, StoreError, Wanted};
 
-/// Settlements created, completed and held.
+/// Settlements created, completed and held; payouts a late suspension covered.
 #[derive(Clone)]
 pub struct SettlementMetrics {
     settlements: IntCounterVec,
+    paid_while_suspended: IntCounter,
 }
 
 impl SettlementMetrics {
@@ -34,7 +35,16 @@ impl SettlementMetrics {
         for outcome in ["created", "completed", "held"] {
             settlements.with_label_values(&[outcome]);
         }
-        Ok(SettlementMetrics { settlements })
+        let paid_while_suspended = IntCounter::new(
+            "settlement_paid_while_suspended_total",
+            "Completed settlements that a merchant suspension covers but that were paid out before the suspension \
+             reached the merchant's partition (a back-dated suspension): not reversed; alert on any increase.",
+        )?;
+        registry.register(Box::new(paid_while_suspended.clone()))?;
+        Ok(SettlementMetrics {
+            settlements,
+            paid_while_suspended,
+        })
     }
 }
 
@@ -94,6 +104,13 @@ impl BatchHandler for Settler {
         store::write(db, &fold)
             .await
             .map_err(|e| BatchError::unknown(HandlerError::from(e)))?;
+        for settlement_id in &fold.paid_while_suspended {
+            tracing::error!(
+                %settlement_id,
+                "a merchant suspension covers this settlement, which was already paid out when the suspension \
+                 arrived on the merchant's partition: not reversed, operations must look"
+            );
+        }
         let o = fold.outcomes();
         for (outcome, n) in [
             ("created", o.created),
@@ -107,6 +124,9 @@ impl BatchHandler for Settler {
                     .inc_by(n);
             }
         }
+        self.metrics
+            .paid_while_suspended
+            .inc_by(fold.paid_while_suspended.len() as u64);
         Ok(())
     }
 }

@@ -40,6 +40,9 @@ pub struct Wanted {
     pub settlements: BTreeSet<Uuid>,
     /// Merchants reinstated in the batch: their held settlements.
     pub reinstated: BTreeSet<Uuid>,
+    /// Merchants suspended in the batch, and since when: their settlements completed since then (a suspension
+    /// that arrives after what it should have held).
+    pub suspended: BTreeSet<(Uuid, DateTime<Utc>)>,
 }
 
 impl Wanted {
@@ -48,10 +51,12 @@ impl Wanted {
         for event in events {
             let aggregate = event.aggregate_id().as_uuid();
             match event.data() {
-                EventData::MerchantCreated(_)
-                | EventData::MerchantSuspended(_)
-                | EventData::SettingsUpdated(_) => {
+                EventData::MerchantCreated(_) | EventData::SettingsUpdated(_) => {
                     w.merchants.insert(aggregate);
+                }
+                EventData::MerchantSuspended(e) => {
+                    w.merchants.insert(aggregate);
+                    w.suspended.insert((aggregate, e.suspended_at));
                 }
                 EventData::MerchantReinstated(_) => {
                     w.merchants.insert(aggregate);
@@ -236,10 +241,15 @@ pub async fn load(conn: &mut PgConnection, wanted: &Wanted) -> Result<Rows, Stor
     }
     let found: Vec<SettlementRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
         "SELECT {SETTLEMENT_COLUMNS} FROM settlements WHERE settlement_id = ANY($1) \
-         UNION SELECT {SETTLEMENT_COLUMNS} FROM settlements WHERE merchant_id = ANY($2) AND status = 'held'"
+         UNION SELECT {SETTLEMENT_COLUMNS} FROM settlements WHERE merchant_id = ANY($2) AND status = 'held' \
+         UNION SELECT {SETTLEMENT_COLUMNS} FROM settlements s \
+             JOIN UNNEST($3::uuid[], $4::timestamptz[]) AS w(merchant, since) \
+             ON s.merchant_id = w.merchant AND s.status = 'completed' AND s.created_at >= w.since"
     )))
     .bind(ids(&settlements))
     .bind(ids(&wanted.reinstated))
+    .bind(wanted.suspended.iter().map(|s| s.0).collect::<Vec<_>>())
+    .bind(wanted.suspended.iter().map(|s| s.1).collect::<Vec<_>>())
     .fetch_all(&mut *conn)
     .await?;
     for r in found {

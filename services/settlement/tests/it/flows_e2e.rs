@@ -69,6 +69,11 @@ async fn settles_what_the_truth_says_once_and_a_replay_changes_nothing() {
             "settlement_settlements_total{{outcome={outcome}}}"
         );
     }
+    let late = service.counter("settlement_paid_while_suspended_total", None);
+    assert_eq!(
+        late, 0.0,
+        "suspensions committed in time order reach the merchant's lane in time"
+    );
     let metrics = service.check_ops_endpoints().await;
     assert!(
         metrics.contains("settlement_settlements_total"),
