@@ -48,3 +48,31 @@ impl ConsumerService for Settlement {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use runtime::service::ConsumerService;
+    use runtime::{GroupPolicy, Guarantee};
+
+    use super::Settlement;
+
+    #[test]
+    fn only_the_database_transaction_mode_is_accepted() {
+        let mut policy = GroupPolicy::spec(Settlement::GROUP).expect("a group of the spec");
+        assert_eq!(
+            policy.guarantee,
+            Guarantee::ExactlyOnceDb,
+            "the spec's settings table"
+        );
+        assert_eq!(
+            (policy.batch_size, policy.session_timeout.as_secs()),
+            (50, 45)
+        );
+        assert!(Settlement::check_policy(&policy).is_ok());
+        for other in [Guarantee::AtLeastOnce, Guarantee::ExactlyOnceKafka] {
+            policy.guarantee = other;
+            let err = Settlement::check_policy(&policy).unwrap_err();
+            assert!(err.contains("exactly_once_db"), "{err}");
+        }
+    }
+}
