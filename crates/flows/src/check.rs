@@ -1,15 +1,16 @@
-//! Reads what the services wrote — read models, balances, daily analytics — into the [`Truth`] shapes, with SQL
-//! of its own, and compares them with the truth, listing the first differences.
+//! Reads what the services wrote — read models, balances, daily analytics, the settlement service's settlements,
+//! ledger and events — into the [`Truth`] shapes (or comparable lines), with SQL of its own, and compares them
+//! with the truth, listing the differences.
 //!
 //! The SQL here reads the tables as any reader of the read models would (their columns are the contract of
-//! decisions 0009 and 0011); it shares no code with the services.
+//! decisions 0009, 0011 and 0027); it shares no code with the services.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Debug;
 
-use chrono::NaiveDate;
+use chrono::{DateTime, NaiveDate, Utc};
 use events::money::Decimal;
-use events::{InvoiceId, MerchantId, PaymentId, SettlementId};
+use events::{Envelope, EventData, EventType, InvoiceId, MerchantId, PaymentId, SettlementId};
 use sqlx::PgPool;
 use uuid::Uuid;
 
@@ -337,4 +338,337 @@ pub async fn wait_for_projections(pool: &PgPool, truth: &Truth, timeout: std::ti
         );
         tokio::time::sleep(std::time::Duration::from_millis(250)).await;
     }
+}
+
+/// A settlement as one line of text, comparable between the truth and the `settlements` table.
+fn settlement_line(
+    invoice: Uuid,
+    merchant: Uuid,
+    amounts: [Decimal; 4],
+    status: &str,
+    times: [Option<DateTime<Utc>>; 3],
+) -> String {
+    let [gross, fee, net, rate] = amounts.map(|d| d.normalize().to_string());
+    let [created, held, settled] = times.map(|t| t.map_or("-".into(), |t| t.to_rfc3339()));
+    format!(
+        "invoice {invoice} merchant {merchant} gross {gross} fee {fee} net {net} rate {rate} {status} \
+         created {created} held {held} settled {settled}"
+    )
+}
+
+/// What the settlement service's `settlements` table must hold, by settlement id, for `expected`
+/// ([`crate::Flows::expected_settlements`]): one line per settlement (amounts, status, times).
+pub fn expected_settlement_rows(expected: &[ExpectedSettlement]) -> BTreeMap<Uuid, String> {
+    expected
+        .iter()
+        .map(|s| {
+            let status = match s.status {
+                "completed" => "completed",
+                "retrying" => "held",
+                other => panic!("unknown expected status {other}"),
+            };
+            let row = settlement_line(
+                s.invoice_id.as_uuid(),
+                s.merchant_id.as_uuid(),
+                [
+                    s.gross_amount.as_decimal(),
+                    s.platform_fee_amount.as_decimal(),
+                    s.net_amount.as_decimal(),
+                    s.fee_percentage.as_decimal(),
+                ],
+                status,
+                [Some(s.due_at), s.held.then_some(s.due_at), s.settled_at],
+            );
+            (s.settlement_id.as_uuid(), row)
+        })
+        .collect()
+}
+
+type SettlementTableRow = (
+    Uuid,
+    Uuid,
+    Uuid,
+    Decimal,
+    Decimal,
+    Decimal,
+    Decimal,
+    String,
+    DateTime<Utc>,
+    Option<DateTime<Utc>>,
+    Option<DateTime<Utc>>,
+);
+
+/// What the `settlements` table holds, by settlement id, as [`expected_settlement_rows`] writes it.
+pub async fn settlement_rows(pool: &PgPool) -> anyhow::Result<BTreeMap<Uuid, String>> {
+    let rows: Vec<SettlementTableRow> = sqlx::query_as(
+        "SELECT settlement_id, invoice_id, merchant_id, gross_amount, platform_fee_amount, net_amount, \
+                fee_percentage, status, created_at, held_at, settled_at FROM settlements",
+    )
+    .fetch_all(pool)
+    .await?;
+    Ok(rows
+        .into_iter()
+        .map(|r| {
+            (
+                r.0,
+                settlement_line(r.1, r.2, [r.3, r.4, r.5, r.6], &r.7, [Some(r.8), r.9, r.10]),
+            )
+        })
+        .collect())
+}
+
+/// Every difference between the expected and the actual settlement rows: missing, different, unexpected.
+pub fn settlement_rows_diff(
+    expected: &BTreeMap<Uuid, String>,
+    actual: &BTreeMap<Uuid, String>,
+) -> Vec<String> {
+    let mut out = Vec::new();
+    for (id, want) in expected {
+        match actual.get(id) {
+            None => out.push(format!("missing settlement {id}: {want}")),
+            Some(got) if got != want => {
+                out.push(format!("settlement {id}\n  want {want}\n  got  {got}"))
+            }
+            _ => {}
+        }
+    }
+    for (id, got) in actual {
+        if !expected.contains_key(id) {
+            out.push(format!("unexpected settlement {id}: {got}"));
+        }
+    }
+    out
+}
+
+/// The settlement service's ledger against the truth, every difference: a currency that does not balance; per
+/// account, merchant and currency, what is owed (created and held settlements), what was paid out, the platform's
+/// fees, and what is owed back to customers per asset (over-payments of `expected`, and `owed_back`: crypto of
+/// invoices that expired or were cancelled unpaid).
+pub async fn ledger_diff(
+    pool: &PgPool,
+    expected: &[ExpectedSettlement],
+    owed_back: &[OwedBack],
+) -> anyhow::Result<Vec<String>> {
+    let mut out = Vec::new();
+    let unbalanced: Vec<(String, Decimal)> = sqlx::query_as(
+        "SELECT currency, sum(amount) FROM ledger_entries GROUP BY currency HAVING sum(amount) <> 0",
+    )
+    .fetch_all(pool)
+    .await?;
+    for (currency, sum) in unbalanced {
+        out.push(format!(
+            "ledger: currency {currency} does not balance: {sum}"
+        ));
+    }
+
+    type Key = (String, Option<Uuid>, String);
+    let mut want: BTreeMap<Key, Decimal> = BTreeMap::new();
+    let mut add = |account: &str, merchant: Option<Uuid>, currency: &str, amount: Decimal| {
+        if !amount.is_zero() {
+            *want
+                .entry((account.to_string(), merchant, currency.to_string()))
+                .or_default() += amount;
+        }
+    };
+    for s in expected {
+        let (merchant, currency) = (Some(s.merchant_id.as_uuid()), s.currency.code());
+        let account = if s.status == "completed" {
+            "merchant_paid_out"
+        } else {
+            "merchant_payable"
+        };
+        add(account, merchant, currency, s.net_amount.as_decimal());
+        add(
+            "platform_fees",
+            None,
+            currency,
+            s.platform_fee_amount.as_decimal(),
+        );
+        add(
+            "customer_refunds",
+            None,
+            s.crypto_currency.code(),
+            s.overpaid_crypto.as_decimal(),
+        );
+    }
+    for o in owed_back {
+        if o.status != "partially_paid" {
+            add(
+                "customer_refunds",
+                None,
+                o.crypto_currency.code(),
+                o.amount.as_decimal(),
+            );
+        }
+    }
+    let rows: Vec<(String, Option<Uuid>, String, Decimal)> = sqlx::query_as(
+        "SELECT account, merchant_id, currency, balance FROM ledger_balances \
+         WHERE account <> 'customer_receipts' AND balance <> 0",
+    )
+    .fetch_all(pool)
+    .await?;
+    let got: BTreeMap<Key, Decimal> = rows
+        .into_iter()
+        .map(|(a, m, c, b)| ((a, m, c), n(b)))
+        .collect();
+    let want: BTreeMap<Key, Decimal> = want.into_iter().map(|(k, v)| (k, n(v))).collect();
+    out.extend(diff("ledger balance", &want, &got, usize::MAX));
+    Ok(out)
+}
+
+/// Whether `event` is one of the settlement service's (`SettlementCreated`, `SettlementFailed`,
+/// `SettlementCompleted`).
+pub fn is_settlement_event(event: &Envelope) -> bool {
+    matches!(
+        event.event_type(),
+        EventType::SettlementCreated | EventType::SettlementFailed | EventType::SettlementCompleted
+    )
+}
+
+/// The settlement events read from the topic (duplicates included), de-duplicated by event id, against
+/// `expected`, every difference: per invoice the same types at the same times in the same order, the truth's
+/// settlement id and net amount, keyed by the merchant; one event id per (invoice, type); none for an invoice that
+/// must not settle; the invoice's correlation id; caused by the generated event that completed the conditions
+/// (`SettlementCreated`: the invoice's `InvoicePaid` or `PaymentConfirmed` at the same time), by the
+/// settlement's own `SettlementCreated`, or by the merchant's `MerchantReinstated` that released it.
+pub fn settlement_events_diff(
+    events: &[Envelope],
+    flows: &crate::Flows,
+    expected: &[ExpectedSettlement],
+) -> Vec<String> {
+    let mut out = Vec::new();
+    out.extend(settlement_causes_diff(events, flows));
+    let mut seen = BTreeSet::new();
+    let mut by_invoice: BTreeMap<Uuid, Vec<(EventType, DateTime<Utc>)>> = BTreeMap::new();
+    let mut ids: BTreeMap<(Uuid, EventType), Uuid> = BTreeMap::new();
+    let expected: BTreeMap<Uuid, &ExpectedSettlement> = expected
+        .iter()
+        .map(|s| (s.invoice_id.as_uuid(), s))
+        .collect();
+    for event in events.iter().filter(|e| is_settlement_event(e)) {
+        if !seen.insert(event.event_id()) {
+            continue;
+        }
+        let (id, kind) = (event.event_id(), event.event_type());
+        let Some(invoice) = event.invoice_id().map(|i| i.as_uuid()) else {
+            out.push(format!("{kind} {id} names no invoice"));
+            continue;
+        };
+        if let Some(previous) = ids.insert((invoice, kind), id.as_uuid()) {
+            out.push(format!(
+                "two {kind} events with different ids for invoice {invoice}: {previous} and {id}"
+            ));
+        }
+        let Some(want) = expected.get(&invoice) else {
+            out.push(format!(
+                "{kind} {id} for invoice {invoice}, which must not settle"
+            ));
+            continue;
+        };
+        if event.aggregate_id().as_uuid() != want.settlement_id.as_uuid() {
+            out.push(format!(
+                "{kind} {id} of invoice {invoice}: settlement {}, expected {}",
+                event.aggregate_id(),
+                want.settlement_id
+            ));
+        }
+        if event.partition_key() != want.merchant_id.to_string() {
+            out.push(format!(
+                "{kind} {id} of invoice {invoice}: keyed by {}, not by its merchant {}",
+                event.partition_key(),
+                want.merchant_id
+            ));
+        }
+        let net = match event.data() {
+            EventData::SettlementCreated(e) => e.net_amount,
+            EventData::SettlementFailed(e) => e.net_amount,
+            EventData::SettlementCompleted(e) => e.net_amount,
+            _ => unreachable!("a settlement event"),
+        };
+        if net != want.net_amount {
+            out.push(format!(
+                "{kind} {id} of invoice {invoice}: net {net}, expected {}",
+                want.net_amount
+            ));
+        }
+        by_invoice
+            .entry(invoice)
+            .or_default()
+            .push((kind, event.timestamp()));
+    }
+    for (invoice, want) in &expected {
+        let got = by_invoice.remove(invoice).unwrap_or_default();
+        if got != want.events {
+            out.push(format!(
+                "the settlement events of invoice {invoice}: expected {:?}, got {got:?}",
+                want.events
+            ));
+        }
+    }
+    out
+}
+
+/// The correlation and causation ids of the settlement events against the generated events (see
+/// [`settlement_events_diff`]).
+fn settlement_causes_diff(events: &[Envelope], flows: &crate::Flows) -> Vec<String> {
+    let mut correlation = BTreeMap::new();
+    let mut causes: BTreeMap<Uuid, Vec<(Uuid, DateTime<Utc>)>> = BTreeMap::new();
+    let mut reinstatements = BTreeSet::new();
+    for e in &flows.events {
+        match e.data() {
+            EventData::InvoiceCreated(_) => {
+                correlation.insert(e.aggregate_id().as_uuid(), e.correlation_id());
+            }
+            EventData::InvoicePaid(_) | EventData::PaymentConfirmed(_) => {
+                if let Some(invoice) = e.invoice_id() {
+                    causes
+                        .entry(invoice.as_uuid())
+                        .or_default()
+                        .push((e.event_id().as_uuid(), e.timestamp()));
+                }
+            }
+            EventData::MerchantReinstated(_) => {
+                reinstatements.insert(e.event_id().as_uuid());
+            }
+            _ => {}
+        }
+    }
+    let created: BTreeMap<Uuid, Uuid> = events
+        .iter()
+        .filter(|e| e.event_type() == EventType::SettlementCreated)
+        .map(|e| (e.aggregate_id().as_uuid(), e.event_id().as_uuid()))
+        .collect();
+    let mut out = Vec::new();
+    for event in events.iter().filter(|e| is_settlement_event(e)) {
+        let (id, kind) = (event.event_id(), event.event_type());
+        let Some(invoice) = event.invoice_id().map(|i| i.as_uuid()) else {
+            continue; // reported by the caller
+        };
+        if event.correlation_id().is_none()
+            || correlation.get(&invoice) != Some(&event.correlation_id())
+        {
+            out.push(format!(
+                "{kind} {id} of invoice {invoice}: correlation {:?}, not the invoice's {:?}",
+                event.correlation_id(),
+                correlation.get(&invoice)
+            ));
+        }
+        let cause = event.causation_id().map(|c| c.as_uuid());
+        let ok = cause.is_some_and(|cause| match kind {
+            EventType::SettlementCreated => causes.get(&invoice).is_some_and(|c| {
+                c.iter()
+                    .any(|(id, at)| *id == cause && *at == event.timestamp())
+            }),
+            _ => {
+                created.get(&event.aggregate_id().as_uuid()) == Some(&cause)
+                    || reinstatements.contains(&cause)
+            }
+        });
+        if !ok {
+            out.push(format!(
+                "{kind} {id} of invoice {invoice}: caused by {cause:?}, not by the event that completed it"
+            ));
+        }
+    }
+    out
 }

@@ -1,6 +1,6 @@
 //! The consumer services under test, written once for every service: configuration on a private [`Bus`], the
 //! service in this process ([`InProcess`]), the service as processes SIGKILLed while events flow
-//! ([`KillRun`]), and reading its metrics.
+//! ([`KillRun`]), reading its metrics, and what a group refused ([`refusals`]: dead letters, business failures).
 //!
 //! Guarantees: each run has its own consumer group ([`testkit::unique_name`]); options keep tests quick (commits
 //! every 200 ms, short breaker probes and drains); every wait panics naming what it waited for.
@@ -177,6 +177,32 @@ pub async fn expect_business_dead_letter(
         Some(event.event_id().as_uuid())
     );
     letter
+}
+
+/// What `group` refused on `bus`: records dead-lettered to the domain topic's DLQ (by any group), and records of
+/// `group` failing as business errors (waiting for their retries). Empty when nothing was refused; a guard that
+/// turned a duplicate away by failing would show here.
+pub async fn refusals(bus: &Bus, group: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let dlq = events::topics::dead_letter_topic(&bus.domain_topic);
+    let dead: i64 = crate::harness::end_offsets(&dlq).await.iter().sum();
+    if dead != 0 {
+        out.push(format!("{dead} records were dead-lettered to {dlq}"));
+    }
+    let failing: Vec<(i32, i64, String)> = sqlx::query_as(
+        "SELECT partition, \"offset\", last_class FROM consumer_retry_attempts \
+         WHERE consumer_group = $1 AND business_failures > 0",
+    )
+    .bind(group)
+    .fetch_all(bus.pool())
+    .await
+    .expect("read consumer_retry_attempts");
+    if !failing.is_empty() {
+        out.push(format!(
+            "records of {group} failing as business errors (partition, offset, class): {failing:?}"
+        ));
+    }
+    out
 }
 
 /// A counter's value summed over the label sets that have `label`.

@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use analytics::Analytics;
-use flows::harness::{Bus, end_offsets};
+use flows::harness::Bus;
 use flows::service::InProcess;
 use flows::{Truth, check};
 use sqlx::PgPool;
