@@ -434,7 +434,10 @@ impl Fold {
         }
     }
 
-    /// The merchant is reinstated at `at`: its open suspension ends, its held settlements complete.
+    /// The merchant is reinstated at `at`: its open suspension ends, and every held settlement no open
+    /// suspension covers completes — at the end of the (now closed) suspension that covers its time `T`, or at
+    /// `T` if none does: a settlement held because this reinstatement was not known yet when it was decided
+    /// (events of the merchant committed out of their time order) is released too, never left held for ever.
     fn reinstated(
         &mut self,
         merchant: Uuid,
@@ -456,15 +459,25 @@ impl Fold {
                 self.dirty.suspensions.insert(key);
             }
         }
-        let held: Vec<Uuid> = self
+        let suspensions = &self.rows.suspensions;
+        let released: Vec<(Uuid, DateTime<Utc>)> = self
             .rows
             .settlements
             .values()
-            .filter(|s| s.merchant_id == merchant && s.status == Status::Held && s.created_at < at)
-            .map(|s| s.settlement_id)
+            .filter(|s| s.merchant_id == merchant && s.status == Status::Held)
+            .filter_map(|s| {
+                let covering = suspensions
+                    .values()
+                    .filter(|x| x.merchant_id == merchant && x.covers(s.created_at));
+                let mut completed_at = s.created_at;
+                for x in covering {
+                    completed_at = completed_at.max(x.reinstated_at?); // an open one keeps it held
+                }
+                Some((s.settlement_id, completed_at))
+            })
             .collect();
-        for settlement in held {
-            self.complete(settlement, at, cause)?;
+        for (settlement, completed_at) in released {
+            self.complete(settlement, completed_at, cause)?;
         }
         Ok(())
     }
@@ -952,6 +965,33 @@ mod tests {
             .apply(&Envelope::from_parts(created).unwrap())
             .unwrap();
         assert!(again.emitted.is_empty());
+    }
+
+    #[test]
+    fn a_hold_the_reinstatement_would_have_prevented_is_released_when_it_arrives() {
+        // Suspended at 5 s; the reinstatement at 15 s is committed after the settlement of 20 s was decided:
+        // held then, it must complete at its own time once the reinstatement is known — not stay held for ever.
+        let mut fold = stage_two(vec![suspended(5)]);
+        assert_eq!(kinds(&fold), [EventType::SettlementFailed]);
+        fold.apply(&reinstated(15)).unwrap();
+        assert_eq!(
+            kinds(&fold),
+            [EventType::SettlementFailed, EventType::SettlementCompleted]
+        );
+        let settlement = fold.rows.settlements.values().next().unwrap().clone();
+        assert_eq!(settlement.status, Status::Completed);
+        let EventData::SettlementCompleted(c) = fold.emitted[1].data() else {
+            panic!()
+        };
+        assert_eq!(
+            c.settled_at, settlement.created_at,
+            "at T, after the reinstatement"
+        );
+        assert_balanced(&fold);
+        // A second suspension still covering the settlement keeps it held.
+        let mut fold = stage_two(vec![suspended(5), suspended(18)]);
+        fold.apply(&reinstated(15)).unwrap();
+        assert_eq!(kinds(&fold), [EventType::SettlementFailed]);
     }
 
     #[test]
