@@ -2,20 +2,28 @@
 //!
 //! 200 merchants and 10 000 invoices (≈ 62k domain events and ≈ 12k checkout views) are written to the outbox at
 //! a steady rate (four writers committing transactions of 20, like a few busy API instances) and published by
-//! the outbox publisher to a private 12-partition topic, while `projections`, `audit` and `analytics` run in this
-//! process, each as its own consumer group with the spec's policy. Reported:
+//! the outbox publisher to a private 12-partition topic, while `projections`, `audit`, `analytics` and
+//! `settlement` run in this process, each as its own consumer group with the spec's policy. With settlement in
+//! the run the generator leaves the settlement events to the service (`Scenario::settled_by_service`): the
+//! service's events go through the outbox and the topic like any other, and every group takes them in. Reported:
 //! - end-to-end latency **outbox commit → read model updated** (the commit time recorded by the writer against
 //!   `proj_applied_events.applied_at`, the clock time inside the projection's transaction), p50 / p99 / max;
+//! - settlement latency **commit of the event that completed an invoice's conditions (its `PaymentConfirmed` or
+//!   `InvoicePaid`) → the payout in the ledger** (`ledger_entries.recorded_at`) **→ `SettlementCompleted`
+//!   readable on the topic** (the publisher's record timestamp), p50 / p99 / max, for settlements completed
+//!   without a hold; and settlements completed per second over the run;
 //! - how long each group needed after the last commit to finish — watched for all groups at once, every 50 ms;
-//! - whether the read models, the audit log (count, chain) and the analytics equal the generator's truth.
+//! - whether the read models, the audit log (count, chain), the analytics and the settlements (rows, ledger,
+//!   events with their ids and causes) equal the generator's truth.
 //!
 //! Run with `make bench-e2e` (after `make up`). Environment: `E2E_INVOICES` (default 10000), `E2E_MERCHANTS`
 //! (200), `E2E_RATE` (2000 events/s; `E2E_RATES=500,1000,2000` runs several in a row, each on a fresh bus),
-//! `E2E_SERVICES` (`projections,audit,analytics`).
+//! `E2E_SERVICES` (`projections,audit,analytics,settlement`).
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
+use events::{Envelope, EventType};
 use flows::harness::{Bus, summary};
 use flows::{Flows, Scenario, check};
 use runtime::ConsumerOptions;
@@ -70,6 +78,8 @@ async fn progress(pool: &PgPool, service: &str, group: &str) -> i64 {
     let sql = match service {
         "projections" => "SELECT count(*) FROM proj_applied_events",
         "audit" => "SELECT count(*) FROM audit_log",
+        // Settlements in their final state (a held one stays held at the horizon).
+        "settlement" => "SELECT count(*) FROM settlements WHERE status <> 'created'",
         _ => "SELECT count(*) FROM processed_events WHERE consumer_group = $1",
     };
     sqlx::query_scalar(sql)
@@ -84,15 +94,25 @@ async fn main() {
     let invoices: usize = env("E2E_INVOICES", 10_000);
     let merchants: usize = env("E2E_MERCHANTS", 200);
     let rates: String = env("E2E_RATES", env("E2E_RATE", 2000u32).to_string());
-    let services: String = env("E2E_SERVICES", "projections,audit,analytics".to_string());
+    let services: String = env(
+        "E2E_SERVICES",
+        "projections,audit,analytics,settlement".to_string(),
+    );
     let generated = Instant::now();
-    let flows = flows::generate(&Scenario::new(0xe2e, merchants, invoices));
+    let scenario = Scenario::new(0xe2e, merchants, invoices);
+    let scenario = if services.contains("settlement") {
+        scenario.settled_by_service()
+    } else {
+        scenario
+    };
+    let flows = flows::generate(&scenario);
     println!(
-        "generated {} merchants, {} invoices: {} domain events, {} checkout views ({:.1}s)",
+        "generated {} merchants, {} invoices: {} domain events, {} checkout views, {} settlements ({:.1}s)",
         merchants,
         invoices,
         flows.events.len(),
         flows.analytics.len(),
+        flows.expected_settlements().len(),
         generated.elapsed().as_secs_f64()
     );
     let mut wrong = Vec::new();
@@ -116,13 +136,14 @@ async fn run(flows: &Flows, rate: u32, services: &str) -> Vec<&'static str> {
     let domain = vec![bus.domain_topic.clone()];
     let both = vec![bus.domain_topic.clone(), bus.analytics_topic.clone()];
     let mut started: Vec<(&'static str, String, Running)> = Vec::new();
-    for name in ["projections", "audit", "analytics"] {
+    for name in ["projections", "audit", "analytics", "settlement"] {
         if !services.contains(name) {
             continue;
         }
         let (group, running) = match name {
             "projections" => start::<projections::Projections>(&bus, &domain, &shutdown).await,
             "audit" => start::<audit::Audit>(&bus, &domain, &shutdown).await,
+            "settlement" => start::<settlement::Settlement>(&bus, &domain, &shutdown).await,
             _ => start::<analytics::Analytics>(&bus, &both, &shutdown).await,
         };
         started.push((name, group, running));
@@ -175,8 +196,15 @@ async fn run(flows: &Flows, rate: u32, services: &str) -> Vec<&'static str> {
         committed.len() as f64 / writing
     );
 
-    // Watch every group at once: the time each needed after the last commit to take in everything.
+    // Watch every group at once: the time each needed after the last commit to take in everything — the
+    // generated events and, with settlement in the run, the settlement events it adds.
     let pool = bus.pool().clone();
+    let expected = flows.expected_settlements();
+    let on_topic = if services.contains("settlement") {
+        flows.events_with_expected_settlements().len()
+    } else {
+        flows.events.len()
+    };
     let after_commit = Instant::now();
     let mut caught_up: HashMap<&str, f64> = HashMap::new();
     while caught_up.len() < started.len() && after_commit.elapsed() < Duration::from_secs(900) {
@@ -185,8 +213,9 @@ async fn run(flows: &Flows, rate: u32, services: &str) -> Vec<&'static str> {
                 continue;
             }
             let target = match *name {
-                "analytics" => flows.events.len() + flows.analytics.len(),
-                _ => flows.events.len(),
+                "analytics" => on_topic + flows.analytics.len(),
+                "settlement" => expected.len(),
+                _ => on_topic,
             };
             if progress(&pool, name, group).await as usize >= target {
                 caught_up.insert(name, after_commit.elapsed().as_secs_f64());
@@ -241,12 +270,8 @@ async fn run(flows: &Flows, rate: u32, services: &str) -> Vec<&'static str> {
             "LATENCY outbox commit → read model updated at {rate} events/s: {latency} ({n} events)"
         );
         // Where the time goes: the publisher stamps each record when it produces it (CreateTime).
-        let records = flows::harness::read_topic(
-            &bus.domain_topic,
-            flows.events.len(),
-            Duration::from_secs(120),
-        )
-        .await;
+        let records =
+            flows::harness::read_topic(&bus.domain_topic, on_topic, Duration::from_secs(120)).await;
         let produced: HashMap<uuid::Uuid, i64> = records
             .iter()
             .filter_map(|m| {
@@ -277,16 +302,15 @@ async fn run(flows: &Flows, rate: u32, services: &str) -> Vec<&'static str> {
                 .await
                 .expect("count");
         println!(
-            "audit: caught up {} after the last commit; {rows} rows ({distinct} distinct) of {} events; chain {}",
+            "audit: caught up {} after the last commit; {rows} rows ({distinct} distinct) of {on_topic} events; chain {}",
             caught("audit"),
-            flows.events.len(),
             if verification.intact() {
                 "intact".to_string()
             } else {
                 format!("BROKEN: {:?}", verification.first_break)
             }
         );
-        if !verification.intact() || rows as usize != flows.events.len() || distinct != rows {
+        if !verification.intact() || rows as usize != on_topic || distinct != rows {
             wrong.push("audit");
         }
     }
@@ -309,6 +333,14 @@ async fn run(flows: &Flows, rate: u32, services: &str) -> Vec<&'static str> {
             wrong.push("analytics");
         }
     }
+    let mut settlement_latency = String::new();
+    if services.contains("settlement") {
+        let (line, ok) = settlement(&bus, flows, &expected, &committed, caught("settlement")).await;
+        settlement_latency = line;
+        if !ok {
+            wrong.push("settlement");
+        }
+    }
     for (name, _, running) in &started {
         let (units, records) = unit_sizes(&running.registry);
         println!(
@@ -317,11 +349,13 @@ async fn run(flows: &Flows, rate: u32, services: &str) -> Vec<&'static str> {
         );
     }
     println!(
-        "RESULT rate={rate}/s achieved={:.0}/s latency: {latency}; caught up: projections {}, audit {}, analytics {}",
+        "RESULT rate={rate}/s achieved={:.0}/s latency: {latency}; settlement: {settlement_latency}; \
+         caught up: projections {}, audit {}, analytics {}, settlement {}",
         committed.len() as f64 / writing,
         caught("projections"),
         caught("audit"),
-        caught("analytics")
+        caught("analytics"),
+        caught("settlement")
     );
     shutdown.cancel();
     for (_, _, running) in started {
@@ -329,4 +363,121 @@ async fn run(flows: &Flows, rate: u32, services: &str) -> Vec<&'static str> {
     }
     publisher.stop().await;
     wrong
+}
+
+/// The settlement part of a run: its state against the truth (rows, ledger, events on the topic) and its
+/// latencies. Returns the summary line and whether the state equals the truth.
+async fn settlement(
+    bus: &Bus,
+    flows: &Flows,
+    expected: &[flows::ExpectedSettlement],
+    committed: &[(uuid::Uuid, chrono::DateTime<chrono::Utc>)],
+    caught: String,
+) -> (String, bool) {
+    let pool = bus.pool();
+    let rows = check::settlement_rows(pool).await.expect("settlements");
+    let mut differences =
+        check::settlement_rows_diff(&check::expected_settlement_rows(expected), &rows);
+    differences.extend(
+        check::ledger_diff(pool, expected, &flows.owed_back())
+            .await
+            .expect("ledger"),
+    );
+    let on_topic = flows.events_with_expected_settlements().len();
+    let records =
+        flows::harness::read_topic(&bus.domain_topic, on_topic, Duration::from_secs(120)).await;
+    let mut stamped: Vec<(Envelope, i64)> = Vec::new();
+    for m in &records {
+        use rdkafka::Message;
+        let (Some(payload), Some(at)) = (m.payload(), m.timestamp().to_millis()) else {
+            continue;
+        };
+        if let Ok(event) = events::codec::decode(payload)
+            && check::is_settlement_event(&event)
+        {
+            stamped.push((event, at));
+        }
+    }
+    let settlement_events: Vec<Envelope> = stamped.iter().map(|(e, _)| e.clone()).collect();
+    differences.extend(check::settlement_events_diff(
+        &settlement_events,
+        flows,
+        expected,
+    ));
+    let (held, completed) = (
+        expected.iter().filter(|s| s.held).count(),
+        expected.iter().filter(|s| s.status == "completed").count(),
+    );
+    println!(
+        "settlement: caught up {caught} after the last commit; {} settlements ({completed} completed, {held} held \
+         on the way), ledger and {} events on the topic {} the truth",
+        rows.len(),
+        settlement_events.len(),
+        if differences.is_empty() {
+            "EQUAL"
+        } else {
+            "DIFFER FROM"
+        }
+    );
+    for line in differences.iter().take(10) {
+        println!("  {line}");
+    }
+
+    // Latency, for settlements completed by the invoice's own lane and the merchant's without a hold: from the
+    // commit of the generated event that caused `SettlementCreated` to the payout journal and to the
+    // `SettlementCompleted` record.
+    let committed: HashMap<uuid::Uuid, chrono::DateTime<chrono::Utc>> =
+        committed.iter().copied().collect();
+    let mut cause_of_created = HashMap::new();
+    for (e, _) in &stamped {
+        if e.event_type() == EventType::SettlementCreated
+            && let Some(cause) = e.causation_id()
+        {
+            cause_of_created.insert(e.event_id().as_uuid(), cause.as_uuid());
+        }
+    }
+    let payouts: Vec<(uuid::Uuid, chrono::DateTime<chrono::Utc>)> = sqlx::query_as(
+        "SELECT settlement_id, max(recorded_at) FROM ledger_entries WHERE kind = 'payout' GROUP BY settlement_id",
+    )
+    .fetch_all(pool)
+    .await
+    .expect("payouts");
+    let payouts: HashMap<_, _> = payouts.into_iter().collect();
+    let (mut to_ledger, mut to_topic, mut completed_at) = (Vec::new(), Vec::new(), Vec::new());
+    let mut seen = std::collections::HashSet::new();
+    for (e, at) in &stamped {
+        if e.event_type() != EventType::SettlementCompleted || !seen.insert(e.event_id()) {
+            continue;
+        }
+        completed_at.push(*at);
+        let Some(start) = e
+            .causation_id()
+            .and_then(|created| cause_of_created.get(&created.as_uuid()))
+            .and_then(|cause| committed.get(cause))
+        else {
+            continue; // released by a reinstatement: its clock starts with the reinstatement
+        };
+        to_topic.push((*at - start.timestamp_millis()) as f64);
+        if let Some(paid) = payouts.get(&e.aggregate_id().as_uuid()) {
+            to_ledger.push((*paid - *start).num_microseconds().unwrap_or(0) as f64 / 1000.0);
+        }
+    }
+    let (l50, l99, lmax, ln) = summary(to_ledger);
+    let (t50, t99, tmax, tn) = summary(to_topic);
+    let span = match (completed_at.iter().min(), completed_at.iter().max()) {
+        (Some(first), Some(last)) if last > first => (last - first) as f64 / 1000.0,
+        _ => f64::NAN,
+    };
+    println!(
+        "LATENCY commit of PaymentConfirmed/InvoicePaid → payout in the ledger: p50 {l50:.1} ms, p99 {l99:.1} ms, \
+         max {lmax:.1} ms ({ln} settlements)"
+    );
+    let line = format!("p50 {t50:.1} ms, p99 {t99:.1} ms, max {tmax:.1} ms");
+    println!(
+        "LATENCY commit of PaymentConfirmed/InvoicePaid → SettlementCompleted on the topic: {line} ({tn} settlements); \
+         {:.0} settlements completed/s ({} over {span:.1} s)",
+        completed_at.len() as f64 / span,
+        completed_at.len()
+    );
+    (line, differences.is_empty())
 }
