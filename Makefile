@@ -48,7 +48,7 @@ bench-events: ## Event codec: decode+validate and encode of ~1 KiB envelopes (cr
 bench-runtime: up ## Consumer runtime: no-op handler records/s at-least-once vs exactly-once (a) and (b).
 	$(WITH_ENV) BENCH_RECORDS=$${BENCH_RECORDS:-1000000} $(CARGO) bench -p runtime --bench throughput
 
-bench-e2e: up ## The three consumer groups at 500, 1000, 2000 events/s (10k invoices each): commit → read model p50/p99, catch-up per group, checked against the truth.
+bench-e2e: up ## Projections, audit, analytics and settlement at 500, 1000, 2000 events/s (10k invoices each): commit → read model and payment → SettlementCompleted p50/p99, catch-up per group, checked against the truth.
 	$(WITH_ENV) E2E_RATES=$${E2E_RATES:-500,1000,2000} $(CARGO) bench -p flows --bench e2e
 
 bench-outbox: up ## Outbox figures: 1M-event drain, commit→ack p50/p99 at 2k/s, ratio to kafka-producer-perf-test.
