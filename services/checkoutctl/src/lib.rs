@@ -20,6 +20,8 @@ pub mod merchant_cmd;
 pub mod outbox_cmd;
 pub mod projections_cmd;
 pub mod topics_cmd;
+pub mod verify;
+pub mod verify_cmd;
 
 /// Exit codes shared by all commands.
 pub mod exit {

@@ -12,6 +12,7 @@ checkoutctl::subcommands! {
     Analytics(checkoutctl::analytics_cmd::AnalyticsArgs),
     Projections(checkoutctl::projections_cmd::ProjectionsArgs),
     Audit(checkoutctl::audit_cmd::AuditArgs),
+    Verify(checkoutctl::verify_cmd::VerifyArgs),
 }
 
 fn main() -> std::process::ExitCode {
