@@ -19,6 +19,7 @@ pub mod invoice_cmd;
 pub mod merchant_cmd;
 pub mod outbox_cmd;
 pub mod projections_cmd;
+pub mod settlement_cmd;
 pub mod topics_cmd;
 pub mod verify;
 pub mod verify_cmd;

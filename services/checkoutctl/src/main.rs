@@ -9,6 +9,7 @@ checkoutctl::subcommands! {
     Db(checkoutctl::db_cmd::DbArgs),
     Invoice(checkoutctl::invoice_cmd::InvoiceArgs),
     Merchant(checkoutctl::merchant_cmd::MerchantArgs),
+    Settlement(checkoutctl::settlement_cmd::SettlementArgs),
     Analytics(checkoutctl::analytics_cmd::AnalyticsArgs),
     Projections(checkoutctl::projections_cmd::ProjectionsArgs),
     Audit(checkoutctl::audit_cmd::AuditArgs),
