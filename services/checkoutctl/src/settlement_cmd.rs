@@ -170,7 +170,8 @@ pub struct SettlementView {
     pub read_model: Option<ReadModelRow>,
     /// Its journals and its invoice's, in posting order.
     pub ledger: Vec<LedgerLine>,
-    /// Its events in the read models, in time order.
+    /// Its events in the read models, in time order (at the same time, in lifecycle order: created, failed,
+    /// completed).
     pub events: Vec<EventRow>,
 }
 
@@ -240,7 +241,8 @@ pub async fn settlement(
     let events: Vec<EventRow> = sqlx::query_as(
         "SELECT 'evt_' || event_id AS event_id, event_type, occurred_at, actor, data \
          FROM proj_invoice_history WHERE invoice_id = $1 AND event_type LIKE 'Settlement%' \
-         ORDER BY occurred_at, event_id",
+         ORDER BY occurred_at, CASE event_type WHEN 'SettlementCreated' THEN 0 WHEN 'SettlementFailed' THEN 1 \
+                                               ELSE 2 END, event_id",
     )
     .bind(ids.invoice_id)
     .fetch_all(&mut *tx)

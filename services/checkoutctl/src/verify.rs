@@ -1086,8 +1086,8 @@ async fn check_ledger(conn: &mut PgConnection, ctx: &Ctx) -> Result<Outcome, Ver
          no such journal lacks its settlement",
         ctx.max,
     );
-    let currencies: Vec<(String, String, bool, i64)> = sqlx::query_as(
-        "SELECT currency, sum(amount)::text, sum(amount) = 0, count(*) FROM ledger_entries \
+    let currencies: Vec<(String, Decimal, bool, i64)> = sqlx::query_as(
+        "SELECT currency, sum(amount), sum(amount) = 0, count(*) FROM ledger_entries \
          GROUP BY currency ORDER BY currency",
     )
     .fetch_all(&mut *conn)
@@ -1105,7 +1105,7 @@ async fn check_ledger(conn: &mut PgConnection, ctx: &Ctx) -> Result<Outcome, Ver
                 format!("the ledger in {currency} ({lines} line(s))"),
                 "does not balance to zero",
                 "0",
-                sum.clone(),
+                sum.normalize().to_string(),
             )
             .currency(currency)
         })
