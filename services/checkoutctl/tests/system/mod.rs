@@ -1,7 +1,7 @@
 //! A live system for `checkoutctl verify`, `settlement show` and `merchant show` to look at: a private bus
 //! (fresh database, its own topics), the outbox publisher, and the settlement, projections and audit services in
 //! this process, each under a fresh consumer group; generated flows appended through the outbox as the
-//! platform's services would. Shared by the integration tests and `examples/bench_verify.rs`.
+//! platform's services would. Shared by the integration tests (`tests/live.rs`) and `benches/verify.rs`.
 //!
 //! Expected values come from the generator's truth (`Flows::expected_settlements`), never from the code under
 //! test.
@@ -218,6 +218,17 @@ pub async fn wait_for_settlements(pool: &sqlx::PgPool, flows: &[&Flows], timeout
         "a by-service scenario settles something"
     );
     let started = std::time::Instant::now();
+    // Counting is cheap; reading every row is not (the bench holds ~100k): compare once the count is there.
+    loop {
+        let count: i64 = sqlx::query_scalar("SELECT count(*) FROM settlements")
+            .fetch_one(pool)
+            .await
+            .expect("count settlements");
+        if count as usize >= expected.len() || started.elapsed() > timeout {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
     loop {
         let actual = actual_rows(pool).await;
         if actual == expected {
