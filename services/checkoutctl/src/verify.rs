@@ -397,6 +397,12 @@ pub async fn verify(
         .begin_with("BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY")
         .await
         .map_err(db("opening the snapshot"))?;
+    // Whole-table statements are costly enough for PostgreSQL to JIT-compile them, which costs more than it
+    // saves here (the balances check: 1.3 s with JIT, 0.1 s without, at 100k invoices).
+    sqlx::query("SET LOCAL jit = off")
+        .execute(&mut *tx)
+        .await
+        .map_err(db("turning JIT off for the snapshot"))?;
     let checked_at: DateTime<Utc> = sqlx::query_scalar("SELECT now()")
         .fetch_one(&mut *tx)
         .await
