@@ -809,8 +809,16 @@ async fn verify_cannot_run_without_the_topic_or_the_schema() {
         }
         other => panic!("expected NoTopic, got {other:?}"),
     }
-    // A database without the services' tables (a fresh, unmigrated one).
-    let name = format!("verify_empty_{}", Uuid::new_v4().simple());
+    // A database without the services' tables (a fresh, unmigrated one), named as testkit names its databases
+    // so that its clean-up drops it if this test dies before it does.
+    let created = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let name = format!(
+        "t_{created}_empty_{}",
+        &Uuid::new_v4().simple().to_string()[..8]
+    );
     let mut admin = sqlx::PgConnection::connect(&testkit::infra().database_url)
         .await
         .unwrap();
