@@ -1,7 +1,9 @@
 //! Generated flows in settlement-service mode, published through the outbox: the service settles exactly the
 //! invoices the truth says, with its amounts, times and holds; the ledger balances and matches the truth; its
 //! events, read by the projections, give read models equal to the truth; replaying the whole topic into a fresh
-//! consumer group changes nothing and emits nothing; the service answers /health, /ready and /metrics.
+//! consumer group changes nothing and emits nothing, and `checkoutctl verify` then passes with no grace, the
+//! replay's group included, counting exactly the truth's settlements; the service answers /health, /ready and
+//! /metrics.
 
 use std::time::Duration;
 
@@ -31,6 +33,8 @@ async fn settles_what_the_truth_says_once_and_a_replay_changes_nothing() {
     let projections =
         InProcess::start::<projections::Projections>(&bus, std::slice::from_ref(&bus.domain_topic))
             .await;
+    let audit =
+        InProcess::start::<audit::Audit>(&bus, std::slice::from_ref(&bus.domain_topic)).await;
     bus.append(&flows.events, 200).await;
 
     wait_for_settlements(bus.pool(), &flows, Duration::from_secs(120)).await;
@@ -113,7 +117,16 @@ async fn settles_what_the_truth_says_once_and_a_replay_changes_nothing() {
     assert_eq!(after.len(), emitted, "the replay published nothing");
     assert_nothing_refused(&bus, &replay.group).await;
     assert_nothing_refused(&bus, &first_group).await;
+
+    // The money-conservation check over the whole system, the replay's group as settlement's.
+    assert_verify_passes(
+        &bus,
+        &flows,
+        [&projections.group, &audit.group, &replay.group],
+    )
+    .await;
     replay.stop().await;
+    audit.stop().await;
     projections.stop().await;
     publisher.stop().await;
 }

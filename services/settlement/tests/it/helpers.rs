@@ -99,3 +99,38 @@ pub async fn assert_nothing_refused(bus: &Bus, group: &str) {
     let refused = flows::service::refusals(bus, group).await;
     assert!(refused.is_empty(), "{}", refused.join("\n"));
 }
+
+/// `checkoutctl verify` with no grace passes once the projections and audit `groups[0..2]` have consumed the whole
+/// topic and settlement's `groups[2]` has stored its end, and it counts exactly the truth's settlements.
+pub async fn assert_verify_passes(bus: &Bus, flows: &Flows, groups: [&String; 3]) {
+    let [projections, audit, settlement] = groups;
+    let topic = bus.domain_topic.as_str();
+    flows::harness::wait_stored(bus.pool(), settlement, &[topic], Duration::from_secs(90)).await;
+    bus.wait_outbox_empty(Duration::from_secs(30)).await;
+    for group in [projections, audit] {
+        flows::harness::wait_consumed(group, topic, Duration::from_secs(90)).await;
+    }
+    let options = checkoutctl::verify::Options {
+        grace: Duration::ZERO,
+        topic: topic.to_string(),
+        projections_group: projections.clone(),
+        audit_group: audit.clone(),
+        settlement_group: settlement.clone(),
+        ..Default::default()
+    };
+    let report = checkoutctl::verify::verify(&bus.db.url, &flows::harness::kafka(), &options)
+        .await
+        .expect("verify runs");
+    assert!(report.ok, "verify: {:#?}", report.violations);
+    let settlements = report
+        .checks
+        .iter()
+        .find(|c| c.name == "settlements")
+        .expect("the settlements check");
+    let n = flows.expected_settlements().len();
+    assert_eq!(
+        settlements.summary,
+        format!("{n} paid and confirmed invoice(s), {n} settlement(s)"),
+        "verify's settlements against the truth's"
+    );
+}

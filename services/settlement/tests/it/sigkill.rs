@@ -1,13 +1,14 @@
 //! Two `settlement` processes SIGKILLed ten times while events flow, then a slice of the input and every
 //! settlement event published a second time: the settlements, the ledger and the settlement events end exactly
-//! as the truth says — nothing lost, nothing settled, posted or emitted twice.
+//! as the truth says — nothing lost, nothing settled, posted or emitted twice — and `checkoutctl verify` passes
+//! over the whole system (projections and audit running beside, in this process).
 
 use std::path::Path;
 use std::time::Duration;
 
 use flows::Scenario;
 use flows::harness::Bus;
-use flows::service::KillRun;
+use flows::service::{InProcess, KillRun};
 
 use crate::helpers::*;
 
@@ -22,6 +23,8 @@ async fn sigkilled_processes_and_republished_events_settle_each_invoice_once() {
     let bus = Bus::new().await;
     let binary = Path::new(env!("CARGO_BIN_EXE_settlement"));
     let topics = std::slice::from_ref(&bus.domain_topic);
+    let projections = InProcess::start::<projections::Projections>(&bus, topics).await;
+    let audit = InProcess::start::<audit::Audit>(&bus, topics).await;
     let run = KillRun::run(&bus, binary, topics, &flows, 2, 10).await;
     wait_for_settlements(bus.pool(), &flows, Duration::from_secs(180)).await;
     check_ledger(bus.pool(), &flows).await;
@@ -59,7 +62,10 @@ async fn sigkilled_processes_and_republished_events_settle_each_invoice_once() {
     let events = settlement_events(&bus, flows.events.len() + again.len() + emitted).await;
     check_events(&events, &flows);
     assert_nothing_refused(&bus, &run.group).await;
+    assert_verify_passes(&bus, &flows, [&projections.group, &audit.group, &run.group]).await;
     run.finish().await;
+    audit.stop().await;
+    projections.stop().await;
 }
 
 async fn ledger_lines(pool: &sqlx::PgPool) -> i64 {
