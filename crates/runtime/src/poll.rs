@@ -186,13 +186,19 @@ struct Part {
     lag: IntGauge,
 }
 
+/// How long an asynchronous commit may stay unanswered before it is sent again. Its answer can fail to reach
+/// the commit callback (seen under rebalances on a loaded machine: librdkafka logged the commit as failed, the
+/// callback never saw it); without a resend, a partition with no newer progress would keep its last offsets
+/// uncommitted for good. Committing the same offset twice is harmless.
+const IN_FLIGHT_TIMEOUT: Duration = Duration::from_secs(5);
+
 /// What Kafka knows of a partition's committed offset in this assignment.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 struct Commits {
     /// The offset Kafka confirmed as committed.
     confirmed: Option<i64>,
-    /// An asynchronous commit of this offset is in flight (it may yet fail, e.g. in a rebalance).
-    in_flight: Option<i64>,
+    /// An asynchronous commit of this offset is in flight since then (it may yet fail, e.g. in a rebalance).
+    in_flight: Option<(i64, Instant)>,
 }
 
 impl Commits {
@@ -203,19 +209,23 @@ impl Commits {
         self.confirmed.is_none_or(|c| done > c).then_some(done)
     }
 
-    /// What a periodic asynchronous commit sends: progress neither confirmed nor in flight.
-    fn due(self, done: Option<i64>) -> Option<i64> {
-        self.unconfirmed(done)
-            .filter(|done| self.in_flight.is_none_or(|f| *done > f))
+    /// What a periodic asynchronous commit sends at `now`: progress neither confirmed nor in flight — or in
+    /// flight unanswered for longer than [`IN_FLIGHT_TIMEOUT`].
+    fn due(self, done: Option<i64>, now: Instant) -> Option<i64> {
+        self.unconfirmed(done).filter(|done| {
+            self.in_flight.is_none_or(|(f, since)| {
+                *done > f || now.saturating_duration_since(since) > IN_FLIGHT_TIMEOUT
+            })
+        })
     }
 
-    fn sent(&mut self, offset: i64) {
-        self.in_flight = Some(offset);
+    fn sent(&mut self, offset: i64, now: Instant) {
+        self.in_flight = Some((offset, now));
     }
 
     fn confirmed(&mut self, offset: i64) {
         self.confirmed = Some(self.confirmed.map_or(offset, |c| c.max(offset)));
-        if self.in_flight.is_some_and(|f| f <= offset) {
+        if self.in_flight.is_some_and(|(f, _)| f <= offset) {
             self.in_flight = None;
         }
     }
@@ -230,8 +240,8 @@ impl Part {
         self.commits.unconfirmed(self.lane.progress.done())
     }
 
-    fn due(&self) -> Option<i64> {
-        self.commits.due(self.lane.progress.done())
+    fn due(&self, now: Instant) -> Option<i64> {
+        self.commits.due(self.lane.progress.done(), now)
     }
 }
 
@@ -434,11 +444,12 @@ impl<P: Processor, D: Delivery> PollCtx<P, D> {
         {
             return;
         }
-        state.last_commit = Some(Instant::now());
+        let now = Instant::now();
+        state.last_commit = Some(now);
         let mut tpl = TopicPartitionList::new();
         let mut sent = Vec::new();
         for part in state.iter_mut() {
-            if let Some(done) = part.due()
+            if let Some(done) = part.due(now)
                 && tpl
                     .add_partition_offset(&part.topic, part.partition, Offset::Offset(done))
                     .is_ok()
@@ -453,7 +464,7 @@ impl<P: Processor, D: Delivery> PollCtx<P, D> {
             Ok(()) => {
                 for (topic, partition, done) in sent {
                     if let Some(part) = state.get_mut(&topic, partition) {
-                        part.commits.sent(done);
+                        part.commits.sent(done, now);
                     }
                 }
             }
@@ -883,11 +894,24 @@ impl<P: Processor, D: Delivery> ConsumerContext for PollCtx<P, D> {
             Ok(()) => {
                 self.shared.metrics.commit("kafka", true);
                 for element in offsets.elements() {
-                    if let (Some(part), Offset::Offset(offset)) = (
-                        state.get_mut(element.topic(), element.partition()),
-                        element.offset(),
-                    ) {
-                        part.commits.confirmed(offset);
+                    let Some(part) = state.get_mut(element.topic(), element.partition()) else {
+                        continue;
+                    };
+                    // A commit that succeeded as a whole can still have failed for a partition: only what Kafka
+                    // confirmed for that partition counts, the rest is sent again at the next commit.
+                    match (element.error(), element.offset()) {
+                        (Ok(()), Offset::Offset(offset)) => part.commits.confirmed(offset),
+                        (Err(err), _) => {
+                            self.shared.metrics.commit("kafka", false);
+                            tracing::warn!(
+                                topic = element.topic(),
+                                partition = element.partition(),
+                                error = %err,
+                                "an offset commit failed for this partition; it is retried"
+                            );
+                            part.commits.failed();
+                        }
+                        (Ok(()), _) => part.commits.failed(),
                     }
                 }
             }
@@ -920,12 +944,13 @@ mod tests {
 
     #[test]
     fn a_commit_in_flight_is_not_resent_but_a_revoke_commits_it_synchronously() {
+        let t0 = Instant::now();
         let mut commits = Commits::default();
-        assert_eq!(commits.due(None), None, "nothing done yet");
-        assert_eq!(commits.due(Some(10)), Some(10));
-        commits.sent(10);
+        assert_eq!(commits.due(None, t0), None, "nothing done yet");
+        assert_eq!(commits.due(Some(10), t0), Some(10));
+        commits.sent(10, t0);
         assert_eq!(
-            commits.due(Some(10)),
+            commits.due(Some(10), t0),
             None,
             "periodic commits do not resend it"
         );
@@ -934,7 +959,11 @@ mod tests {
             Some(10),
             "a revoke must commit it synchronously: the asynchronous one may still fail in the rebalance"
         );
-        assert_eq!(commits.due(Some(12)), Some(12), "newer progress is sent");
+        assert_eq!(
+            commits.due(Some(12), t0),
+            Some(12),
+            "newer progress is sent"
+        );
         commits.confirmed(10);
         assert_eq!(
             commits.unconfirmed(Some(10)),
@@ -946,11 +975,12 @@ mod tests {
 
     #[test]
     fn a_failed_asynchronous_commit_is_sent_again() {
+        let t0 = Instant::now();
         let mut commits = Commits::default();
-        commits.sent(7);
+        commits.sent(7, t0);
         commits.failed();
-        assert_eq!(commits.due(Some(7)), Some(7));
-        commits.sent(7);
+        assert_eq!(commits.due(Some(7), t0), Some(7));
+        commits.sent(7, t0);
         commits.confirmed(9);
         assert_eq!(
             commits,
@@ -958,6 +988,23 @@ mod tests {
                 confirmed: Some(9),
                 in_flight: None
             }
+        );
+    }
+
+    #[test]
+    fn an_unanswered_asynchronous_commit_is_sent_again_after_the_timeout() {
+        let t0 = Instant::now();
+        let mut commits = Commits::default();
+        commits.sent(7, t0);
+        assert_eq!(
+            commits.due(Some(7), t0 + IN_FLIGHT_TIMEOUT),
+            None,
+            "still waiting"
+        );
+        assert_eq!(
+            commits.due(Some(7), t0 + IN_FLIGHT_TIMEOUT + Duration::from_millis(1)),
+            Some(7),
+            "no answer: sent again, so the last offsets are committed even without newer progress"
         );
     }
 }

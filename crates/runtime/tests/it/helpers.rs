@@ -622,10 +622,20 @@ impl Testbed {
         let ready = Arc::new(AtomicBool::new(false));
         let stdout = child.stdout.take().unwrap();
         let flag = ready.clone();
+        // `TESTBED_LOGS=<dir>` keeps each testbed's log (its stdout) in `<dir>/testbed-<pid>.log`.
+        let mut log = std::env::var_os("TESTBED_LOGS").map(|dir| {
+            let path = std::path::Path::new(&dir).join(format!("testbed-{}.log", child.id()));
+            std::fs::File::create(&path)
+                .unwrap_or_else(|e| panic!("create {}: {e}", path.display()))
+        });
         std::thread::spawn(move || {
-            use std::io::BufRead;
+            use std::io::{BufRead, Write};
             for line in std::io::BufReader::new(stdout).lines() {
-                if line.is_ok_and(|l| l.trim() == "READY") {
+                let Ok(line) = line else { break };
+                if let Some(file) = log.as_mut() {
+                    let _ = writeln!(file, "{line}");
+                }
+                if line.trim() == "READY" {
                     flag.store(true, Ordering::SeqCst);
                 }
             }

@@ -162,10 +162,24 @@ async fn after_each_of_20_sigkills_under_cpu_load_the_live_members_own_every_par
     let produced = feeder.await.unwrap();
     let ends = end_offsets(&input, P);
     let (g, t) = (group.clone(), input.clone());
-    wait_for(MINUTE, "every input committed", move || {
-        committed(&g, &t, P) == ends
+    let caught_up = blocking(move || {
+        let started = Instant::now();
+        loop {
+            let now = committed(&g, &t, P);
+            if now == ends {
+                return Ok(());
+            }
+            if started.elapsed() > MINUTE {
+                return Err(format!("committed {now:?}, ends {ends:?}"));
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
     })
     .await;
+    if let Err(state) = caught_up {
+        let members = group_members(&group);
+        panic!("every input was not committed within {MINUTE:?}: {state}; members {members:?}");
+    }
     for b in beds {
         blocking(move || b.terminate()).await;
     }
