@@ -348,14 +348,19 @@ async fn run(flows: &Flows, rate: u32, services: &str) -> Vec<&'static str> {
             records / units.max(1) as f64
         );
     }
+    let caught_up_line: Vec<String> = started
+        .iter()
+        .map(|(name, _, _)| format!("{name} {}", caught(name)))
+        .collect();
     println!(
-        "RESULT rate={rate}/s achieved={:.0}/s latency: {latency}; settlement: {settlement_latency}; \
-         caught up: projections {}, audit {}, analytics {}, settlement {}",
+        "RESULT rate={rate}/s achieved={:.0}/s latency: {latency}{}; caught up: {}",
         committed.len() as f64 / writing,
-        caught("projections"),
-        caught("audit"),
-        caught("analytics"),
-        caught("settlement")
+        if settlement_latency.is_empty() {
+            String::new()
+        } else {
+            format!("; settlement: {settlement_latency}")
+        },
+        caught_up_line.join(", ")
     );
     shutdown.cancel();
     for (_, _, running) in started {
