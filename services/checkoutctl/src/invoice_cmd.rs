@@ -233,30 +233,10 @@ pub(crate) fn table(headers: &[&str], rows: impl IntoIterator<Item = Vec<String>
 #[cfg(test)]
 mod tests {
     use super::*;
-    use clap::Parser;
     use events::{EventType, examples};
 
-    #[derive(Parser)]
-    struct Cli {
-        #[command(flatten)]
-        args: InvoiceArgs,
-    }
-
     fn run(args: &[&str]) -> (u8, String, String) {
-        let cli =
-            Cli::try_parse_from(std::iter::once("invoice").chain(args.iter().copied())).unwrap();
-        let (mut stdin, mut stdout, mut stderr) = (&b""[..], Vec::new(), Vec::new());
-        let mut io = Io {
-            stdin: &mut stdin,
-            stdout: &mut stdout,
-            stderr: &mut stderr,
-        };
-        let code = cli.args.run(&mut io).unwrap();
-        (
-            code,
-            String::from_utf8(stdout).unwrap(),
-            String::from_utf8(stderr).unwrap(),
-        )
+        crate::run_in_memory::<InvoiceArgs>("invoice", args.iter().copied())
     }
 
     #[test]

@@ -71,6 +71,34 @@ pub trait Run {
     fn run(self, io: &mut Io<'_>) -> anyhow::Result<u8>;
 }
 
+/// Test support: parses command group `A` from `args` as the binary would (under the name `name`), runs it in
+/// memory with an empty stdin, and returns its exit code, standard output and standard error.
+#[cfg(test)]
+pub(crate) fn run_in_memory<A: clap::Args + clap::FromArgMatches + Run>(
+    name: &str,
+    args: impl IntoIterator<Item = impl Into<String>>,
+) -> (u8, String, String) {
+    #[derive(clap::Parser)]
+    struct Cli<A: clap::Args> {
+        #[command(flatten)]
+        args: A,
+    }
+    let argv = std::iter::once(name.to_string()).chain(args.into_iter().map(Into::into));
+    let cli = <Cli<A> as clap::Parser>::try_parse_from(argv).unwrap();
+    let (mut stdin, mut stdout, mut stderr) = (&b""[..], Vec::new(), Vec::new());
+    let mut io = Io {
+        stdin: &mut stdin,
+        stdout: &mut stdout,
+        stderr: &mut stderr,
+    };
+    let code = cli.args.run(&mut io).unwrap();
+    (
+        code,
+        String::from_utf8(stdout).unwrap(),
+        String::from_utf8(stderr).unwrap(),
+    )
+}
+
 /// Runs a parsed command against the process's standard streams and turns the outcome into an exit code;
 /// failures are printed with their whole cause chain.
 pub fn run_main(command: impl Run) -> ExitCode {

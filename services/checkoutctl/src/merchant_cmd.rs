@@ -259,25 +259,11 @@ impl Run for MerchantArgs {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use clap::Parser;
     use events::{EventType, examples};
 
-    #[derive(Parser)]
-    struct Cli {
-        #[command(flatten)]
-        args: MerchantArgs,
-    }
-
     fn run(args: Vec<String>) -> (u8, String) {
-        let cli = Cli::try_parse_from(std::iter::once("merchant".to_string()).chain(args)).unwrap();
-        let (mut stdin, mut stdout, mut stderr) = (&b""[..], Vec::new(), Vec::new());
-        let mut io = Io {
-            stdin: &mut stdin,
-            stdout: &mut stdout,
-            stderr: &mut stderr,
-        };
-        let code = cli.args.run(&mut io).unwrap();
-        (code, String::from_utf8(stdout).unwrap())
+        let (code, out, _) = crate::run_in_memory::<MerchantArgs>("merchant", args);
+        (code, out)
     }
 
     #[tokio::test(flavor = "multi_thread")]

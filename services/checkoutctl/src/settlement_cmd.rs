@@ -412,30 +412,10 @@ pub fn human(v: &SettlementView) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use clap::Parser;
     use events::{EventType, examples};
 
-    #[derive(Parser)]
-    struct Cli {
-        #[command(flatten)]
-        args: SettlementArgs,
-    }
-
     fn run(args: Vec<String>) -> (u8, String, String) {
-        let cli =
-            Cli::try_parse_from(std::iter::once("settlement".to_string()).chain(args)).unwrap();
-        let (mut stdin, mut stdout, mut stderr) = (&b""[..], Vec::new(), Vec::new());
-        let mut io = Io {
-            stdin: &mut stdin,
-            stdout: &mut stdout,
-            stderr: &mut stderr,
-        };
-        let code = cli.args.run(&mut io).unwrap();
-        (
-            code,
-            String::from_utf8(stdout).unwrap(),
-            String::from_utf8(stderr).unwrap(),
-        )
+        crate::run_in_memory::<SettlementArgs>("settlement", args)
     }
 
     #[test]
