@@ -67,25 +67,12 @@ impl Run for AuditArgs {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use clap::Parser;
     use events::{Envelope, EventId, EventType, examples};
 
-    #[derive(Parser)]
-    struct Cli {
-        #[command(flatten)]
-        args: AuditArgs,
-    }
-
     fn run(url: String) -> (u8, String) {
-        let cli = Cli::try_parse_from(["audit", "verify", "--database-url", &url]).unwrap();
-        let (mut stdin, mut stdout, mut stderr) = (&b""[..], Vec::new(), Vec::new());
-        let mut io = Io {
-            stdin: &mut stdin,
-            stdout: &mut stdout,
-            stderr: &mut stderr,
-        };
-        let code = cli.args.run(&mut io).unwrap();
-        (code, String::from_utf8(stdout).unwrap())
+        let (code, out, _) =
+            crate::run_in_memory::<AuditArgs>("audit", ["verify", "--database-url", &url]);
+        (code, out)
     }
 
     #[tokio::test(flavor = "multi_thread")]
