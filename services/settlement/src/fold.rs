@@ -167,17 +167,18 @@ impl Fold {
                     self.dirty.invoices.insert(invoice_id);
                     if !refund.is_zero() {
                         // Paid late after all: what was owed back counts toward the invoice again.
-                        self.post(
-                            journal_id(invoice_id, Step::RefundReversed),
-                            JournalKind::RefundReversed,
-                            invoice_id,
-                            None,
-                            at,
-                            asset.code(),
-                            &[
-                                (Account::CustomerRefunds, None, -refund.as_decimal()),
-                                (Account::CustomerReceipts, None, refund.as_decimal()),
-                            ],
+                        self.transfer(
+                            Journal {
+                                id: journal_id(invoice_id, Step::RefundReversed),
+                                kind: JournalKind::RefundReversed,
+                                invoice_id,
+                                settlement_id: None,
+                                at,
+                                currency: asset.code(),
+                            },
+                            (Account::CustomerRefunds, None),
+                            (Account::CustomerReceipts, None),
+                            refund.as_decimal(),
                         );
                     }
                     self.try_settle(invoice_id, id)?;
@@ -275,17 +276,18 @@ impl Fold {
         let asset = invoice.crypto_currency;
         self.dirty.invoices.insert(invoice_id);
         if !received.is_zero() {
-            self.post(
-                journal_id(invoice_id, Step::RefundOwed),
-                JournalKind::RefundOwed,
-                invoice_id,
-                None,
-                at,
-                asset.code(),
-                &[
-                    (Account::CustomerReceipts, None, -received.as_decimal()),
-                    (Account::CustomerRefunds, None, received.as_decimal()),
-                ],
+            self.transfer(
+                Journal {
+                    id: journal_id(invoice_id, Step::RefundOwed),
+                    kind: JournalKind::RefundOwed,
+                    invoice_id,
+                    settlement_id: None,
+                    at,
+                    currency: asset.code(),
+                },
+                (Account::CustomerReceipts, None),
+                (Account::CustomerRefunds, None),
+                received.as_decimal(),
             );
         }
         Ok(())
@@ -349,12 +351,14 @@ impl Fold {
         };
         self.emit(&settlement, Step::Created, created.into(), at, cause)?;
         self.post(
-            journal_id(settlement_id, Step::Created),
-            JournalKind::Settlement,
-            invoice_id,
-            Some(settlement_id),
-            at,
-            currency.code(),
+            Journal {
+                id: journal_id(settlement_id, Step::Created),
+                kind: JournalKind::Settlement,
+                invoice_id,
+                settlement_id: Some(settlement_id),
+                at,
+                currency: currency.code(),
+            },
             &[
                 (
                     Account::CustomerReceipts,
@@ -374,25 +378,18 @@ impl Fold {
             ],
         );
         if !invoice.overpaid_amount.is_zero() {
-            self.post(
-                journal_id(invoice_id, Step::Overpayment),
-                JournalKind::Overpayment,
-                invoice_id,
-                Some(settlement_id),
-                at,
-                invoice.crypto_currency.code(),
-                &[
-                    (
-                        Account::CustomerReceipts,
-                        None,
-                        -invoice.overpaid_amount.as_decimal(),
-                    ),
-                    (
-                        Account::CustomerRefunds,
-                        None,
-                        invoice.overpaid_amount.as_decimal(),
-                    ),
-                ],
+            self.transfer(
+                Journal {
+                    id: journal_id(invoice_id, Step::Overpayment),
+                    kind: JournalKind::Overpayment,
+                    invoice_id,
+                    settlement_id: Some(settlement_id),
+                    at,
+                    currency: invoice.crypto_currency.code(),
+                },
+                (Account::CustomerReceipts, None),
+                (Account::CustomerRefunds, None),
+                invoice.overpaid_amount.as_decimal(),
             );
         }
         self.rows
@@ -530,25 +527,18 @@ impl Fold {
             settled_at: at,
         };
         self.emit(&settlement, Step::Completed, completed.into(), at, cause)?;
-        self.post(
-            journal_id(settlement_id, Step::Completed),
-            JournalKind::Payout,
-            settlement.invoice_id,
-            Some(settlement_id),
-            at,
-            currency.code(),
-            &[
-                (
-                    Account::MerchantPayable,
-                    Some(settlement.merchant_id),
-                    -settlement.net_amount.as_decimal(),
-                ),
-                (
-                    Account::MerchantPaidOut,
-                    Some(settlement.merchant_id),
-                    settlement.net_amount.as_decimal(),
-                ),
-            ],
+        self.transfer(
+            Journal {
+                id: journal_id(settlement_id, Step::Completed),
+                kind: JournalKind::Payout,
+                invoice_id: settlement.invoice_id,
+                settlement_id: Some(settlement_id),
+                at,
+                currency: currency.code(),
+            },
+            (Account::MerchantPayable, Some(settlement.merchant_id)),
+            (Account::MerchantPaidOut, Some(settlement.merchant_id)),
+            settlement.net_amount.as_decimal(),
         );
         let row = self
             .rows
@@ -593,18 +583,28 @@ impl Fold {
         Ok(())
     }
 
-    /// Posts a journal; zero lines are left out (a 0 % fee), and the lines must balance.
-    #[allow(clippy::too_many_arguments)]
-    fn post(
+    /// Posts a two-line journal moving `amount` from account `from` to account `to` (each with its merchant,
+    /// for the merchant's own accounts): `from` −amount, `to` +amount.
+    fn transfer(
         &mut self,
-        journal_id: Uuid,
-        kind: JournalKind,
-        invoice_id: Uuid,
-        settlement_id: Option<Uuid>,
-        at: DateTime<Utc>,
-        currency: &str,
-        lines: &[(Account, Option<Uuid>, Decimal)],
+        journal: Journal<'_>,
+        from: (Account, Option<Uuid>),
+        to: (Account, Option<Uuid>),
+        amount: Decimal,
     ) {
+        self.post(journal, &[(from.0, from.1, -amount), (to.0, to.1, amount)]);
+    }
+
+    /// Posts a journal; zero lines are left out (a 0 % fee), and the lines must balance.
+    fn post(&mut self, journal: Journal<'_>, lines: &[(Account, Option<Uuid>, Decimal)]) {
+        let Journal {
+            id: journal_id,
+            kind,
+            invoice_id,
+            settlement_id,
+            at,
+            currency,
+        } = journal;
         debug_assert_eq!(
             lines.iter().map(|l| l.2).sum::<Decimal>(),
             Decimal::ZERO,
@@ -630,6 +630,17 @@ impl Fold {
             });
         }
     }
+}
+
+/// What a journal records: its (derived) id and kind, the invoice and settlement it belongs to, when, and in
+/// which currency or asset.
+struct Journal<'a> {
+    id: Uuid,
+    kind: JournalKind,
+    invoice_id: Uuid,
+    settlement_id: Option<Uuid>,
+    at: DateTime<Utc>,
+    currency: &'a str,
 }
 
 fn id_of(invoice: Uuid) -> events::InvoiceId {
