@@ -333,6 +333,58 @@ pub fn eventually(timeout: Duration, what: &str, mut check: impl FnMut() -> bool
     }
 }
 
+/// Polls `check` every `every` until it is `Ok`, for at most `timeout` after `since`, off the runtime's workers;
+/// `Err` carries the last state it reported, for the failure message.
+pub async fn poll_until(
+    since: Instant,
+    timeout: Duration,
+    every: Duration,
+    mut check: impl FnMut() -> Result<(), String> + Send + 'static,
+) -> Result<(), String> {
+    blocking(move || {
+        let mut last = String::from("never checked");
+        while since.elapsed() < timeout {
+            match check() {
+                Ok(()) => return Ok(()),
+                Err(state) => last = state,
+            }
+            std::thread::sleep(every);
+        }
+        Err(last)
+    })
+    .await
+}
+
+/// Numbered records ([`produce_numbered`]) produced to a topic, `batch` at a time with `pause` between, until
+/// [`Feeder::stop`]: records keep flowing while members are killed.
+pub struct Feeder {
+    feeding: Arc<AtomicBool>,
+    task: JoinHandle<usize>,
+}
+
+impl Feeder {
+    pub fn start(topic: &str, batch: usize, pause: Duration) -> Feeder {
+        let feeding = Arc::new(AtomicBool::new(true));
+        let (topic, flag) = (topic.to_string(), feeding.clone());
+        let task = tokio::spawn(async move {
+            let mut next = 0;
+            while flag.load(Ordering::Relaxed) {
+                produce_numbered(&topic, next, batch).await;
+                next += batch;
+                tokio::time::sleep(pause).await;
+            }
+            next
+        });
+        Feeder { feeding, task }
+    }
+
+    /// Stops feeding; how many records were produced.
+    pub async fn stop(self) -> usize {
+        self.feeding.store(false, Ordering::Relaxed);
+        self.task.await.expect("the feeder task")
+    }
+}
+
 /// [`eventually`] from an async test without blocking the runtime's other tasks.
 pub async fn wait_for(timeout: Duration, what: &str, check: impl FnMut() -> bool + Send + 'static) {
     let what = what.to_string();

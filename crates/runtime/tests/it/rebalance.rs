@@ -110,19 +110,7 @@ async fn after_each_of_20_sigkills_under_cpu_load_the_live_members_own_every_par
     .await;
 
     // Records keep flowing, so lanes are busy and commits are in flight when members die.
-    let feeding = Arc::new(AtomicBool::new(true));
-    let feeder = {
-        let (topic, feeding) = (input.clone(), feeding.clone());
-        tokio::spawn(async move {
-            let mut next = 0;
-            while feeding.load(Ordering::Relaxed) {
-                produce_numbered(&topic, next, 200).await;
-                next += 200;
-                tokio::time::sleep(Duration::from_millis(100)).await;
-            }
-            next
-        })
-    };
+    let feeder = Feeder::start(&input, 200, Duration::from_millis(100));
     let load = CpuLoad::start();
     let mut worst = Duration::ZERO;
     for kill in 0..20 {
@@ -130,25 +118,16 @@ async fn after_each_of_20_sigkills_under_cpu_load_the_live_members_own_every_par
         beds.remove(victim).kill();
         let killed = Instant::now();
         let (g, t) = (group.clone(), input.clone());
-        let last = Arc::new(std::sync::Mutex::new(String::new()));
-        let seen = last.clone();
-        let owned = blocking(move || {
-            while killed.elapsed() < BOUND {
-                match owned_by(&g, &t, P, 2) {
-                    Ok(()) => return true,
-                    Err(state) => *seen.lock().unwrap() = state,
-                }
-                std::thread::sleep(Duration::from_millis(250));
-            }
-            false
+        let owned = poll_until(killed, BOUND, Duration::from_millis(250), move || {
+            owned_by(&g, &t, P, 2)
         })
         .await;
-        assert!(
-            owned,
-            "kill {kill}: the 2 live members did not own every partition within {BOUND:?} (session {SESSION:?}); \
-             last seen: {}",
-            last.lock().unwrap()
-        );
+        if let Err(last) = owned {
+            panic!(
+                "kill {kill}: the 2 live members did not own every partition within {BOUND:?} (session \
+                 {SESSION:?}); last seen: {last}"
+            );
+        }
         worst = worst.max(killed.elapsed());
         beds.push(bed());
         let (g, t) = (group.clone(), input.clone());
@@ -158,23 +137,22 @@ async fn after_each_of_20_sigkills_under_cpu_load_the_live_members_own_every_par
         .await;
     }
     drop(load);
-    feeding.store(false, Ordering::Relaxed);
-    let produced = feeder.await.unwrap();
+    let produced = feeder.stop().await;
     let ends = end_offsets(&input, P);
     let (g, t) = (group.clone(), input.clone());
-    let caught_up = blocking(move || {
-        let started = Instant::now();
-        loop {
+    let caught_up = poll_until(
+        Instant::now(),
+        MINUTE,
+        Duration::from_millis(100),
+        move || {
             let now = committed(&g, &t, P);
             if now == ends {
-                return Ok(());
+                Ok(())
+            } else {
+                Err(format!("committed {now:?}, ends {ends:?}"))
             }
-            if started.elapsed() > MINUTE {
-                return Err(format!("committed {now:?}, ends {ends:?}"));
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
-    })
+        },
+    )
     .await;
     if let Err(state) = caught_up {
         let members = group_members(&group);
@@ -233,42 +211,27 @@ async fn a_killed_transactional_member_does_not_freeze_its_partitions() {
     .await;
     // Records keep flowing through the kill, so the victim dies inside an open transaction that holds offsets
     // (records produced only before the kill may all be done by then, and an idle member's transaction is empty).
-    let feeding = Arc::new(AtomicBool::new(true));
-    let feeder = {
-        let (topic, feeding) = (input.clone(), feeding.clone());
-        tokio::spawn(async move {
-            let mut next = 0;
-            while feeding.load(Ordering::Relaxed) {
-                produce_numbered(&topic, next, 50).await;
-                next += 50;
-                tokio::time::sleep(Duration::from_millis(20)).await;
-            }
-            next
-        })
-    };
+    let feeder = Feeder::start(&input, 50, Duration::from_millis(20));
     tokio::time::sleep(Duration::from_secs(3)).await;
     victim.kill();
     let killed = Instant::now();
     tokio::time::sleep(Duration::from_secs(1)).await;
-    feeding.store(false, Ordering::Relaxed);
-    let produced = feeder.await.unwrap();
+    let produced = feeder.stop().await;
     let ends = end_offsets(&input, P);
     let (g, t) = (group.clone(), input.clone());
-    let e = ends.clone();
-    let caught_up = blocking(move || {
-        while killed.elapsed() < Duration::from_secs(15) {
-            if committed_or_unstable(&g, &t, P).is_some_and(|c| c == e) {
-                return true;
-            }
-            std::thread::sleep(Duration::from_millis(200));
-        }
-        false
-    })
+    let caught_up = poll_until(
+        killed,
+        Duration::from_secs(15),
+        Duration::from_millis(200),
+        move || match committed_or_unstable(&g, &t, P) {
+            Some(c) if c == ends => Ok(()),
+            other => Err(format!("committed {other:?}, ends {ends:?}")),
+        },
+    )
     .await;
-    assert!(
-        caught_up,
-        "the survivor did not commit the killed member's partitions within 15 s"
-    );
+    if let Err(last) = caught_up {
+        panic!("the survivor did not commit the killed member's partitions within 15 s: {last}");
+    }
     println!(
         "the survivor caught up {:?} after the kill",
         killed.elapsed()
