@@ -203,6 +203,20 @@ pub(crate) fn time(t: &chrono::DateTime<chrono::Utc>) -> String {
     events::time::format_utc(t)
 }
 
+/// [`table`], or the line `none` when there are no rows.
+pub(crate) fn table_or(
+    none: &str,
+    headers: &[&str],
+    rows: impl IntoIterator<Item = Vec<String>>,
+) -> String {
+    let rows: Vec<Vec<String>> = rows.into_iter().collect();
+    if rows.is_empty() {
+        format!("{none}\n")
+    } else {
+        table(headers, rows)
+    }
+}
+
 /// A plain text table: a header row and left-aligned columns as wide as their widest cell.
 pub(crate) fn table(headers: &[&str], rows: impl IntoIterator<Item = Vec<String>>) -> String {
     let rows: Vec<Vec<String>> = rows.into_iter().collect();
@@ -237,6 +251,18 @@ mod tests {
 
     fn run(args: &[&str]) -> (u8, String, String) {
         crate::run_in_memory::<InvoiceArgs>("invoice", args.iter().copied())
+    }
+
+    #[test]
+    fn an_empty_table_is_its_none_line() {
+        assert_eq!(
+            table_or("HELD: none", &["HELD"], Vec::new()),
+            "HELD: none\n"
+        );
+        assert_eq!(
+            table_or("HELD: none", &["HELD"], vec![vec!["set_1".into()]]),
+            "HELD\nset_1\n"
+        );
     }
 
     #[test]

@@ -17,7 +17,7 @@ use serde::Serialize;
 use sqlx::{Connection, PgConnection};
 use uuid::Uuid;
 
-use crate::invoice_cmd::{table, time};
+use crate::invoice_cmd::{table, table_or, time};
 use crate::{Io, Run, block_on, connect, exit};
 
 /// A merchant's money per currency as the ledger says.
@@ -201,50 +201,30 @@ impl Run for MerchantArgs {
                 )
             )?;
             writeln!(out)?;
-            if show.ledger.is_empty() {
-                writeln!(out, "LEDGER: no entries")?;
-            } else {
-                let rows = show.ledger.iter().map(|l| {
-                    vec![
-                        l.currency.clone(),
-                        l.payable.normalize().to_string(),
-                        l.paid_out.normalize().to_string(),
-                        l.fees_paid.normalize().to_string(),
-                        l.settlements.to_string(),
-                    ]
-                });
-                write!(
-                    out,
-                    "{}",
-                    table(
-                        &["LEDGER", "OWED", "PAID OUT", "FEES PAID", "SETTLEMENTS"],
-                        rows
-                    )
-                )?;
-            }
+            let rows = show.ledger.iter().map(|l| {
+                vec![
+                    l.currency.clone(),
+                    l.payable.normalize().to_string(),
+                    l.paid_out.normalize().to_string(),
+                    l.fees_paid.normalize().to_string(),
+                    l.settlements.to_string(),
+                ]
+            });
+            let headers = ["LEDGER", "OWED", "PAID OUT", "FEES PAID", "SETTLEMENTS"];
+            write!(out, "{}", table_or("LEDGER: no entries", &headers, rows))?;
             writeln!(out)?;
-            if show.held_settlements.is_empty() {
-                writeln!(out, "HELD: none")?;
-            } else {
-                let rows = show.held_settlements.iter().map(|h| {
-                    vec![
-                        h.settlement_id.clone(),
-                        h.invoice_id.clone(),
-                        format!("{} {}", h.net_amount.normalize(), h.currency),
-                        format!("{} {}", h.gross_amount.normalize(), h.currency),
-                        h.held_at.map_or("-".into(), |t| time(&t)),
-                        h.reason.clone().unwrap_or_else(|| "-".into()),
-                    ]
-                });
-                write!(
-                    out,
-                    "{}",
-                    table(
-                        &["HELD", "INVOICE", "NET", "GROSS", "SINCE", "REASON"],
-                        rows
-                    )
-                )?;
-            }
+            let rows = show.held_settlements.iter().map(|h| {
+                vec![
+                    h.settlement_id.clone(),
+                    h.invoice_id.clone(),
+                    format!("{} {}", h.net_amount.normalize(), h.currency),
+                    format!("{} {}", h.gross_amount.normalize(), h.currency),
+                    h.held_at.map_or("-".into(), |t| time(&t)),
+                    h.reason.clone().unwrap_or_else(|| "-".into()),
+                ]
+            });
+            let headers = ["HELD", "INVOICE", "NET", "GROSS", "SINCE", "REASON"];
+            write!(out, "{}", table_or("HELD: none", &headers, rows))?;
             writeln!(out)?;
             let rows = view
                 .invoices

@@ -18,7 +18,7 @@ use serde::Serialize;
 use sqlx::{Connection, PgConnection};
 use uuid::Uuid;
 
-use crate::invoice_cmd::{table, time};
+use crate::invoice_cmd::{table_or, time};
 use crate::{Io, Run, block_on, connect, exit};
 
 /// Show a settlement: status, amounts, hold, times, ledger lines and events (DATABASE_URL).
@@ -374,38 +374,29 @@ pub fn human(v: &SettlementView) -> String {
         }
     }
     out.push('\n');
-    if v.ledger.is_empty() {
-        out.push_str("LEDGER: no lines\n");
-    } else {
-        let rows = v.ledger.iter().map(|l| {
-            vec![
-                l.kind.clone(),
-                l.journal_id.to_string(),
-                l.line.to_string(),
-                l.account.clone(),
-                format!("{} {}", n(l.amount), l.currency),
-                time(&l.posted_at),
-            ]
-        });
-        out.push_str(&table(
-            &["LEDGER", "JOURNAL", "LINE", "ACCOUNT", "AMOUNT", "POSTED"],
-            rows,
-        ));
-    }
+    let rows = v.ledger.iter().map(|l| {
+        vec![
+            l.kind.clone(),
+            l.journal_id.to_string(),
+            l.line.to_string(),
+            l.account.clone(),
+            format!("{} {}", n(l.amount), l.currency),
+            time(&l.posted_at),
+        ]
+    });
+    let headers = ["LEDGER", "JOURNAL", "LINE", "ACCOUNT", "AMOUNT", "POSTED"];
+    out.push_str(&table_or("LEDGER: no lines", &headers, rows));
     out.push('\n');
-    if v.events.is_empty() {
-        out.push_str("EVENTS: none in the read models\n");
-    } else {
-        let rows = v.events.iter().map(|e| {
-            vec![
-                time(&e.occurred_at),
-                e.event_type.clone(),
-                e.actor.clone(),
-                e.event_id.clone(),
-            ]
-        });
-        out.push_str(&table(&["EVENTS", "EVENT", "ACTOR", "EVENT ID"], rows));
-    }
+    let rows = v.events.iter().map(|e| {
+        vec![
+            time(&e.occurred_at),
+            e.event_type.clone(),
+            e.actor.clone(),
+            e.event_id.clone(),
+        ]
+    });
+    let headers = ["EVENTS", "EVENT", "ACTOR", "EVENT ID"];
+    out.push_str(&table_or("EVENTS: none in the read models", &headers, rows));
     out
 }
 
