@@ -23,6 +23,7 @@ pub mod check;
 pub mod emit;
 pub mod harness;
 pub mod plan;
+pub mod receiver;
 pub mod service;
 pub mod truth;
 

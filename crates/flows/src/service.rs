@@ -247,6 +247,28 @@ impl KillRun {
         processes: usize,
         kills: usize,
     ) -> KillRun {
+        Self::run_with(
+            bus,
+            binary,
+            topics,
+            flows,
+            processes,
+            kills,
+            &Extra::default(),
+        )
+        .await
+    }
+
+    /// [`KillRun::run`] with `extra` configuration and environment for the processes.
+    pub async fn run_with(
+        bus: &Bus,
+        binary: &Path,
+        topics: &[String],
+        flows: &Flows,
+        processes: usize,
+        kills: usize,
+        extra: &Extra,
+    ) -> KillRun {
         let name = binary
             .file_name()
             .map_or("service".into(), |n| n.to_string_lossy().into_owned());
@@ -264,12 +286,13 @@ impl KillRun {
             format!(
                 "[service.consumer.policy]\ngroup = \"{group}\"\ntopics = [{topics_toml}]\n\
                  session_timeout = \"6s\"\nheartbeat_interval = \"1s\"\n\
-                 [service.consumer.options]\ncommit_interval = \"200ms\"\ndrain_timeout = \"3s\"\n"
+                 [service.consumer.options]\ncommit_interval = \"200ms\"\ndrain_timeout = \"3s\"\n{}",
+                extra.toml
             ),
         )
         .expect("write the configuration");
         let log = dir.join(format!("{name}.log"));
-        let spawn = || spawn(binary, &config, bus, &log);
+        let spawn = || spawn(binary, &config, bus, &log, &extra.env);
         let mut children: Vec<Child> = (0..processes).map(|_| spawn()).collect();
         let publisher = bus.start_publisher().await;
         let views = topics.contains(&bus.analytics_topic).then(|| {
@@ -349,7 +372,16 @@ impl Drop for KillRun {
     }
 }
 
-fn spawn(binary: &Path, config: &Path, bus: &Bus, log: &Path) -> Child {
+/// What a [`KillRun`]'s processes get besides the consumer's settings.
+#[derive(Debug, Clone, Default)]
+pub struct Extra {
+    /// TOML appended to the configuration file (e.g. a `[service.delivery]` table).
+    pub toml: String,
+    /// Environment variables.
+    pub env: Vec<(String, String)>,
+}
+
+fn spawn(binary: &Path, config: &Path, bus: &Bus, log: &Path, env: &[(String, String)]) -> Child {
     let log = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
@@ -365,6 +397,7 @@ fn spawn(binary: &Path, config: &Path, bus: &Bus, log: &Path) -> Child {
         .env("DATABASE_URL", &bus.db.url)
         .env("CHECKOUT__HTTP__LISTEN", "127.0.0.1:0")
         .env("RUST_LOG", "warn,runtime=info")
+        .envs(env.iter().map(|(k, v)| (k, v)))
         .stdin(Stdio::null())
         .stdout(log.try_clone().expect("clone the log handle"))
         .stderr(log)

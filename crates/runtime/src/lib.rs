@@ -38,7 +38,7 @@ pub mod options;
 pub mod policy;
 mod poll;
 pub mod processor;
-mod produce;
+pub mod produce;
 pub mod record;
 pub mod retry;
 pub mod service;

@@ -49,7 +49,7 @@ pub(crate) async fn enqueue(
 }
 
 /// Produces `outputs` and waits until the broker acknowledged every one of them.
-pub(crate) async fn send_all(
+pub async fn send_all(
     producer: &FutureProducer,
     outputs: &[OutputRecord],
     timeout: Duration,

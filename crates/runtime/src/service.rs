@@ -90,7 +90,14 @@ pub struct ServiceContext<'a, S> {
     pub pool: &'a PgPool,
     /// Rendered on `/metrics`: register the handler's own metrics here.
     pub registry: &'a Registry,
+    /// The broker settings (for a companion's own producer).
+    pub kafka: &'a KafkaSettings,
 }
+
+/// Work a service runs beside its consumer (e.g. the webhook dispatcher): started after the handler, told to
+/// stop by the service's shutdown token, awaited by [`Running::wait`]. When it fails it cancels the token, so
+/// the consumer drains and the process exits with the companion's error.
+pub type Companion = JoinHandle<anyhow::Result<()>>;
 
 /// A consumer service: the few things that differ from one to the next.
 pub trait ConsumerService: 'static {
@@ -110,6 +117,14 @@ pub trait ConsumerService: 'static {
     fn handler(
         ctx: ServiceContext<'_, Self::Settings>,
     ) -> impl Future<Output = anyhow::Result<Self::Handler>> + Send;
+
+    /// Starts the service's [`Companion`], if it has one; it must stop when `shutdown` is cancelled.
+    fn companion(
+        _ctx: ServiceContext<'_, Self::Settings>,
+        _shutdown: CancellationToken,
+    ) -> impl Future<Output = anyhow::Result<Option<Companion>>> + Send {
+        async { Ok(None) }
+    }
 
     /// Refuses a resolved policy the service cannot honour (e.g. a weaker guarantee than its writes need).
     fn check_policy(_policy: &GroupPolicy) -> Result<(), String> {
@@ -139,14 +154,17 @@ pub async fn start<S: ConsumerService>(
     let pool = service_kit::db::connect(&config.database)
         .await
         .context("connecting to PostgreSQL")?;
-    let handler = S::handler(ServiceContext {
+    let ctx = || ServiceContext {
         settings: &config.service,
         policy: &policy,
         pool: &pool,
         registry: &ops.registry,
-    })
-    .await
-    .context("building the handler")?;
+        kafka: &config.kafka,
+    };
+    let handler = S::handler(ctx()).await.context("building the handler")?;
+    let companion = S::companion(ctx(), shutdown.clone())
+        .await
+        .context("starting the companion")?;
     let consumer = ops
         .consumer(
             policy,
@@ -157,7 +175,9 @@ pub async fn start<S: ConsumerService>(
         .database(pool)
         .build()
         .context("building the consumer")?;
-    Ok(ops.run(S::NAME, consumer, shutdown))
+    let mut running = ops.run(S::NAME, consumer, shutdown);
+    running.companion = companion;
+    Ok(running)
 }
 
 /// The whole life of service `S` as a process: arguments, configuration, telemetry, [`start`], drain on
@@ -231,6 +251,10 @@ pub enum ServiceError {
     Panicked(#[source] tokio::task::JoinError),
     #[error("the consumer failed")]
     Consumer(#[source] RuntimeError),
+    #[error("the companion task panicked")]
+    CompanionPanicked(#[source] tokio::task::JoinError),
+    #[error("the companion failed")]
+    Companion(#[source] anyhow::Error),
 }
 
 /// The operations server with its registry and readiness, before the consumer exists.
@@ -282,6 +306,7 @@ impl Ops {
             readiness: self.readiness,
             consumer: tokio::spawn(consumer.run(shutdown)),
             server: self.server,
+            companion: None,
         }
     }
 }
@@ -293,13 +318,20 @@ pub struct Running {
     pub readiness: Readiness,
     consumer: JoinHandle<Result<(), RuntimeError>>,
     server: OpsServer,
+    companion: Option<Companion>,
 }
 
 impl Running {
-    /// Waits for the consumer to stop (after the shutdown token fired) and the operations server to close.
+    /// Waits for the consumer and the companion to stop (after the shutdown token fired) and the operations
+    /// server to close.
     pub async fn wait(self) -> Result<(), ServiceError> {
         let result = self.consumer.await.map_err(ServiceError::Panicked)?;
+        let companion = match self.companion {
+            Some(task) => task.await.map_err(ServiceError::CompanionPanicked)?,
+            None => Ok(()),
+        };
         let _ = self.server.task.await;
-        result.map_err(ServiceError::Consumer)
+        result.map_err(ServiceError::Consumer)?;
+        companion.map_err(ServiceError::Companion)
     }
 }

@@ -1,0 +1,262 @@
+//! A webhook receiver on loopback for tests, benchmarks and `make run`: a real HTTP server whose paths behave as
+//! told (answer 2xx, fail a number of times, fail always, answer 410, redirect, hang), recording every request.
+//! [`verify`] checks a Standard Webhooks signature with an implementation of its own (HMAC-SHA256 written out
+//! from SHA-256 here), independent of the service's.
+//!
+//! Guarantees: every request is recorded with its time, path, headers and body before it is answered; a path's
+//! behaviour can be changed while the server runs; dropping the [`Receiver`] stops the server.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use axum::body::Bytes;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD as B64;
+use sha2::{Digest, Sha256};
+
+/// How a path answers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Behaviour {
+    /// 200 with a short body.
+    Ok,
+    /// This status (with `Retry-After` when given) for the first `n` requests of each `webhook-id`, then 200.
+    FailFirst { n: usize, status: u16 },
+    /// Always this status.
+    Always(u16),
+    /// 302 to `/ok`.
+    Redirect,
+    /// Never answers (holds the request for this long, then drops it).
+    Hang(Duration),
+    /// Answers 200 after this delay.
+    Slow(Duration),
+}
+
+/// One request as received.
+#[derive(Debug, Clone)]
+pub struct Received {
+    pub at: Instant,
+    pub wall: chrono::DateTime<chrono::Utc>,
+    pub path: String,
+    pub webhook_id: Option<String>,
+    pub timestamp: Option<String>,
+    pub signature: Option<String>,
+    pub content_type: Option<String>,
+    pub user_agent: Option<String>,
+    pub body: Vec<u8>,
+    /// The status answered (None: hung).
+    pub answered: Option<u16>,
+}
+
+#[derive(Default)]
+struct Inner {
+    behaviours: HashMap<String, Behaviour>,
+    received: Vec<Received>,
+    seen: HashMap<(String, String), usize>,
+}
+
+/// A running receiver.
+pub struct Receiver {
+    pub addr: SocketAddr,
+    inner: Arc<Mutex<Inner>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Receiver {
+    /// Binds 127.0.0.1 on a free port and serves `/{name}` paths (any name; unknown ones behave as [`Behaviour::Ok`]).
+    pub async fn start() -> Receiver {
+        let inner = Arc::new(Mutex::new(Inner::default()));
+        let app = axum::Router::new()
+            .route("/{*path}", axum::routing::post(handle).get(ok))
+            .with_state(inner.clone());
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind the webhook receiver");
+        let addr = listener.local_addr().expect("its address");
+        let task = tokio::spawn(async move {
+            let _ = axum::serve(listener, app).await;
+        });
+        Receiver { addr, inner, task }
+    }
+
+    /// The URL of path `name`.
+    pub fn url(&self, name: &str) -> String {
+        format!("http://{}/{name}", self.addr)
+    }
+
+    /// Makes path `name` behave as `behaviour` from now on.
+    pub fn set(&self, name: &str, behaviour: Behaviour) {
+        self.inner
+            .lock()
+            .unwrap()
+            .behaviours
+            .insert(format!("/{name}"), behaviour);
+    }
+
+    /// Every request so far (of path `name`, when given), in arrival order.
+    pub fn received(&self, name: Option<&str>) -> Vec<Received> {
+        let path = name.map(|n| format!("/{n}"));
+        self.inner
+            .lock()
+            .unwrap()
+            .received
+            .iter()
+            .filter(|r| path.as_ref().is_none_or(|p| &r.path == p))
+            .cloned()
+            .collect()
+    }
+}
+
+impl Drop for Receiver {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+async fn ok() -> &'static str {
+    "webhook receiver"
+}
+
+async fn handle(
+    State(inner): State<Arc<Mutex<Inner>>>,
+    Path(path): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let path = format!("/{path}");
+    let header = |name: &str| {
+        headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string)
+    };
+    let webhook_id = header("webhook-id");
+    let (behaviour, index) = {
+        let mut inner = inner.lock().unwrap();
+        let behaviour = inner
+            .behaviours
+            .get(&path)
+            .cloned()
+            .unwrap_or(Behaviour::Ok);
+        let seen = inner
+            .seen
+            .entry((path.clone(), webhook_id.clone().unwrap_or_default()))
+            .or_default();
+        *seen += 1;
+        (behaviour, *seen - 1)
+    };
+    let status = match &behaviour {
+        Behaviour::Ok | Behaviour::Slow(_) => Some(200),
+        Behaviour::FailFirst { n, status } if index < *n => Some(*status),
+        Behaviour::FailFirst { .. } => Some(200),
+        Behaviour::Always(status) => Some(*status),
+        Behaviour::Redirect => Some(302),
+        Behaviour::Hang(_) => None,
+    };
+    inner.lock().unwrap().received.push(Received {
+        at: Instant::now(),
+        wall: chrono::Utc::now(),
+        path,
+        webhook_id,
+        timestamp: header("webhook-timestamp"),
+        signature: header("webhook-signature"),
+        content_type: header("content-type"),
+        user_agent: header("user-agent"),
+        body: body.to_vec(),
+        answered: status,
+    });
+    match behaviour {
+        Behaviour::Hang(d) => {
+            tokio::time::sleep(d).await;
+            StatusCode::SERVICE_UNAVAILABLE.into_response()
+        }
+        Behaviour::Slow(d) => {
+            tokio::time::sleep(d).await;
+            (StatusCode::OK, "ok").into_response()
+        }
+        Behaviour::Redirect => (StatusCode::FOUND, [("location", "/ok")]).into_response(),
+        _ => {
+            let status = StatusCode::from_u16(status.unwrap_or(200)).unwrap_or(StatusCode::OK);
+            (status, format!("answered {}", status.as_u16())).into_response()
+        }
+    }
+}
+
+/// HMAC-SHA256 (RFC 2104) written out: `H((K ⊕ opad) ‖ H((K ⊕ ipad) ‖ m))`, 64-byte blocks.
+fn hmac_sha256(key: &[u8], message: &[u8]) -> [u8; 32] {
+    let mut block = [0u8; 64];
+    if key.len() > 64 {
+        block[..32].copy_from_slice(&Sha256::digest(key));
+    } else {
+        block[..key.len()].copy_from_slice(key);
+    }
+    let pad = |byte: u8| block.map(|b| b ^ byte);
+    let inner = Sha256::new()
+        .chain_update(pad(0x36))
+        .chain_update(message)
+        .finalize();
+    Sha256::new()
+        .chain_update(pad(0x5c))
+        .chain_update(inner)
+        .finalize()
+        .into()
+}
+
+/// Whether `signature_header` (space-separated `v1,…`) holds a valid signature of `id.timestamp.body` under the
+/// Standard Webhooks secret `whsec` (`whsec_` + base64).
+pub fn verify(whsec: &str, id: &str, timestamp: &str, body: &[u8], signature_header: &str) -> bool {
+    let Some(key) = whsec
+        .strip_prefix("whsec_")
+        .and_then(|b| B64.decode(b).ok())
+    else {
+        return false;
+    };
+    let mut signed = format!("{id}.{timestamp}.").into_bytes();
+    signed.extend_from_slice(body);
+    let expected = format!("v1,{}", B64.encode(hmac_sha256(&key, &signed)));
+    signature_header.split(' ').any(|s| s == expected)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_standard_webhooks_test_vector_verifies_and_a_changed_body_does_not() {
+        let secret = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+        let sig = "v1,g0hM9SsE+OTPJTGt/tmIKtSyZlE3uFJELVlNIOLJ1OE=";
+        let body = br#"{"test": 2432232314}"#;
+        assert!(verify(
+            secret,
+            "msg_p5jXN8AQM9LWM0D4loKWxJek",
+            "1614265330",
+            body,
+            sig
+        ));
+        assert!(verify(
+            secret,
+            "msg_p5jXN8AQM9LWM0D4loKWxJek",
+            "1614265330",
+            body,
+            &format!("v1,bm90IGl0 {sig}")
+        ));
+        assert!(!verify(
+            secret,
+            "msg_p5jXN8AQM9LWM0D4loKWxJek",
+            "1614265331",
+            body,
+            sig
+        ));
+        assert!(!verify(
+            secret,
+            "msg_p5jXN8AQM9LWM0D4loKWxJek",
+            "1614265330",
+            b"{}",
+            sig
+        ));
+    }
+}

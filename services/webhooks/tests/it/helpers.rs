@@ -1,0 +1,250 @@
+//! Test plumbing of the webhooks service: a bus, a receiver on loopback, the service in this process with a
+//! fresh encryption key and loopback allowed through the SSRF guard, endpoints, and the expectation — which
+//! events each endpoint must receive — taken from the generated flows (the plan's events), never from the service.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use events::{Envelope, MerchantId};
+use flows::harness::Bus;
+use flows::receiver::{Received, Receiver};
+use flows::service::InProcess;
+use runtime::{Backoff, RetryPolicy};
+use secrecy::SecretString;
+use service_kit::Settings;
+use webhooks::endpoints::{self, EndpointId, NewEndpoint};
+use webhooks::signing::SecretBox;
+use webhooks::ssrf::Guard;
+use webhooks::{DeliverySettings, WebhookSettings, Webhooks};
+
+/// A bus, a receiver and the key the service and the tests share.
+pub struct Setup {
+    pub bus: Bus,
+    pub receiver: Receiver,
+    pub key: String,
+}
+
+impl Setup {
+    pub async fn new() -> Setup {
+        Setup {
+            bus: Bus::new().await,
+            receiver: Receiver::start().await,
+            key: SecretBox::generate_key(),
+        }
+    }
+
+    pub fn secret_box(&self) -> SecretBox {
+        SecretBox::from_base64(&self.key).expect("a generated key")
+    }
+
+    /// The delivery settings of the tests: loopback allowed, `http` accepted, quick polling.
+    pub fn delivery(&self) -> DeliverySettings {
+        DeliverySettings {
+            encryption_key: Some(SecretString::from(self.key.clone())),
+            allowed_networks: vec!["127.0.0.0/8".into()],
+            allow_http: true,
+            poll_interval: Duration::from_millis(20),
+            ..DeliverySettings::default()
+        }
+    }
+
+    /// The service's settings on this bus under a fresh group, `tweak`ed.
+    pub fn settings(
+        &self,
+        tweak: impl FnOnce(&mut WebhookSettings),
+    ) -> (Settings<WebhookSettings>, String) {
+        let group = testkit::unique_name("webhooks");
+        let mut settings = flows::service::settings::<Webhooks>(
+            &self.bus,
+            &group,
+            std::slice::from_ref(&self.bus.domain_topic),
+            flows::service::fast_options(),
+        );
+        settings.service.delivery = self.delivery();
+        tweak(&mut settings.service);
+        (settings, group)
+    }
+
+    /// Starts the service with `tweak`ed settings.
+    pub async fn start(&self, tweak: impl FnOnce(&mut WebhookSettings)) -> InProcess {
+        let (settings, group) = self.settings(tweak);
+        InProcess::start_with::<Webhooks>(settings, group).await
+    }
+
+    /// Registers an endpoint of `merchant` at the receiver's path `path`; returns its id and secret.
+    pub async fn endpoint(
+        &self,
+        merchant: MerchantId,
+        path: &str,
+        types: &[&str],
+    ) -> (EndpointId, String) {
+        let guard = Guard {
+            allow_http: true,
+            allowed: "127.0.0.0/8".parse().unwrap(),
+        };
+        let types: Vec<String> = types.iter().map(|t| t.to_string()).collect();
+        let (endpoint, secret) = endpoints::add(
+            self.bus.pool(),
+            &guard,
+            &self.secret_box(),
+            NewEndpoint {
+                merchant_id: merchant,
+                url: &self.receiver.url(path),
+                event_types: &types,
+                description: "test",
+            },
+        )
+        .await
+        .expect("register the endpoint");
+        (endpoint.endpoint_id, secret.expose())
+    }
+}
+
+/// The spec's number of retries, quick: 5 retries 100 ms × 2ⁿ.
+pub fn quick_retries(settings: &mut WebhookSettings) {
+    settings.consumer.policy.retry = Some(RetryPolicy {
+        max_retries: 5,
+        backoff: Backoff::Exponential {
+            initial: Duration::from_millis(100),
+            factor: 2,
+        },
+    });
+}
+
+/// The merchants of `flows`, in the order their first event comes.
+pub fn merchants(flows: &flows::Flows) -> Vec<MerchantId> {
+    let mut seen = Vec::new();
+    for e in &flows.events {
+        if !seen.contains(&e.merchant_id()) {
+            seen.push(e.merchant_id());
+        }
+    }
+    seen
+}
+
+/// The events of `merchant` an endpoint subscribed to `types` (empty: all) must receive, in commit order.
+pub fn expected<'a>(
+    flows: &'a flows::Flows,
+    merchant: MerchantId,
+    types: &[&str],
+) -> Vec<&'a Envelope> {
+    flows
+        .events
+        .iter()
+        .filter(|e| e.merchant_id() == merchant)
+        .filter(|e| {
+            types.is_empty()
+                || types.contains(&webhooks::body::webhook_type(e.event_type()).as_str())
+        })
+        .collect()
+}
+
+/// The `data.event_id` of a request's body.
+pub fn event_id(r: &Received) -> String {
+    let body: serde_json::Value = serde_json::from_slice(&r.body).expect("a JSON body");
+    body["data"]["event_id"]
+        .as_str()
+        .expect("data.event_id")
+        .to_string()
+}
+
+/// Waits until path `path` received at least one request for each of `n` distinct webhook ids with a 2xx answer;
+/// returns every request of the path.
+pub async fn wait_delivered(
+    receiver: &Receiver,
+    path: &str,
+    n: usize,
+    timeout: Duration,
+) -> Vec<Received> {
+    let started = std::time::Instant::now();
+    loop {
+        let got = receiver.received(Some(path));
+        let delivered: std::collections::BTreeSet<&str> = got
+            .iter()
+            .filter(|r| r.answered.is_some_and(|s| (200..300).contains(&s)))
+            .filter_map(|r| r.webhook_id.as_deref())
+            .collect();
+        if delivered.len() >= n {
+            return got;
+        }
+        assert!(
+            started.elapsed() < timeout,
+            "/{path}: {} of {n} webhooks delivered within {timeout:?} ({} requests)",
+            delivered.len(),
+            got.len()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Checks what every request of a path carries: the Standard Webhooks headers, a signature that verifies with one
+/// of `secrets` (independent implementation), JSON, a user agent; one webhook id per event id.
+pub fn check_requests(requests: &[Received], secrets: &[&str]) {
+    let mut ids: BTreeMap<String, String> = BTreeMap::new();
+    for r in requests {
+        let id = r.webhook_id.as_deref().expect("webhook-id");
+        assert!(id.starts_with("msg_"), "{id}");
+        let ts = r.timestamp.as_deref().expect("webhook-timestamp");
+        let ts_secs: i64 = ts.parse().expect("a unix timestamp");
+        assert!(
+            (chrono::Utc::now().timestamp() - ts_secs).abs() < 600,
+            "timestamp {ts}"
+        );
+        let signature = r.signature.as_deref().expect("webhook-signature");
+        assert!(
+            secrets
+                .iter()
+                .any(|s| flows::receiver::verify(s, id, ts, &r.body, signature)),
+            "signature {signature} of {id} does not verify"
+        );
+        assert_eq!(r.content_type.as_deref(), Some("application/json"));
+        assert!(
+            r.user_agent
+                .as_deref()
+                .is_some_and(|u| u.starts_with("crypto-checkout-webhooks/"))
+        );
+        let event = event_id(r);
+        let previous = ids.insert(event.clone(), id.to_string());
+        assert!(
+            previous.is_none_or(|p| p == id),
+            "event {event} reached one endpoint under two webhook ids"
+        );
+    }
+}
+
+/// A delivery row: (status, attempts, last status, redelivery of).
+pub type Row = (String, i32, Option<i32>, Option<uuid::Uuid>);
+
+/// Waits (30 s at most) until the endpoint's delivery rows satisfy `done`; fails showing the last rows.
+pub async fn eventually_rows(setup: &Setup, endpoint: EndpointId, done: impl Fn(&[Row]) -> bool) {
+    let started = std::time::Instant::now();
+    loop {
+        let rows = delivery_rows(&setup.bus, endpoint).await;
+        if done(&rows) {
+            return;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "deliveries of {endpoint} stayed {rows:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// The endpoint's deliveries, oldest first.
+pub async fn delivery_rows(bus: &Bus, endpoint: EndpointId) -> Vec<Row> {
+    sqlx::query_as(
+        "SELECT status, attempts, last_status, redelivery_of FROM webhook_deliveries
+          WHERE endpoint_id = $1 ORDER BY created_at, position",
+    )
+    .bind(endpoint.0)
+    .fetch_all(bus.pool())
+    .await
+    .expect("read deliveries")
+}
+
+/// Appends `events` to the outbox (one transaction each 50).
+pub async fn append(bus: &Bus, events: &[&Envelope]) {
+    let owned: Vec<Envelope> = events.iter().map(|e| (*e).clone()).collect();
+    bus.append(&owned, 50).await;
+}

@@ -1,0 +1,70 @@
+//! One failing merchant does not delay the others: while an endpoint hangs on every attempt, every healthy
+//! endpoint's webhooks arrive — before the hanging endpoint's first attempts have even timed out — and the hanging
+//! endpoint never holds more attempts than its share.
+
+use std::time::Duration;
+
+use flows::Scenario;
+use flows::receiver::Behaviour;
+
+use crate::helpers::{self, Setup};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_hanging_endpoint_does_not_hold_up_the_others() {
+    let setup = Setup::new().await;
+    let flows = flows::generate(&Scenario::new(7301, 5, 60));
+    let merchants = helpers::merchants(&flows);
+    let (hanging, _) = setup.endpoint(merchants[0], "hang", &[]).await;
+    setup
+        .receiver
+        .set("hang", Behaviour::Hang(Duration::from_secs(120)));
+    let mut healthy = Vec::new();
+    for (i, merchant) in merchants.iter().enumerate().skip(1) {
+        let path = format!("ok{i}");
+        let (_, secret) = setup.endpoint(*merchant, &path, &[]).await;
+        healthy.push((path, *merchant, secret));
+    }
+    let timeout = Duration::from_secs(8);
+    let service = setup
+        .start(|s| {
+            s.delivery.timeout = timeout;
+            s.delivery.lease = Duration::from_secs(12);
+            s.delivery.per_endpoint = 2;
+            s.delivery.concurrency = 8;
+        })
+        .await;
+    let publisher = setup.bus.start_publisher().await;
+    let started = std::time::Instant::now();
+    helpers::append(&setup.bus, &flows.events.iter().collect::<Vec<_>>()).await;
+
+    for (path, merchant, secret) in &healthy {
+        let n = helpers::expected(&flows, *merchant, &[]).len();
+        let got = helpers::wait_delivered(&setup.receiver, path, n, Duration::from_secs(60)).await;
+        helpers::check_requests(&got, &[secret.as_str()]);
+    }
+    let hung = setup.receiver.received(Some("hang"));
+    assert!(
+        started.elapsed() < timeout,
+        "every healthy webhook arrived before the hanging endpoint's first attempts timed out \
+         (took {:?}; concurrency 8, 2 slots for the hanging endpoint)",
+        started.elapsed()
+    );
+    assert!(
+        !hung.is_empty() && hung.len() <= 2,
+        "the hanging endpoint holds at most its 2 slots: {} requests",
+        hung.len()
+    );
+    let pending: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM webhook_deliveries WHERE endpoint_id = $1 AND status = 'pending'",
+    )
+    .bind(hanging.0)
+    .fetch_one(setup.bus.pool())
+    .await
+    .unwrap();
+    assert_eq!(
+        pending as usize,
+        helpers::expected(&flows, merchants[0], &[]).len()
+    );
+    publisher.stop().await;
+    service.stop().await;
+}
