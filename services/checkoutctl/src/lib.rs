@@ -23,6 +23,7 @@ pub mod settlement_cmd;
 pub mod topics_cmd;
 pub mod verify;
 pub mod verify_cmd;
+pub mod webhooks_cmd;
 
 /// Exit codes shared by all commands.
 pub mod exit {

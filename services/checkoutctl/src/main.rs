@@ -14,6 +14,7 @@ checkoutctl::subcommands! {
     Projections(checkoutctl::projections_cmd::ProjectionsArgs),
     Audit(checkoutctl::audit_cmd::AuditArgs),
     Verify(checkoutctl::verify_cmd::VerifyArgs),
+    Webhooks(checkoutctl::webhooks_cmd::WebhooksArgs),
 }
 
 fn main() -> std::process::ExitCode {

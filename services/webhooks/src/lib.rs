@@ -30,10 +30,11 @@ use runtime::{GroupPolicy, Guarantee};
 use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize};
 
-/// Variable naming the networks the SSRF guard lets through (comma-separated CIDRs); read by the service and
-/// by `checkoutctl`, and winning over `[service.delivery] allowed_networks`.
+/// Variable naming the networks the SSRF guard lets through (comma-separated CIDRs); read by the service (when
+/// `[service.delivery] allowed_networks` is empty) and by `checkoutctl`.
 pub const ALLOWED_NETWORKS_ENV: &str = "WEBHOOK_ALLOWED_NETWORKS";
-/// Variable holding the key that encrypts endpoint secrets at rest (base64 of 32 bytes); read by both too.
+/// Variable holding the key that encrypts endpoint secrets at rest (base64 of 32 bytes); read by the service (when
+/// `[service.delivery] encryption_key` is unset) and by `checkoutctl`. Give both the same key.
 pub const ENCRYPTION_KEY_ENV: &str = "WEBHOOK_ENCRYPTION_KEY";
 /// `development` accepts `http` webhook URLs; every other environment (and none) requires `https`.
 pub const ENVIRONMENT_ENV: &str = "CHECKOUT_ENVIRONMENT";
@@ -59,10 +60,10 @@ impl ServiceSettings for WebhookSettings {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct DeliverySettings {
-    /// Key encrypting endpoint secrets (base64 of 32 bytes); `WEBHOOK_ENCRYPTION_KEY` wins. Required.
+    /// Key encrypting endpoint secrets (base64 of 32 bytes); unset: `WEBHOOK_ENCRYPTION_KEY`. Required.
     #[serde(skip_serializing)]
     pub encryption_key: Option<SecretString>,
-    /// Networks the SSRF guard lets through (CIDRs); `WEBHOOK_ALLOWED_NETWORKS` wins. Empty by default.
+    /// Networks the SSRF guard lets through (CIDRs); empty: `WEBHOOK_ALLOWED_NETWORKS` (empty by default).
     pub allowed_networks: Vec<String>,
     /// Accept `http` URLs (development only); `CHECKOUT_ENVIRONMENT=development` turns it on.
     pub allow_http: bool,
@@ -104,7 +105,8 @@ impl Default for DeliverySettings {
     }
 }
 
-/// What the environment says about the guard and the key: the variables above, each when set.
+/// What the environment says about the guard and the key: the variables above, each when set (the fallback of
+/// the service's settings; `checkoutctl`'s only source).
 #[derive(Debug, Clone, Default)]
 pub struct EnvOverrides {
     pub allowed_networks: Option<String>,
@@ -141,8 +143,8 @@ impl DeliverySettings {
     /// The SSRF guard these settings and `env` describe.
     pub fn guard(&self, env: &EnvOverrides) -> Result<ssrf::Guard, SettingsError> {
         let networks = match &env.allowed_networks {
-            Some(list) => list.clone(),
-            None => self.allowed_networks.join(","),
+            Some(list) if self.allowed_networks.is_empty() => list.clone(),
+            _ => self.allowed_networks.join(","),
         };
         Ok(ssrf::Guard {
             allow_http: self.allow_http || env.environment.as_deref() == Some("development"),
@@ -152,10 +154,10 @@ impl DeliverySettings {
 
     /// The key for secrets at rest.
     pub fn secret_box(&self, env: &EnvOverrides) -> Result<signing::SecretBox, SettingsError> {
-        let key = env
+        let key = self
             .encryption_key
             .as_ref()
-            .or(self.encryption_key.as_ref())
+            .or(env.encryption_key.as_ref())
             .ok_or(SettingsError::NoKey)?;
         Ok(signing::SecretBox::from_base64(key.expose_secret())?)
     }
