@@ -113,7 +113,8 @@ macro_rules! catalogue {
 
 // Invoice and Payment events are keyed by invoice id, Settlement and Merchant events by merchant id
 // (see `AggregateType::partition_key`). MerchantSuspended is at version 2; see `crate::upcast`. New types are
-// appended (MerchantReinstated, decision 0026), so that existing variants keep their position.
+// appended (MerchantReinstated, decision 0026; WebhookEndpointDisabled, decision 0029), so that existing variants
+// keep their position.
 catalogue! {
     InvoiceCreated: Invoice, versions 1..=1;
     InvoiceExpired: Invoice, versions 1..=1;
@@ -130,6 +131,7 @@ catalogue! {
     MerchantSuspended: Merchant, versions 1..=2;
     SettingsUpdated: Merchant, versions 1..=1;
     MerchantReinstated: Merchant, versions 1..=1;
+    WebhookEndpointDisabled: Merchant, versions 1..=1;
 }
 
 impl EventType {
@@ -299,7 +301,8 @@ mod tests {
                 "MerchantCreated",
                 "MerchantSuspended",
                 "SettingsUpdated",
-                "MerchantReinstated"
+                "MerchantReinstated",
+                "WebhookEndpointDisabled"
             ]
         );
         assert_eq!(

@@ -314,6 +314,18 @@ pub fn example(event_type: EventType) -> Envelope {
                 Metadata::new(Actor::new(ActorKind::Admin, "adm_7").expect("valid actor")),
                 2 * 86_400,
             ),
+            EventType::WebhookEndpointDisabled => (
+                merchant.into(),
+                WebhookEndpointDisabled {
+                    endpoint_id: "ep_01946967-d500-7444-a444-444444444444".into(),
+                    reason: EndpointDisabledReason::Gone,
+                    disabled_at: at(3 * 86_400),
+                    details: Some("410 Gone".into()),
+                }
+                .into(),
+                Metadata::new(Actor::new(ActorKind::System, "webhooks").expect("valid actor")),
+                3 * 86_400,
+            ),
             EventType::SettingsUpdated => (
                 merchant.into(),
                 SettingsUpdated {

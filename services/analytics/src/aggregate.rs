@@ -304,6 +304,7 @@ pub fn fold(
             | EventData::MerchantCreated(_)
             | EventData::MerchantSuspended(_)
             | EventData::MerchantReinstated(_)
+            | EventData::WebhookEndpointDisabled(_)
             | EventData::SettingsUpdated(_) => {}
         }
     }

@@ -269,14 +269,14 @@ async fn endpoint(
             })
         }
         EndpointCommand::Disable { endpoint, reason } => {
-            endpoints::disable(pool, endpoint, &reason)
+            endpoints::disable(pool, endpoint, &reason, &operator()?)
                 .await
                 .map(|e| writeln!(io.stdout, "{} {}", e.endpoint_id, e.status).map_err(Into::into))
         }
         EndpointCommand::Enable { endpoint } => endpoints::enable(pool, endpoint)
             .await
             .map(|e| writeln!(io.stdout, "{} {}", e.endpoint_id, e.status).map_err(Into::into)),
-        EndpointCommand::Remove { endpoint } => endpoints::remove(pool, endpoint)
+        EndpointCommand::Remove { endpoint } => endpoints::remove(pool, endpoint, &operator()?)
             .await
             .map(|e| writeln!(io.stdout, "{} removed", e.endpoint_id).map_err(Into::into)),
     };
@@ -288,6 +288,12 @@ async fn endpoint(
         Err(EndpointError::Db(e)) => Err(e.into()),
         Err(refused) => refuse(io, &refused),
     }
+}
+
+/// Who disables an endpoint from here: the `metadata` of its `WebhookEndpointDisabled`.
+fn operator() -> anyhow::Result<events::Metadata> {
+    let actor = events::Actor::new(events::ActorKind::Admin, "checkoutctl")?;
+    Ok(events::Metadata::new(actor))
 }
 
 fn refuse(io: &mut Io<'_>, why: &dyn std::fmt::Display) -> anyhow::Result<u8> {

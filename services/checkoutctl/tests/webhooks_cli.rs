@@ -188,6 +188,20 @@ async fn endpoints_are_guarded_their_secret_is_shown_once_and_they_can_be_rotate
         (0, format!("{endpoint} disabled").as_str())
     );
     assert_eq!(show(&dev)["disabled_reason"], "maintenance");
+    let told: Vec<serde_json::Value> = sqlx::query_scalar(
+        "SELECT payload::jsonb FROM outbox WHERE event_type = 'WebhookEndpointDisabled'",
+    )
+    .fetch_all(&db.pool)
+    .await
+    .unwrap();
+    assert_eq!(
+        told.len(),
+        1,
+        "the merchant and the audit log are told through the outbox"
+    );
+    assert_eq!(told[0]["event_data"]["reason"], "operator");
+    assert_eq!(told[0]["event_data"]["details"], "maintenance");
+    assert_eq!(told[0]["aggregate_id"], MERCHANT);
     let (code, _, _) = run(&db.url, &dev, &["endpoint", "enable", &endpoint]);
     assert_eq!(code, 0);
     assert_eq!(show(&dev)["status"], "enabled");

@@ -270,6 +270,8 @@ impl Keys {
                 | EventData::MerchantReinstated(_) => {
                     k.merchants.insert(id);
                 }
+                // Webhook endpoints are not a read model here (`webhook_endpoints` is their state).
+                EventData::WebhookEndpointDisabled(_) => {}
             }
         }
         k

@@ -430,6 +430,8 @@ impl Fold {
                 touch!(merchant, stamp);
                 Ok(())
             }
+            // No read model holds webhook endpoints (`webhook_endpoints` is their state); recorded as applied.
+            EventData::WebhookEndpointDisabled(_) => Ok(()),
         }
     }
 

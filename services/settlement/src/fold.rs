@@ -234,6 +234,8 @@ impl Fold {
             }
             // Their effects were applied when the service emitted them (or they are not the service's).
             EventData::SettlementCompleted(_) | EventData::SettlementFailed(_) => {}
+            // Webhook endpoints have nothing to do with money.
+            EventData::WebhookEndpointDisabled(_) => {}
         }
         Ok(())
     }

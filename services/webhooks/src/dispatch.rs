@@ -117,6 +117,8 @@ pub struct Dispatcher {
     metrics: DispatchMetrics,
     producer: FutureProducer,
     group: String,
+    /// Who disables endpoints (the `metadata` of `WebhookEndpointDisabled`).
+    actor: events::Metadata,
 }
 
 /// One attempt's result with what settling it needs.
@@ -156,6 +158,7 @@ impl Dispatcher {
             settings,
             producer,
             group: ctx.policy.group.clone(),
+            actor: events::Metadata::system("webhooks")?,
         })
     }
 
@@ -279,7 +282,13 @@ impl Dispatcher {
                 })?;
         }
         let results: Vec<Finished> = done.iter().map(|d| d.finished.clone()).collect();
-        let report = store::finish(&self.pool, &results, self.settings.auto_disable_after).await?;
+        let report = store::finish(
+            &self.pool,
+            &results,
+            self.settings.auto_disable_after,
+            &self.actor,
+        )
+        .await?;
         for d in done.iter() {
             self.metrics
                 .attempts
@@ -304,17 +313,17 @@ impl Dispatcher {
             };
             self.metrics.deliveries.with_label_values(&[outcome]).inc();
         }
-        for (endpoint, reason) in &report.disabled {
-            let label = if reason.starts_with("410") {
-                "gone"
-            } else {
-                "failing"
+        for d in &report.disabled {
+            let label = match d.reason {
+                events::payload::EndpointDisabledReason::Gone => "gone",
+                _ => "failing",
             };
             self.metrics
                 .endpoints_disabled
                 .with_label_values(&[label])
                 .inc();
-            tracing::warn!(endpoint = %crate::endpoints::EndpointId(*endpoint), %reason, "webhook endpoint disabled");
+            tracing::warn!(endpoint = %crate::endpoints::EndpointId(d.endpoint), reason = %d.details,
+                "webhook endpoint disabled");
         }
         done.clear();
         Ok(())

@@ -93,6 +93,8 @@ pub enum EndpointError {
     Removed(EndpointId),
     #[error("database")]
     Db(#[from] sqlx::Error),
+    #[error("recording the disabled endpoint")]
+    Disable(#[from] crate::store::DisableError),
 }
 
 /// What `add` needs.
@@ -209,17 +211,34 @@ async fn live(pool: &PgPool, id: EndpointId) -> Result<Endpoint, EndpointError> 
     Ok(endpoint)
 }
 
-/// Disables an endpoint (its pending deliveries are failed, ready for `recover`).
+/// Disables an endpoint (its pending deliveries are failed, ready for `recover`); the merchant and the audit log
+/// learn it from a `WebhookEndpointDisabled` with `actor` as its metadata.
 pub async fn disable(
     pool: &PgPool,
     id: EndpointId,
     reason: &str,
+    actor: &events::Metadata,
 ) -> Result<Endpoint, EndpointError> {
     live(pool, id).await?;
     let mut tx = pool.begin().await?;
-    crate::store::disable_endpoints(&mut tx, &[(id.0, reason.to_string())]).await?;
+    operator_disable(&mut tx, id, reason, actor).await?;
     tx.commit().await?;
     show(pool, id).await
+}
+
+async fn operator_disable(
+    tx: &mut sqlx::PgConnection,
+    id: EndpointId,
+    reason: &str,
+    actor: &events::Metadata,
+) -> Result<(), EndpointError> {
+    let disable = crate::store::Disable {
+        endpoint: id.0,
+        reason: events::payload::EndpointDisabledReason::Operator,
+        details: reason.to_string(),
+    };
+    crate::store::disable_endpoints(tx, &[disable], actor).await?;
+    Ok(())
 }
 
 /// Enables an endpoint again; its failure clock starts over.
@@ -236,11 +255,16 @@ pub async fn enable(pool: &PgPool, id: EndpointId) -> Result<Endpoint, EndpointE
     show(pool, id).await
 }
 
-/// Removes an endpoint: nothing more is delivered to it; its log stays.
-pub async fn remove(pool: &PgPool, id: EndpointId) -> Result<Endpoint, EndpointError> {
+/// Removes an endpoint: nothing more is delivered to it (a `WebhookEndpointDisabled` says so if it was enabled);
+/// its log stays.
+pub async fn remove(
+    pool: &PgPool,
+    id: EndpointId,
+    actor: &events::Metadata,
+) -> Result<Endpoint, EndpointError> {
     live(pool, id).await?;
     let mut tx = pool.begin().await?;
-    crate::store::disable_endpoints(&mut tx, &[(id.0, "removed".to_string())]).await?;
+    operator_disable(&mut tx, id, "removed", actor).await?;
     sqlx::query("UPDATE webhook_endpoints SET removed_at = now() WHERE endpoint_id = $1")
         .bind(id.0)
         .execute(&mut *tx)

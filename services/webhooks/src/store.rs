@@ -19,6 +19,8 @@ use serde::Serialize;
 use sqlx::{PgConnection, PgPool, Row};
 use uuid::Uuid;
 
+use events::payload::{EndpointDisabledReason, WebhookEndpointDisabled};
+
 use crate::endpoints::{DeliveryId, EndpointId};
 
 /// Namespace of derived delivery ids: `UUID v5(DELIVERY_NAMESPACE, endpoint uuid ‖ event uuid)`. Never changes.
@@ -332,16 +334,18 @@ pub struct FinishReport {
     /// Results applied (the lease was still ours).
     pub applied: usize,
     /// Endpoints disabled now, with the reason.
-    pub disabled: Vec<(Uuid, String)>,
+    pub disabled: Vec<Disable>,
 }
 
 /// Applies `results` in one transaction; disables endpoints that answered 410 or whose failures began more than
-/// `auto_disable_after` ago.
+/// `auto_disable_after` ago (telling the merchant and the audit log: `WebhookEndpointDisabled` in the outbox, as
+/// `actor`).
 pub async fn finish(
     pool: &PgPool,
     results: &[Finished],
     auto_disable_after: std::time::Duration,
-) -> Result<FinishReport, sqlx::Error> {
+    actor: &events::Metadata,
+) -> Result<FinishReport, DisableError> {
     let mut report = FinishReport::default();
     if results.is_empty() {
         return Ok(report);
@@ -406,11 +410,15 @@ pub async fn finish(
     .await?;
     // Each endpoint's failure clock: the last result of the batch decides (a success stops it).
     let mut last: BTreeMap<Uuid, (bool, DateTime<Utc>)> = BTreeMap::new();
-    let mut gone = Vec::new();
+    let mut gone: Vec<Disable> = Vec::new();
     for r in &mine {
         last.insert(r.endpoint_id, (r.next == Next::Delivered, r.started_at));
-        if r.next == Next::Gone {
-            gone.push((r.endpoint_id, "410 Gone".to_string()));
+        if r.next == Next::Gone && !gone.iter().any(|d| d.endpoint == r.endpoint_id) {
+            gone.push(Disable {
+                endpoint: r.endpoint_id,
+                reason: EndpointDisabledReason::Gone,
+                details: "the endpoint answered 410 Gone".into(),
+            });
         }
     }
     let (endpoints, ok, at): (Vec<Uuid>, Vec<bool>, Vec<DateTime<Utc>>) =
@@ -441,37 +449,59 @@ pub async fn finish(
     let limit = chrono::Duration::from_std(auto_disable_after).unwrap_or(chrono::Duration::MAX);
     let now = Utc::now();
     for (endpoint, since) in failing {
-        if now - since >= limit && !gone.iter().any(|(e, _)| *e == endpoint) {
-            gone.push((
+        if now - since >= limit && !gone.iter().any(|d| d.endpoint == endpoint) {
+            gone.push(Disable {
                 endpoint,
-                format!(
+                reason: EndpointDisabledReason::Failing,
+                details: format!(
                     "every attempt failed since {} (auto-disable after {})",
                     since.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
                     humantime::format_duration(auto_disable_after)
                 ),
-            ));
+            });
         }
     }
-    report.disabled = disable_endpoints(&mut tx, &gone).await?;
+    report.disabled = disable_endpoints(&mut tx, &gone, actor).await?;
     tx.commit().await?;
     Ok(report)
 }
 
-/// Disables the enabled ones of `endpoints` and fails their pending deliveries; returns those disabled now.
+/// An endpoint to disable, and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Disable {
+    pub endpoint: Uuid,
+    pub reason: EndpointDisabledReason,
+    pub details: String,
+}
+
+/// Why disabling failed.
+#[derive(Debug, thiserror::Error)]
+pub enum DisableError {
+    #[error("database")]
+    Db(#[from] sqlx::Error),
+    #[error("appending WebhookEndpointDisabled to the outbox")]
+    Outbox(#[from] outbox::OutboxError),
+    #[error("WebhookEndpointDisabled breaks the contract")]
+    Contract(#[from] events::ContractError),
+}
+
+/// Disables the enabled ones of `endpoints`, fails their pending deliveries and appends a
+/// `WebhookEndpointDisabled` per endpoint disabled now to the outbox — all in `tx`; returns those disabled now.
 pub async fn disable_endpoints(
     tx: &mut PgConnection,
-    endpoints: &[(Uuid, String)],
-) -> Result<Vec<(Uuid, String)>, sqlx::Error> {
+    endpoints: &[Disable],
+    actor: &events::Metadata,
+) -> Result<Vec<Disable>, DisableError> {
     if endpoints.is_empty() {
         return Ok(Vec::new());
     }
-    let ids: Vec<Uuid> = endpoints.iter().map(|(e, _)| *e).collect();
-    let reasons: Vec<String> = endpoints.iter().map(|(_, r)| r.clone()).collect();
-    let disabled: Vec<(Uuid, String)> = sqlx::query_as(
+    let ids: Vec<Uuid> = endpoints.iter().map(|d| d.endpoint).collect();
+    let reasons: Vec<String> = endpoints.iter().map(|d| d.details.clone()).collect();
+    let disabled: Vec<(Uuid, Uuid, DateTime<Utc>)> = sqlx::query_as(
         "UPDATE webhook_endpoints e SET status = 'disabled', disabled_reason = u.reason, disabled_at = now()
            FROM UNNEST($1::uuid[], $2::text[]) AS u(id, reason)
           WHERE e.endpoint_id = u.id AND e.status = 'enabled'
-         RETURNING e.endpoint_id, e.disabled_reason",
+         RETURNING e.endpoint_id, e.merchant_id, e.disabled_at",
     )
     .bind(&ids)
     .bind(&reasons)
@@ -485,7 +515,34 @@ pub async fn disable_endpoints(
     .bind(&ids)
     .execute(&mut *tx)
     .await?;
-    Ok(disabled)
+    let mut out = Vec::with_capacity(disabled.len());
+    let mut notices = Vec::with_capacity(disabled.len());
+    for (endpoint, merchant, at) in disabled {
+        let d = endpoints
+            .iter()
+            .find(|d| d.endpoint == endpoint)
+            .expect("asked for");
+        let merchant = events::MerchantId::from_uuid(merchant)
+            .map_err(|e| sqlx::Error::Decode(Box::new(e)))?;
+        let details: String = d
+            .details
+            .chars()
+            .take(events::payload::MAX_DETAILS_CHARS)
+            .collect();
+        notices.push(events::Envelope::new(
+            merchant,
+            WebhookEndpointDisabled {
+                endpoint_id: EndpointId(endpoint).to_string(),
+                reason: d.reason,
+                disabled_at: at,
+                details: (!details.is_empty()).then_some(details),
+            },
+            actor.clone(),
+        )?);
+        out.push(d.clone());
+    }
+    outbox::append_batch(&mut *tx, &notices).await?;
+    Ok(out)
 }
 
 /// Age of the oldest pending delivery, in seconds (0 when none is pending).

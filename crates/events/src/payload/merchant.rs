@@ -151,6 +151,63 @@ impl MerchantReinstated {
     }
 }
 
+/// Why a webhook endpoint was disabled.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum EndpointDisabledReason {
+    /// The endpoint answered 410 Gone.
+    Gone,
+    /// Every attempt to reach it failed for the auto-disable period.
+    Failing,
+    /// An operator disabled (or removed) it.
+    Operator,
+}
+
+/// One of the merchant's webhook endpoints was disabled: nothing more is sent to it, its deliveries are kept as
+/// failed for a recovery once it is enabled again. Written by the webhooks service or `checkoutctl webhooks` in
+/// the transaction that disabled it. Version 1 (decision 0029).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct WebhookEndpointDisabled {
+    /// The endpoint, `ep_<uuid>`.
+    #[schemars(regex(
+        pattern = r"^ep_[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$"
+    ))]
+    pub endpoint_id: String,
+    pub reason: EndpointDisabledReason,
+    /// When it was disabled.
+    #[serde(
+        serialize_with = "rfc3339::serialize",
+        deserialize_with = "rfc3339::deserialize"
+    )]
+    pub disabled_at: DateTime<Utc>,
+    /// Free text, e.g. the last error; at most 1000 characters.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 1000))]
+    pub details: Option<String>,
+}
+
+impl WebhookEndpointDisabled {
+    pub(crate) fn validate(&self) -> Result<(), ContractError> {
+        let ok = self
+            .endpoint_id
+            .strip_prefix("ep_")
+            .and_then(|u| uuid::Uuid::parse_str(u).ok())
+            .is_some_and(|u| !u.is_nil() && self.endpoint_id == format!("ep_{u}"));
+        if !ok {
+            return Err(ContractError::at(
+                ContractErrorKind::InvalidValue,
+                "endpoint_id",
+                format!(
+                    "`{}` is not an endpoint id (ep_<lowercase uuid>)",
+                    self.endpoint_id
+                ),
+            ));
+        }
+        check_details(self.details.as_deref(), false)
+    }
+}
+
 /// One setting's old and new value.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]

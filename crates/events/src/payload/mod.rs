@@ -18,8 +18,8 @@ pub use invoice::{
     CancellationReason, InvoiceCancelled, InvoiceCreated, InvoiceExpired, InvoicePaid,
 };
 pub use merchant::{
-    Change, MerchantCreated, MerchantReinstated, MerchantSuspended, SettingsChanges,
-    SettingsUpdated, SpeedPolicy, SuspensionReason,
+    Change, EndpointDisabledReason, MerchantCreated, MerchantReinstated, MerchantSuspended,
+    SettingsChanges, SettingsUpdated, SpeedPolicy, SuspensionReason, WebhookEndpointDisabled,
 };
 pub use payment::{
     Network, PaymentConfirmed, PaymentConfirming, PaymentCoverage, PaymentDetected, PaymentFailed,
@@ -134,6 +134,7 @@ event_data! {
     MerchantSuspended => MerchantId,
     SettingsUpdated => MerchantId,
     MerchantReinstated => MerchantId,
+    WebhookEndpointDisabled => MerchantId,
 }
 
 impl EventData {
@@ -155,7 +156,8 @@ impl EventData {
             | EventData::MerchantCreated(_)
             | EventData::MerchantSuspended(_)
             | EventData::SettingsUpdated(_)
-            | EventData::MerchantReinstated(_) => None,
+            | EventData::MerchantReinstated(_)
+            | EventData::WebhookEndpointDisabled(_) => None,
         }
     }
 
@@ -176,7 +178,8 @@ impl EventData {
             EventData::MerchantCreated(_)
             | EventData::MerchantSuspended(_)
             | EventData::SettingsUpdated(_)
-            | EventData::MerchantReinstated(_) => None,
+            | EventData::MerchantReinstated(_)
+            | EventData::WebhookEndpointDisabled(_) => None,
         }
     }
 }

@@ -117,4 +117,5 @@ round_trips! {
     merchant_suspended: MerchantSuspended,
     settings_updated: SettingsUpdated,
     merchant_reinstated: MerchantReinstated,
+    webhook_endpoint_disabled: WebhookEndpointDisabled,
 }

@@ -565,6 +565,32 @@ fn merchant_reinstated() -> impl Strategy<Value = Payload> {
     })
 }
 
+fn webhook_endpoint_disabled() -> impl Strategy<Value = Payload> {
+    (
+        merchant_id(),
+        any::<u128>().prop_filter("not nil", |u| *u != 0),
+        prop_oneof![
+            Just(EndpointDisabledReason::Gone),
+            Just(EndpointDisabledReason::Failing),
+            Just(EndpointDisabledReason::Operator),
+        ],
+        timestamp(),
+        proptest::option::of(text(200)),
+    )
+        .prop_map(|(id, endpoint, reason, at, details)| {
+            (
+                id.into(),
+                WebhookEndpointDisabled {
+                    endpoint_id: format!("ep_{}", uuid::Uuid::from_u128(endpoint)),
+                    reason,
+                    disabled_at: at,
+                    details,
+                }
+                .into(),
+            )
+        })
+}
+
 /// A change whose old and new values differ.
 fn change<T: Clone + PartialEq + std::fmt::Debug + 'static, S: Strategy<Value = T> + 'static>(
     values: impl Fn() -> S,
@@ -623,6 +649,7 @@ pub fn payload(event_type: EventType) -> BoxedStrategy<Payload> {
         EventType::MerchantSuspended => merchant_suspended().boxed(),
         EventType::SettingsUpdated => settings_updated().boxed(),
         EventType::MerchantReinstated => merchant_reinstated().boxed(),
+        EventType::WebhookEndpointDisabled => webhook_endpoint_disabled().boxed(),
     }
 }
 

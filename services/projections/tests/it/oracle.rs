@@ -192,6 +192,8 @@ pub async fn apply(conn: &mut PgConnection, event: &Envelope) -> Result<Applied,
                 .await?;
             found(updated.rows_affected(), "merchant", aggregate)?;
         }
+        // Added with WebhookEndpointDisabled (decision 0029): no read model changes.
+        EventData::WebhookEndpointDisabled(_) => {}
     }
     Ok(Applied::Applied)
 }

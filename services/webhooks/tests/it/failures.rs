@@ -3,6 +3,7 @@
 
 use std::time::Duration;
 
+use events::payload::EndpointDisabledReason;
 use flows::Scenario;
 use flows::receiver::Behaviour;
 use webhooks::endpoints::{self, DeliveryId};
@@ -158,7 +159,7 @@ async fn gone_disables_the_endpoint_and_recover_sends_the_failed_ones_again_with
     let shown = endpoints::show(setup.bus.pool(), endpoint).await.unwrap();
     assert_eq!(
         (shown.status.as_str(), shown.disabled_reason.as_deref()),
-        ("disabled", Some("410 Gone"))
+        ("disabled", Some("the endpoint answered 410 Gone"))
     );
     assert_eq!(
         setup.receiver.received(Some("gone")).len(),
@@ -215,6 +216,74 @@ async fn gone_disables_the_endpoint_and_recover_sends_the_failed_ones_again_with
     );
     assert_eq!(
         service.counter("webhook_endpoints_disabled_total", Some(("reason", "gone"))),
+        1.0
+    );
+    // The merchant and the audit log were told, through the outbox, once.
+    let told = helpers::disabled_events(&setup.bus, 1).await;
+    assert_eq!(told.len(), 1);
+    let events::EventData::WebhookEndpointDisabled(e) = told[0].data() else {
+        unreachable!()
+    };
+    assert_eq!(
+        (e.endpoint_id.as_str(), e.reason),
+        (endpoint.to_string().as_str(), EndpointDisabledReason::Gone)
+    );
+    assert_eq!(told[0].merchant_id(), merchant);
+    publisher.stop().await;
+    service.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_endpoint_failing_for_the_auto_disable_period_is_disabled_and_the_merchant_told() {
+    let setup = Setup::new().await;
+    let (flows, merchant, n) = one_paid(7205);
+    let (endpoint, _) = setup.endpoint(merchant, "dead", &["invoice.paid"]).await;
+    let (healthy, _) = setup.endpoint(merchant, "alive", &["invoice.paid"]).await;
+    setup.receiver.set("dead", Behaviour::Always(503));
+    let service = setup
+        .start(|s| {
+            helpers::quick_retries(s);
+            s.delivery.auto_disable_after = Duration::from_secs(2);
+        })
+        .await;
+    let publisher = setup.bus.start_publisher().await;
+    let paid = helpers::expected(&flows, merchant, &["invoice.paid"]);
+    // Paced so that failures go on for longer than the period: 1 attempt + 5 retries of 100 ms × 2ⁿ ≈ 3 s each.
+    for event in &paid {
+        helpers::append(&setup.bus, &[*event]).await;
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    let disabled = helpers::disabled_events(&setup.bus, 1).await;
+    let events::EventData::WebhookEndpointDisabled(e) = disabled[0].data() else {
+        unreachable!()
+    };
+    assert_eq!(
+        (e.endpoint_id.clone(), e.reason),
+        (endpoint.to_string(), EndpointDisabledReason::Failing)
+    );
+    assert!(
+        e.details
+            .as_deref()
+            .unwrap()
+            .contains("every attempt failed since"),
+        "{e:?}"
+    );
+    let shown = endpoints::show(setup.bus.pool(), endpoint).await.unwrap();
+    assert_eq!(shown.status, "disabled");
+    // Its deliveries are kept as failed; the healthy endpoint of the same merchant got everything.
+    helpers::eventually_rows(&setup, endpoint, |rows| {
+        rows.len() == n && rows.iter().all(|r| r.0 == "failed")
+    })
+    .await;
+    helpers::eventually_rows(&setup, healthy, |rows| {
+        rows.len() == n && rows.iter().all(|r| r.0 == "delivered")
+    })
+    .await;
+    assert_eq!(
+        service.counter(
+            "webhook_endpoints_disabled_total",
+            Some(("reason", "failing"))
+        ),
         1.0
     );
     publisher.stop().await;

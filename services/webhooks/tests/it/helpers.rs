@@ -248,3 +248,30 @@ pub async fn append(bus: &Bus, events: &[&Envelope]) {
     let owned: Vec<Envelope> = events.iter().map(|e| (*e).clone()).collect();
     bus.append(&owned, 50).await;
 }
+
+/// The `WebhookEndpointDisabled` events on the bus's domain topic, once there are at least `n` of them (the whole
+/// topic is read again until then: 30 s at most).
+pub async fn disabled_events(bus: &Bus, n: usize) -> Vec<Envelope> {
+    let started = std::time::Instant::now();
+    loop {
+        let found: Vec<Envelope> =
+            flows::harness::read_topic(&bus.domain_topic, 0, Duration::from_secs(2))
+                .await
+                .iter()
+                .filter_map(|m| {
+                    use rdkafka::Message;
+                    events::decode(m.payload()?).ok()
+                })
+                .filter(|e| e.event_type() == events::EventType::WebhookEndpointDisabled)
+                .collect();
+        if found.len() >= n {
+            return found;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "{} of {n} WebhookEndpointDisabled",
+            found.len()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
