@@ -54,7 +54,7 @@ mod tests {
 
     /// deploy/k8s/overlays/ENV/kafka-topics.yaml is checked in (kustomize needs no build) and must stay exactly
     /// `checkoutctl topics export --format strimzi --env ENV` (cluster label: the file's `system`, which is the
-    /// overlays' Kafka resource; no namespace: the overlay sets it). `make k8s-topics` rewrites them.
+    /// overlays' Kafka resource; no namespace: the overlay sets it). `make deploy-topics` rewrites them.
     #[test]
     fn the_checked_in_kafka_topics_are_the_export_of_each_environment() {
         let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
@@ -70,7 +70,7 @@ mod tests {
             let checked_in = std::fs::read_to_string(&path).unwrap_or_default();
             assert!(
                 checked_in == exported,
-                "{} is not `checkoutctl topics export --format strimzi --env {env}`: run `make k8s-topics`",
+                "{} is not `checkoutctl topics export --format strimzi --env {env}`: run `make deploy-topics`",
                 path.display()
             );
         }
