@@ -12,7 +12,7 @@ CARGO ?= cargo
 # Run a command with the stack's environment (.dev/env) exported.
 WITH_ENV := set -a && . ./.dev/env && set +a &&
 
-.PHONY: help up down clean build test test-cluster run fmt fmt-check lint ci bench bench-events bench-outbox bench-runtime bench-e2e bench-verify
+.PHONY: help up down clean build tools test test-cluster deploy-check deploy-topics run fmt fmt-check lint ci bench bench-events bench-outbox bench-runtime bench-e2e bench-verify
 
 help: ## Show the targets.
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | expand -t 14
@@ -29,8 +29,21 @@ clean: down ## Stop everything and delete .dev/ (data, logs, Kafka jars). Keeps 
 build: ## Build every crate and binary.
 	$(CARGO) build --workspace --all-targets
 
-test: up ## The whole test suite against the real broker and database.
+tools: ## Install kustomize, kubeconform (go install, into .dev/tools/bin) and docker-compose (apt) for the deploy tests.
+	@./deploy/local/tools >/dev/null
+
+test: up tools ## The whole test suite against the real broker and database (and deploy/k8s, docker-compose.yml offline).
 	$(WITH_ENV) $(CARGO) test --workspace --no-fail-fast -- --test-threads=$(TEST_THREADS)
+
+deploy-check: tools ## Only the offline deployment checks: every overlay through kustomize + kubeconform, the policy tests, docker-compose config, the topics export.
+	$(CARGO) test -p testkit --test it -- k8s:: compose::
+	$(CARGO) test -p checkoutctl --lib topics_cmd
+
+deploy-topics: ## Rewrite deploy/k8s/overlays/*/kafka-topics.yaml from deploy/kafka/topics.yaml (checkoutctl topics export).
+	$(CARGO) build -q -p checkoutctl
+	for env in development staging production dr; do \
+	  $(CARGO) run -q -p checkoutctl -- topics export --format strimzi --env $$env -o deploy/k8s/overlays/$$env/kafka-topics.yaml || exit 1; \
+	done
 
 test-cluster: ## Tests that need the 3-broker cluster (production profile: RF 3, min ISR 2).
 	@BROKERS=3 SKIP_MIGRATE=1 ./deploy/local/up

@@ -47,3 +47,32 @@ impl Run for TopicsArgs {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    /// deploy/k8s/overlays/ENV/kafka-topics.yaml is checked in (kustomize needs no build) and must stay exactly
+    /// `checkoutctl topics export --format strimzi --env ENV` (cluster label: the file's `system`, which is the
+    /// overlays' Kafka resource; no namespace: the overlay sets it). `make deploy-topics` rewrites them.
+    #[test]
+    fn the_checked_in_kafka_topics_are_the_export_of_each_environment() {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+        let topology = topology::Topology::load(&root.join(topology::DEFAULT_FILE)).unwrap();
+        for env in ["development", "staging", "production", "dr"] {
+            let options = topology::StrimziOptions {
+                cluster: topology.system().to_string(),
+                namespace: None,
+                api_version: Default::default(),
+            };
+            let exported = topology::export_strimzi(&topology, env, &options).unwrap();
+            let path = root.join(format!("deploy/k8s/overlays/{env}/kafka-topics.yaml"));
+            let checked_in = std::fs::read_to_string(&path).unwrap_or_default();
+            assert!(
+                checked_in == exported,
+                "{} is not `checkoutctl topics export --format strimzi --env {env}`: run `make deploy-topics`",
+                path.display()
+            );
+        }
+    }
+}

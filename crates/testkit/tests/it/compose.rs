@@ -1,7 +1,9 @@
 //! docker-compose.yml cannot run here (no Docker engine), so this test reads it and checks that it agrees with
 //! the code: every service binary of the workspace has a compose service; long-running services listen on the
-//! operations port of `service_kit::services`, publish it, and set only environment variables that the
-//! configuration loader accepts; the Kafka and PostgreSQL addresses match the kafka and postgres services.
+//! operations port of `service_kit::services`, publish it, have a health check on it, and set only environment
+//! variables that the configuration loader accepts; the Kafka and PostgreSQL addresses match the kafka and
+//! postgres services. `docker-compose config` (Debian's package; `deploy/local/tools` installs it, `make test`
+//! runs that) must accept the file: it needs no engine. A missing docker-compose fails the test.
 
 use std::collections::BTreeMap;
 
@@ -23,6 +25,12 @@ struct Service {
     #[serde(default)]
     ports: Vec<String>,
     command: Option<Vec<String>>,
+    healthcheck: Option<Healthcheck>,
+}
+
+#[derive(Debug, Deserialize)]
+struct Healthcheck {
+    test: Vec<String>,
 }
 
 fn compose() -> Compose {
@@ -119,6 +127,14 @@ fn every_service_binary_has_a_compose_service_that_agrees_with_the_code() {
                 service.ports.contains(&published),
                 "{name}: publishes {published}"
             );
+            let ready = format!("http://localhost:{}/ready", spec.ops_port);
+            assert!(
+                service
+                    .healthcheck
+                    .as_ref()
+                    .is_some_and(|h| h.test.contains(&ready)),
+                "{name}: a health check on {ready}"
+            );
         }
         assert_loader_accepts(name, env);
     }
@@ -146,4 +162,22 @@ fn the_compose_kafka_matches_the_spec_development_environment() {
     ] {
         assert_eq!(kafka.get(key).map(String::as_str), Some(value), "{key}");
     }
+}
+
+#[test]
+fn docker_compose_config_accepts_the_file() {
+    let root = workspace_root();
+    let output = std::process::Command::new("docker-compose")
+        .args(["-f", "docker-compose.yml", "config", "--quiet"])
+        .current_dir(&root)
+        .output()
+        .unwrap_or_else(|e| {
+            panic!("cannot run docker-compose ({e}): install it with `deploy/local/tools` (`make test` runs it)")
+        });
+    assert!(
+        output.status.success(),
+        "docker-compose config rejects docker-compose.yml:\n{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
 }
