@@ -12,7 +12,7 @@ CARGO ?= cargo
 # Run a command with the stack's environment (.dev/env) exported.
 WITH_ENV := set -a && . ./.dev/env && set +a &&
 
-.PHONY: help up down clean build tools test test-cluster deploy-check deploy-topics run fmt fmt-check lint ci bench bench-events bench-outbox bench-runtime bench-e2e bench-verify
+.PHONY: help up down clean build tools test test-cluster deploy-check deploy-topics run fmt fmt-check lint ci bench bench-events bench-outbox bench-runtime bench-e2e bench-verify bench-webhooks
 
 help: ## Show the targets.
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | expand -t 14
@@ -53,7 +53,7 @@ run: up ## Start every service binary that exists, with logs in .dev/logs; Ctrl-
 	$(CARGO) build --workspace --bins
 	@./deploy/local/run
 
-bench: bench-events bench-outbox bench-runtime bench-e2e bench-verify ## Every benchmark; figures are printed, never asserted.
+bench: bench-events bench-outbox bench-runtime bench-e2e bench-verify bench-webhooks ## Every benchmark; figures are printed, never asserted.
 
 bench-events: ## Event codec: decode+validate and encode of ~1 KiB envelopes (criterion).
 	$(CARGO) bench -p events --bench codec
@@ -63,6 +63,9 @@ bench-runtime: up ## Consumer runtime: no-op handler records/s at-least-once vs 
 
 bench-e2e: up ## Projections, audit, analytics and settlement at 500, 1000, 2000 events/s (10k invoices each): commit → read model and payment → SettlementCompleted p50/p99, catch-up per group, checked against the truth.
 	$(WITH_ENV) E2E_RATES=$${E2E_RATES:-500,1000,2000} $(CARGO) bench -p flows --bench e2e
+
+bench-webhooks: up ## Webhooks at 500 events/s with one merchant in ten hanging: commit → received p50/p99 for the healthy endpoints (BENCH_WEBHOOKS_RATE, _MERCHANTS, _INVOICES, _HANGING_PCT).
+	$(WITH_ENV) $(CARGO) bench -p webhooks --bench delivery
 
 bench-verify: up ## `checkoutctl verify` on ~100k invoices filled through the real services: invoices, settlements, ledger rows, seconds per check and in total (BENCH_VERIFY_INVOICES, BENCH_VERIFY_RUNS).
 	$(WITH_ENV) $(CARGO) bench -p checkoutctl --bench verify

@@ -37,6 +37,15 @@ use crate::ssrf::Guard;
 use crate::store::{self, Claimed, Finished, Next};
 use crate::{DeliverySettings, EnvOverrides, WebhookSettings};
 
+/// Woken by this process's consumer when it recorded new deliveries, so that they are claimed at once rather than
+/// at the next poll (deliveries another replica recorded wait for the poll).
+static RECORDED: tokio::sync::Notify = tokio::sync::Notify::const_new();
+
+/// Tells this process's dispatcher that deliveries were recorded.
+pub fn recorded() {
+    RECORDED.notify_one();
+}
+
 /// Bytes of a response body kept with its attempt.
 pub const EXCERPT_BYTES: usize = 1024;
 
@@ -164,8 +173,9 @@ impl Dispatcher {
 
     /// Sends until `shutdown`; then lets attempts in flight finish (up to `timeout`) and records them.
     pub async fn run(self, shutdown: CancellationToken) -> anyhow::Result<()> {
-        let mut inflight: JoinSet<Done> = JoinSet::new();
+        let mut inflight: JoinSet<ChainDone> = JoinSet::new();
         let mut done: Vec<Done> = Vec::new();
+        let mut released: Vec<(Uuid, Uuid)> = Vec::new();
         let mut last_claim = Instant::now() - self.settings.poll_interval;
         let mut more = false;
         let mut last_gauge = Instant::now() - Duration::from_secs(60);
@@ -177,23 +187,31 @@ impl Dispatcher {
             "webhook dispatcher started"
         );
         loop {
-            let wait = self
-                .settings
-                .poll_interval
-                .saturating_sub(last_claim.elapsed());
+            let saturated = inflight.len() >= self.settings.concurrency;
+            // Saturated: a whole poll interval (a finished attempt wakes us sooner), never a busy loop.
+            let wait = if saturated {
+                self.settings.poll_interval
+            } else {
+                self.settings
+                    .poll_interval
+                    .saturating_sub(last_claim.elapsed())
+            };
             tokio::select! {
                 _ = shutdown.cancelled() => break,
                 Some(joined) = inflight.join_next(), if !inflight.is_empty() => {
-                    done.extend(joined.ok());
-                    while let Some(joined) = inflight.try_join_next() {
-                        done.extend(joined.ok());
+                    let finished = std::iter::once(joined).chain(std::iter::from_fn(|| inflight.try_join_next()));
+                    for chain in finished.flatten() {
+                        done.extend(chain.done);
+                        released.extend(chain.released);
                     }
                 }
-                _ = tokio::time::sleep(wait), if !more => {}
-                _ = std::future::ready(()), if more => {}
+                _ = RECORDED.notified(), if !saturated => more = true,
+                // More may be due and a slot is free: claim at once; otherwise wait for a slot or the poll.
+                _ = tokio::time::sleep(wait), if !more || saturated => {}
+                _ = std::future::ready(()), if more && !saturated => {}
             }
-            if !done.is_empty() {
-                match self.settle(&mut done).await {
+            if !done.is_empty() || !released.is_empty() {
+                match self.settle(&mut done, &mut released).await {
                     Ok(()) => db_failures = 0,
                     Err(err) => {
                         db_failures += 1;
@@ -225,15 +243,17 @@ impl Dispatcher {
                 &self.pool,
                 free as i64,
                 self.settings.per_endpoint as i64,
+                self.settings.chain as i64,
                 self.settings.lease,
                 token,
             )
             .await
             {
                 Ok(claimed) => {
-                    more = claimed.len() == free;
-                    for c in claimed {
-                        inflight.spawn(self.attempt(c, token));
+                    let queues = queues(claimed, token, &mut released);
+                    more = queues.len() == free;
+                    for queue in queues {
+                        inflight.spawn(self.chain(queue, token));
                     }
                 }
                 Err(err) => {
@@ -246,16 +266,20 @@ impl Dispatcher {
         let deadline = tokio::time::Instant::now() + self.settings.timeout + Duration::from_secs(1);
         while !inflight.is_empty() {
             match tokio::time::timeout_at(deadline, inflight.join_next()).await {
-                Ok(Some(joined)) => done.extend(joined.ok()),
+                Ok(Some(Ok(chain))) => {
+                    done.extend(chain.done);
+                    released.extend(chain.released);
+                }
+                Ok(Some(Err(_))) => {}
                 Ok(None) | Err(_) => break,
             }
         }
         inflight.abort_all();
         for _ in 0..3 {
-            if done.is_empty() {
+            if done.is_empty() && released.is_empty() {
                 break;
             }
-            if let Err(err) = self.settle(&mut done).await {
+            if let Err(err) = self.settle(&mut done, &mut released).await {
                 tracing::warn!(
                     error = format!("{err:#}"),
                     "recording webhook results at shutdown failed"
@@ -268,7 +292,11 @@ impl Dispatcher {
     }
 
     /// Dead-letters the deliveries that failed for good, then records every result; `done` is emptied on success.
-    async fn settle(&self, done: &mut Vec<Done>) -> anyhow::Result<()> {
+    async fn settle(
+        &self,
+        done: &mut Vec<Done>,
+        released: &mut Vec<(Uuid, Uuid)>,
+    ) -> anyhow::Result<()> {
         let letters: Vec<OutputRecord> = done
             .iter()
             .filter(|d| d.finished.next == Next::Failed)
@@ -285,6 +313,7 @@ impl Dispatcher {
         let report = store::finish(
             &self.pool,
             &results,
+            released,
             self.settings.auto_disable_after,
             &self.actor,
         )
@@ -326,6 +355,7 @@ impl Dispatcher {
                 "webhook endpoint disabled");
         }
         done.clear();
+        released.clear();
         Ok(())
     }
 
@@ -379,50 +409,114 @@ impl Dispatcher {
             .header(DLQ_WEBHOOK_ID, d.claimed.msg_id.clone())
     }
 
-    /// One attempt of `claimed` (a task of its own).
-    fn attempt(
+    /// One queue's claimed deliveries (in order), sent one after the other until one fails or the lease would run
+    /// out before the next could finish: those not attempted are released (a task of its own).
+    fn chain(
         &self,
-        claimed: Claimed,
+        queue: Vec<Claimed>,
         token: Uuid,
-    ) -> impl Future<Output = Done> + Send + 'static {
+    ) -> impl Future<Output = ChainDone> + Send + 'static {
         let client = self.client.clone();
         let guard = self.guard.clone();
         let key = self.key.clone();
         let schedule = self.schedule.clone();
         let timeout = self.settings.timeout;
+        let lease = self.settings.lease;
         async move {
-            let started_at = Utc::now();
-            let clock = Instant::now();
-            let (outcome, excerpt) = send(&client, &guard, &key, &claimed, timeout).await;
-            let latency = clock.elapsed();
-            let attempt = claimed.attempts + 1;
-            let next = decide(&outcome, attempt as u32, &schedule, Utc::now());
-            let (status_code, error) = match &outcome {
-                Outcome::Status { code, .. } => (
-                    Some(i32::from(*code)),
-                    (!(200..300).contains(code)).then(|| format!("HTTP {code}")),
-                ),
-                Outcome::NoAnswer { error, .. } => (None, Some(error.clone())),
-            };
-            Done {
-                finished: Finished {
-                    delivery_id: claimed.delivery_id,
-                    endpoint_id: claimed.endpoint_id,
-                    token,
-                    attempt,
-                    started_at,
-                    latency_ms: latency.as_millis().min(i32::MAX as u128) as i32,
-                    status_code,
-                    excerpt,
-                    error,
-                    next,
-                },
-                claimed,
-                outcome,
-                latency,
+            let leased = Instant::now();
+            let mut out = ChainDone::default();
+            let mut queue = queue.into_iter();
+            for claimed in queue.by_ref() {
+                if !out.done.is_empty()
+                    && leased.elapsed() + timeout + Duration::from_secs(1) > lease
+                {
+                    out.released.push((claimed.delivery_id, token));
+                    break;
+                }
+                let done = attempt(&client, &guard, &key, &schedule, timeout, claimed, token).await;
+                let delivered = done.finished.next == Next::Delivered;
+                out.done.push(done);
+                if !delivered {
+                    break;
+                }
             }
+            out.released.extend(queue.map(|c| (c.delivery_id, token)));
+            out
         }
     }
+}
+
+/// What a chain task came to: its attempts, and the deliveries it did not attempt (with the lease token).
+#[derive(Default)]
+struct ChainDone {
+    done: Vec<Done>,
+    released: Vec<(Uuid, Uuid)>,
+}
+
+/// One attempt of `claimed`.
+async fn attempt(
+    client: &reqwest::Client,
+    guard: &Guard,
+    key: &SecretBox,
+    schedule: &[Duration],
+    timeout: Duration,
+    claimed: Claimed,
+    token: Uuid,
+) -> Done {
+    let started_at = Utc::now();
+    let clock = Instant::now();
+    let (outcome, excerpt) = send(client, guard, key, &claimed, timeout).await;
+    let latency = clock.elapsed();
+    let attempt = claimed.attempts + 1;
+    let next = decide(&outcome, attempt as u32, schedule, Utc::now());
+    let (status_code, error) = match &outcome {
+        Outcome::Status { code, .. } => (
+            Some(i32::from(*code)),
+            (!(200..300).contains(code)).then(|| format!("HTTP {code}")),
+        ),
+        Outcome::NoAnswer { error, .. } => (None, Some(error.clone())),
+    };
+    Done {
+        finished: Finished {
+            delivery_id: claimed.delivery_id,
+            endpoint_id: claimed.endpoint_id,
+            token,
+            attempt,
+            started_at,
+            latency_ms: latency.as_millis().min(i32::MAX as u128) as i32,
+            status_code,
+            excerpt,
+            error,
+            next,
+        },
+        claimed,
+        outcome,
+        latency,
+    }
+}
+
+/// Claimed rows (in queue order) → one chain per (endpoint, order key): the unbroken run from its head; any other
+/// row (another claimer locked one before it) goes to `released`.
+fn queues(
+    claimed: Vec<Claimed>,
+    token: Uuid,
+    released: &mut Vec<(Uuid, Uuid)>,
+) -> Vec<Vec<Claimed>> {
+    let mut out: Vec<Vec<Claimed>> = Vec::new();
+    for c in claimed {
+        let same = out
+            .last()
+            .and_then(|q| q.last())
+            .is_some_and(|last| last.endpoint_id == c.endpoint_id && last.order_key == c.order_key);
+        match out.last_mut() {
+            Some(queue) if same && queue.last().is_some_and(|last| last.rank + 1 == c.rank) => {
+                queue.push(c)
+            }
+            _ if same || c.rank != 1 => released.push((c.delivery_id, token)),
+            _ => out.push(vec![c]),
+        }
+    }
+    out
 }
 
 /// Builds, signs and sends one attempt; returns its outcome and the first KiB of the answer.
@@ -615,6 +709,55 @@ mod tests {
         let text = excerpt_text("é".repeat(1000).as_bytes());
         assert!(text.len() <= EXCERPT_BYTES);
         assert_eq!(excerpt_text(b"ok"), "ok");
+    }
+
+    fn claimed(endpoint: u128, key: &str, rank: i64) -> Claimed {
+        Claimed {
+            delivery_id: Uuid::now_v7(),
+            msg_id: "msg_x".into(),
+            endpoint_id: Uuid::from_u128(endpoint),
+            order_key: key.into(),
+            rank,
+            url: "https://example.com".into(),
+            attempts: 0,
+            created_at: Utc::now(),
+            first_attempt_at: None,
+            record: store::StoredRecord {
+                topic: "t".into(),
+                partition: 0,
+                offset: 0,
+                timestamp: None,
+                key: None,
+                value: vec![],
+                headers: serde_json::Value::Null,
+            },
+            sealed_secrets: vec![],
+        }
+    }
+
+    #[test]
+    fn a_chain_is_the_unbroken_run_from_its_queues_head_the_rest_is_released() {
+        let token = Uuid::now_v7();
+        let rows = vec![
+            claimed(1, "inv_a", 1),
+            claimed(1, "inv_a", 2),
+            claimed(1, "inv_a", 4), // rank 3 was locked by another claimer: 4 must wait
+            claimed(1, "inv_b", 2), // no head: released
+            claimed(1, "inv_b", 3),
+            claimed(2, "inv_a", 1), // another endpoint, same key: its own queue
+        ];
+        let ids: Vec<Uuid> = rows.iter().map(|c| c.delivery_id).collect();
+        let mut released = Vec::new();
+        let queues = queues(rows, token, &mut released);
+        let got: Vec<Vec<Uuid>> = queues
+            .iter()
+            .map(|q| q.iter().map(|c| c.delivery_id).collect())
+            .collect();
+        assert_eq!(got, [vec![ids[0], ids[1]], vec![ids[5]]]);
+        assert_eq!(
+            released,
+            [(ids[2], token), (ids[3], token), (ids[4], token)]
+        );
     }
 
     #[test]

@@ -80,6 +80,9 @@ impl BatchHandler for FanOut {
             .recorded
             .with_label_values(&["endpoint_disabled"])
             .inc_by(recorded.to_disabled);
+        if recorded.pending > 0 {
+            crate::dispatch::recorded();
+        }
         Ok(())
     }
 }

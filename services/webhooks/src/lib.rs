@@ -72,8 +72,12 @@ pub struct DeliverySettings {
     pub timeout: Duration,
     /// Attempts in flight at once in this process.
     pub concurrency: usize,
-    /// Attempts in flight at once per endpoint, over every replica: what one slow endpoint can take.
+    /// Queues (an invoice's or a merchant's webhooks to one endpoint) in flight at once per endpoint, over every
+    /// replica: what one slow endpoint can take.
     pub per_endpoint: usize,
+    /// Deliveries of one queue claimed together and sent one after the other (order kept; the rest of a chain is
+    /// released when one fails).
+    pub chain: usize,
     /// How often pending deliveries are looked for when there is nothing to do.
     #[serde(with = "humantime_serde")]
     pub poll_interval: Duration,
@@ -97,6 +101,7 @@ impl Default for DeliverySettings {
             timeout: Duration::from_secs(15),
             concurrency: 64,
             per_endpoint: 4,
+            chain: 20,
             poll_interval: Duration::from_millis(50),
             lease: Duration::from_secs(30),
             auto_disable_after: Duration::from_secs(5 * 24 * 3600),
@@ -170,9 +175,10 @@ impl DeliverySettings {
                 self.lease, self.timeout
             )));
         }
-        if self.concurrency == 0 || self.per_endpoint == 0 {
+        if self.concurrency == 0 || self.per_endpoint == 0 || self.chain == 0 {
             return Err(SettingsError::Invalid(
-                "delivery.concurrency and delivery.per_endpoint must be at least 1".into(),
+                "delivery.concurrency, delivery.per_endpoint and delivery.chain must be at least 1"
+                    .into(),
             ));
         }
         Ok(())

@@ -204,6 +204,9 @@ pub struct Claimed {
     pub delivery_id: Uuid,
     pub msg_id: String,
     pub endpoint_id: Uuid,
+    pub order_key: String,
+    /// Place in its queue when claimed: 1 is the head.
+    pub rank: i64,
     pub url: String,
     /// Attempts made before this one.
     pub attempts: i32,
@@ -226,38 +229,52 @@ pub struct StoredRecord {
     pub headers: serde_json::Value,
 }
 
-/// Claims up to `limit` due heads of queues, at most `per_endpoint` leased per endpoint, for `lease`.
+/// Claims up to `limit` queues — the first `chain` pending deliveries of an (endpoint, order key) whose head is due
+/// and none of which is leased — at most `per_endpoint` queues leased per endpoint, for `lease`. Rows come back in
+/// queue order, each with its rank in its queue (`Claimed::rank`, 1 = the head): a dispatcher sends a queue's rows
+/// one after the other and only the unbroken run from rank 1 (a row another claimer locked first breaks it).
 pub async fn claim(
     pool: &PgPool,
     limit: i64,
     per_endpoint: i64,
+    chain: i64,
     lease: std::time::Duration,
     token: Uuid,
 ) -> Result<Vec<Claimed>, sqlx::Error> {
     let rows = sqlx::query(
-        "WITH heads AS (
-             SELECT DISTINCT ON (endpoint_id, order_key) delivery_id, endpoint_id, next_attempt_at, lease_until
+        "WITH q AS (
+             SELECT delivery_id, endpoint_id, order_key, next_attempt_at,
+                    row_number() OVER w AS rank,
+                    coalesce(bool_or(lease_until > now()) OVER (PARTITION BY endpoint_id, order_key), false)
+                        AS queue_busy
                FROM webhook_deliveries WHERE status = 'pending'
-              ORDER BY endpoint_id, order_key, position, created_at
+             WINDOW w AS (PARTITION BY endpoint_id, order_key ORDER BY position, created_at)
          ), busy AS (
-             SELECT endpoint_id, count(*) AS n FROM webhook_deliveries
+             SELECT endpoint_id, count(DISTINCT order_key) AS n FROM webhook_deliveries
               WHERE status = 'pending' AND lease_until > now() GROUP BY endpoint_id
-         ), due AS (
-             SELECT h.delivery_id, h.next_attempt_at,
-                    coalesce(b.n, 0) + row_number() OVER (PARTITION BY h.endpoint_id ORDER BY h.next_attempt_at) AS slot
-               FROM heads h LEFT JOIN busy b USING (endpoint_id)
-              WHERE h.next_attempt_at <= now() AND (h.lease_until IS NULL OR h.lease_until <= now())
+         ), picked AS (
+             SELECT endpoint_id, order_key FROM (
+                 SELECT q.endpoint_id, q.order_key, q.next_attempt_at,
+                        coalesce(b.n, 0)
+                            + row_number() OVER (PARTITION BY q.endpoint_id ORDER BY q.next_attempt_at) AS slot
+                   FROM q LEFT JOIN busy b USING (endpoint_id)
+                  WHERE q.rank = 1 AND NOT q.queue_busy AND q.next_attempt_at <= now()
+             ) h
+              WHERE slot <= $2 ORDER BY next_attempt_at LIMIT $1
+         ), chained AS (
+             SELECT q.delivery_id, q.rank FROM q JOIN picked p USING (endpoint_id, order_key)
+              WHERE q.rank <= $3 AND q.next_attempt_at <= now()
          ), locked AS (
              SELECT d.delivery_id FROM webhook_deliveries d
-              WHERE d.delivery_id IN (SELECT delivery_id FROM due WHERE slot <= $2 ORDER BY next_attempt_at LIMIT $1)
+              WHERE d.delivery_id IN (SELECT delivery_id FROM chained)
                 AND d.status = 'pending' AND (d.lease_until IS NULL OR d.lease_until <= now())
               FOR UPDATE SKIP LOCKED
          ), claimed AS (
-             UPDATE webhook_deliveries d SET lease_until = now() + make_interval(secs => $3), lease_token = $4
+             UPDATE webhook_deliveries d SET lease_until = now() + make_interval(secs => $4), lease_token = $5
                FROM locked WHERE d.delivery_id = locked.delivery_id
-             RETURNING d.delivery_id, d.msg_id, d.endpoint_id, d.event_id, d.attempts, d.created_at
+             RETURNING d.delivery_id, d.msg_id, d.endpoint_id, d.order_key, d.event_id, d.attempts, d.created_at
          )
-         SELECT c.delivery_id, c.msg_id, c.endpoint_id, c.attempts, c.created_at, e.url,
+         SELECT c.delivery_id, c.msg_id, c.endpoint_id, c.order_key, ch.rank, c.attempts, c.created_at, e.url,
                 m.source_topic, m.source_partition, m.source_offset, m.source_timestamp, m.record_key,
                 m.record_value, m.record_headers,
                 (SELECT min(a.started_at) FROM webhook_attempts a WHERE a.delivery_id = c.delivery_id)
@@ -266,11 +283,14 @@ pub async fn claim(
                        WHERE s.endpoint_id = c.endpoint_id AND (s.expires_at IS NULL OR s.expires_at > now())
                        ORDER BY s.secret_no DESC) AS sealed_secrets
            FROM claimed c
+           JOIN chained ch ON ch.delivery_id = c.delivery_id
            JOIN webhook_endpoints e ON e.endpoint_id = c.endpoint_id
-           JOIN webhook_messages m ON m.event_id = c.event_id",
+           JOIN webhook_messages m ON m.event_id = c.event_id
+          ORDER BY c.endpoint_id, c.order_key, ch.rank",
     )
     .bind(limit)
     .bind(per_endpoint)
+    .bind(chain)
     .bind(lease.as_secs_f64())
     .bind(token)
     .fetch_all(pool)
@@ -281,6 +301,8 @@ pub async fn claim(
                 delivery_id: r.try_get("delivery_id")?,
                 msg_id: r.try_get("msg_id")?,
                 endpoint_id: r.try_get("endpoint_id")?,
+                order_key: r.try_get("order_key")?,
+                rank: r.try_get("rank")?,
                 url: r.try_get("url")?,
                 attempts: r.try_get("attempts")?,
                 created_at: r.try_get("created_at")?,
@@ -337,20 +359,33 @@ pub struct FinishReport {
     pub disabled: Vec<Disable>,
 }
 
-/// Applies `results` in one transaction; disables endpoints that answered 410 or whose failures began more than
+/// Applies `results` and releases `released` (delivery, lease token) in one transaction; disables endpoints that answered 410 or whose failures began more than
 /// `auto_disable_after` ago (telling the merchant and the audit log: `WebhookEndpointDisabled` in the outbox, as
 /// `actor`).
 pub async fn finish(
     pool: &PgPool,
     results: &[Finished],
+    released: &[(Uuid, Uuid)],
     auto_disable_after: std::time::Duration,
     actor: &events::Metadata,
 ) -> Result<FinishReport, DisableError> {
     let mut report = FinishReport::default();
-    if results.is_empty() {
+    if results.is_empty() && released.is_empty() {
         return Ok(report);
     }
     let mut tx = pool.begin().await?;
+    if !released.is_empty() {
+        // Claimed but not attempted (a chain stopped early): free them, unchanged, if the lease is still ours.
+        sqlx::query(
+            "UPDATE webhook_deliveries d SET lease_until = NULL, lease_token = NULL
+               FROM UNNEST($1::uuid[], $2::uuid[]) AS u(id, token)
+              WHERE d.delivery_id = u.id AND d.lease_token = u.token",
+        )
+        .bind(released.iter().map(|(id, _)| *id).collect::<Vec<_>>())
+        .bind(released.iter().map(|(_, t)| *t).collect::<Vec<_>>())
+        .execute(&mut *tx)
+        .await?;
+    }
     let status = |n: &Next| match n {
         Next::Delivered => "delivered",
         Next::RetryAt(_) => "pending",
