@@ -140,15 +140,27 @@ pub async fn add(
     .bind(new.description)
     .execute(&mut *tx)
     .await?;
-    sqlx::query(
-        "INSERT INTO webhook_endpoint_secrets (endpoint_id, secret_no, sealed) VALUES ($1, 1, $2)",
-    )
-    .bind(id.0)
-    .bind(key.seal(id.0, &secret))
-    .execute(&mut *tx)
-    .await?;
+    add_secret(&mut tx, key, id, &secret).await?;
     tx.commit().await?;
     Ok((show(pool, id).await?, secret))
+}
+
+/// Stores `secret`, sealed, as the endpoint's newest (the caller holds the endpoint's row lock, or created it).
+async fn add_secret(
+    tx: &mut sqlx::PgConnection,
+    key: &SecretBox,
+    id: EndpointId,
+    secret: &SigningSecret,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "INSERT INTO webhook_endpoint_secrets (endpoint_id, secret_no, sealed)
+         SELECT $1, coalesce(max(secret_no), 0) + 1, $2 FROM webhook_endpoint_secrets WHERE endpoint_id = $1",
+    )
+    .bind(id.0)
+    .bind(key.seal(id.0, secret))
+    .execute(&mut *tx)
+    .await?;
+    Ok(())
 }
 
 const SELECT: &str = "SELECT e.endpoint_id, e.merchant_id, e.url, e.event_types, e.description, e.status,
@@ -297,14 +309,7 @@ pub async fn rotate_secret(
     .bind(grace)
     .execute(&mut *tx)
     .await?;
-    sqlx::query(
-        "INSERT INTO webhook_endpoint_secrets (endpoint_id, secret_no, sealed)
-         SELECT $1, coalesce(max(secret_no), 0) + 1, $2 FROM webhook_endpoint_secrets WHERE endpoint_id = $1",
-    )
-    .bind(id.0)
-    .bind(key.seal(id.0, &secret))
-    .execute(&mut *tx)
-    .await?;
+    add_secret(&mut tx, key, id, &secret).await?;
     tx.commit().await?;
     Ok((show(pool, id).await?, secret))
 }

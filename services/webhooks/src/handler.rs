@@ -11,7 +11,7 @@ use runtime::{BatchError, BatchHandler, HandlerCtx, HandlerError, Record};
 use sqlx::PgPool;
 
 use crate::metrics::FanOutMetrics;
-use crate::store::{self, Incoming};
+use crate::store::{self, Incoming, StoredRecord};
 
 /// The consumer's handler.
 pub struct FanOut {
@@ -48,13 +48,15 @@ pub fn incoming(record: &Record, event: &events::Envelope) -> Incoming {
             .as_deref()
             .map(|k| String::from_utf8_lossy(k).into_owned())
             .unwrap_or_else(|| event.partition_key()),
-        topic: record.topic.to_string(),
-        partition: record.partition,
-        offset: record.offset,
-        timestamp: record.timestamp,
-        key: record.key.clone(),
-        value: record.value.clone().unwrap_or_default(),
-        headers: serde_json::Value::Array(headers),
+        record: StoredRecord {
+            topic: record.topic.to_string(),
+            partition: record.partition,
+            offset: record.offset,
+            timestamp: record.timestamp,
+            key: record.key.clone(),
+            value: record.value.clone().unwrap_or_default(),
+            headers: serde_json::Value::Array(headers),
+        },
     }
 }
 

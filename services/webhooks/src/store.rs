@@ -48,13 +48,8 @@ pub struct Incoming {
     pub webhook_type: String,
     pub occurred_at: DateTime<Utc>,
     pub order_key: String,
-    pub topic: String,
-    pub partition: i32,
-    pub offset: i64,
-    pub timestamp: Option<i64>,
-    pub key: Option<Vec<u8>>,
-    pub value: Vec<u8>,
-    pub headers: serde_json::Value,
+    /// The record it came in (for the body, and the dead letter after the last attempt).
+    pub record: StoredRecord,
 }
 
 /// What [`fan_out`] recorded.
@@ -109,7 +104,7 @@ pub async fn fan_out(pool: &PgPool, events: &[Incoming]) -> Result<FannedOut, sq
             d.endpoints.push(*endpoint);
             d.events.push(event.event_id);
             d.order_keys.push(event.order_key.clone());
-            d.positions.push(event.offset);
+            d.positions.push(event.record.offset);
             d.enabled.push(*enabled);
         }
         if any {
@@ -127,14 +122,14 @@ pub async fn fan_out(pool: &PgPool, events: &[Incoming]) -> Result<FannedOut, sq
         .map(|&i| events[i].webhook_type.clone())
         .collect();
     let occurred: Vec<DateTime<Utc>> = wanted.iter().map(|&i| events[i].occurred_at).collect();
-    let topics: Vec<String> = wanted.iter().map(|&i| events[i].topic.clone()).collect();
-    let partitions: Vec<i32> = wanted.iter().map(|&i| events[i].partition).collect();
-    let offsets: Vec<i64> = wanted.iter().map(|&i| events[i].offset).collect();
-    let timestamps: Vec<Option<i64>> = wanted.iter().map(|&i| events[i].timestamp).collect();
-    let keys: Vec<Option<Vec<u8>>> = wanted.iter().map(|&i| events[i].key.clone()).collect();
-    let values: Vec<Vec<u8>> = wanted.iter().map(|&i| events[i].value.clone()).collect();
-    let headers: Vec<serde_json::Value> =
-        wanted.iter().map(|&i| events[i].headers.clone()).collect();
+    let records: Vec<&StoredRecord> = wanted.iter().map(|&i| &events[i].record).collect();
+    let topics: Vec<&str> = records.iter().map(|r| r.topic.as_str()).collect();
+    let partitions: Vec<i32> = records.iter().map(|r| r.partition).collect();
+    let offsets: Vec<i64> = records.iter().map(|r| r.offset).collect();
+    let timestamps: Vec<Option<i64>> = records.iter().map(|r| r.timestamp).collect();
+    let keys: Vec<Option<&[u8]>> = records.iter().map(|r| r.key.as_deref()).collect();
+    let values: Vec<&[u8]> = records.iter().map(|r| r.value.as_slice()).collect();
+    let headers: Vec<&serde_json::Value> = records.iter().map(|r| &r.headers).collect();
     sqlx::query(
         "INSERT INTO webhook_messages (event_id, merchant_id, event_type, occurred_at, source_topic,
                 source_partition, source_offset, source_timestamp, record_key, record_value, record_headers)
