@@ -99,25 +99,45 @@ async fn every_subscribed_event_arrives_signed_in_order_once_per_endpoint() {
         all.iter()
             .all(|r| ["/m0", "/m1", "/m1b"].contains(&r.path.as_str()))
     );
-    // The table agrees: every delivery delivered at the first attempt.
-    let rows: Vec<(String, i32)> =
-        sqlx::query_as("SELECT status, attempts FROM webhook_deliveries")
+    // The table agrees (its results are written just after the answers): every delivery delivered at the first
+    // attempt, and counted.
+    let mut rows: Vec<(String, i32)> = Vec::new();
+    let all_delivered =
+        flows::harness::eventually(Duration::from_secs(30), "every delivery recorded", || {
+            let pool = setup.bus.pool().clone();
+            async move {
+                let rows: Vec<(String, i32)> =
+                    sqlx::query_as("SELECT status, attempts FROM webhook_deliveries")
+                        .fetch_all(&pool)
+                        .await
+                        .unwrap();
+                rows.iter().all(|(s, _)| s == "delivered")
+            }
+        });
+    all_delivered.await;
+    rows.extend(
+        sqlx::query_as::<_, (String, i32)>("SELECT status, attempts FROM webhook_deliveries")
             .fetch_all(setup.bus.pool())
             .await
-            .unwrap();
-    assert!(
-        rows.iter().all(|(s, a)| s == "delivered" && *a == 1),
-        "{rows:?}"
+            .unwrap(),
     );
+    assert!(rows.iter().all(|(_, a)| *a == 1), "{rows:?}");
     let metrics = service.check_ops_endpoints().await;
     assert!(
         metrics.contains("webhook_attempts_total{status_class=\"2xx\"}"),
         "{metrics}"
     );
-    assert!(
-        service.counter("webhook_deliveries_total", Some(("outcome", "delivered")))
-            >= rows.len() as f64
-    );
+    let registry = service.running.registry.clone();
+    let n = rows.len() as f64;
+    flows::harness::eventually(Duration::from_secs(10), "deliveries counted", || {
+        let counted = flows::service::counter(
+            &registry,
+            "webhook_deliveries_total",
+            Some(("outcome", "delivered")),
+        );
+        async move { counted >= n }
+    })
+    .await;
     publisher.stop().await;
     service.stop().await;
 }

@@ -132,10 +132,13 @@ async fn always_failing_makes_six_attempts_then_fails_and_dead_letters_with_prov
     );
     let webhook_id = setup.receiver.received(Some("down"))[0].webhook_id.clone();
     assert_eq!(header(webhooks::dispatch::DLQ_WEBHOOK_ID), webhook_id);
-    assert_eq!(
-        service.counter("webhook_deliveries_total", Some(("outcome", "failed"))),
-        1.0
-    );
+    helpers::counted(
+        &service,
+        "webhook_deliveries_total",
+        ("outcome", "failed"),
+        1.0,
+    )
+    .await;
     publisher.stop().await;
     service.stop().await;
 }
@@ -214,10 +217,13 @@ async fn gone_disables_the_endpoint_and_recover_sends_the_failed_ones_again_with
             .unwrap()
             .is_empty()
     );
-    assert_eq!(
-        service.counter("webhook_endpoints_disabled_total", Some(("reason", "gone"))),
-        1.0
-    );
+    helpers::counted(
+        &service,
+        "webhook_endpoints_disabled_total",
+        ("reason", "gone"),
+        1.0,
+    )
+    .await;
     // The merchant and the audit log were told, through the outbox, once.
     let told = helpers::disabled_events(&setup.bus, 1).await;
     assert_eq!(told.len(), 1);
@@ -279,13 +285,13 @@ async fn an_endpoint_failing_for_the_auto_disable_period_is_disabled_and_the_mer
         rows.len() == n && rows.iter().all(|r| r.0 == "delivered")
     })
     .await;
-    assert_eq!(
-        service.counter(
-            "webhook_endpoints_disabled_total",
-            Some(("reason", "failing"))
-        ),
-        1.0
-    );
+    helpers::counted(
+        &service,
+        "webhook_endpoints_disabled_total",
+        ("reason", "failing"),
+        1.0,
+    )
+    .await;
     publisher.stop().await;
     service.stop().await;
 }

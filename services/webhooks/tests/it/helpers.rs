@@ -275,3 +275,22 @@ pub async fn disabled_events(bus: &Bus, n: usize) -> Vec<Envelope> {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
+
+/// Waits (10 s at most) until counter `name{label}` of `service` is `value` (the service counts just after it
+/// recorded the results the tests wait for); fails with the last value.
+pub async fn counted(service: &InProcess, name: &str, label: (&str, &str), value: f64) {
+    let started = std::time::Instant::now();
+    loop {
+        let now = service.counter(name, Some(label));
+        if now == value {
+            return;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "{name}{{{}=\"{}\"}} is {now}, not {value}",
+            label.0,
+            label.1
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
