@@ -333,6 +333,21 @@ pub fn producer_config(settings: &KafkaSettings) -> ClientConfig {
 mod tests {
     use super::*;
 
+    /// The deployments' listener is TLS with SCRAM-SHA-512 (decision 0030): librdkafka refuses to create a client
+    /// for it unless it was built with OpenSSL (the `rdkafka` `ssl` feature).
+    #[test]
+    fn librdkafka_is_built_with_tls_and_scram() {
+        let mut config = client_config(&settings(&[
+            ("security.protocol", "SASL_SSL"),
+            ("sasl.mechanism", "SCRAM-SHA-512"),
+            ("sasl.username", "u"),
+            ("sasl.password", "p"),
+        ]));
+        config.set("log_level", "0");
+        let created: Result<rdkafka::producer::BaseProducer, _> = config.create();
+        assert!(created.is_ok(), "{:?}", created.err());
+    }
+
     fn settings(client: &[(&str, &str)]) -> KafkaSettings {
         KafkaSettings {
             bootstrap_servers: "k:9092".into(),
