@@ -591,7 +591,7 @@ async fn send(
             } else {
                 "error"
             };
-            no_answer(class, chain(&err))
+            no_answer(class, service_kit::telemetry::error_chain(&err))
         }
         Ok(Ok((code, retry_after, excerpt))) => (
             Outcome::Status { code, retry_after },
@@ -609,17 +609,6 @@ fn is_refused(err: &reqwest::Error) -> bool {
         source = e.source();
     }
     false
-}
-
-fn chain(err: &dyn std::error::Error) -> String {
-    let mut out = err.to_string();
-    let mut source = err.source();
-    while let Some(e) = source {
-        out.push_str(": ");
-        out.push_str(&e.to_string());
-        source = e.source();
-    }
-    out
 }
 
 /// At most [`EXCERPT_BYTES`] of `bytes` as text, cut on a character boundary.

@@ -174,7 +174,7 @@ fn from_row(row: &sqlx::postgres::PgRow) -> Result<Endpoint, sqlx::Error> {
     Ok(Endpoint {
         endpoint_id: EndpointId(row.try_get("endpoint_id")?),
         merchant_id: MerchantId::from_uuid(row.try_get("merchant_id")?)
-            .map_err(|e| sqlx::Error::Decode(Box::new(e)))?,
+            .map_err(crate::store::id_error)?,
         url: row.try_get("url")?,
         event_types: row.try_get("event_types")?,
         description: row.try_get("description")?,

@@ -451,16 +451,9 @@ pub async fn finish(
             });
         }
     }
-    let (endpoints, ok, at): (Vec<Uuid>, Vec<bool>, Vec<DateTime<Utc>>) =
-        last.iter().map(|(e, (ok, at))| (*e, *ok, *at)).fold(
-            (vec![], vec![], vec![]),
-            |(mut a, mut b, mut c), (e, ok, at)| {
-                a.push(e);
-                b.push(ok);
-                c.push(at);
-                (a, b, c)
-            },
-        );
+    let endpoints: Vec<Uuid> = last.keys().copied().collect();
+    let ok: Vec<bool> = last.values().map(|(ok, _)| *ok).collect();
+    let at: Vec<DateTime<Utc>> = last.values().map(|(_, at)| *at).collect();
     let failing: Vec<(Uuid, DateTime<Utc>)> = sqlx::query_as(
         "UPDATE webhook_endpoints e
             SET failing_since = CASE WHEN u.ok THEN NULL ELSE coalesce(e.failing_since, u.at) END
@@ -552,8 +545,7 @@ pub async fn disable_endpoints(
             .iter()
             .find(|d| d.endpoint == endpoint)
             .expect("asked for");
-        let merchant = events::MerchantId::from_uuid(merchant)
-            .map_err(|e| sqlx::Error::Decode(Box::new(e)))?;
+        let merchant = events::MerchantId::from_uuid(merchant).map_err(id_error)?;
         let details: String = d
             .details
             .chars()
@@ -666,8 +658,12 @@ pub async fn deliveries(
                 delivery_id: DeliveryId(id),
                 webhook_id: r.try_get("msg_id")?,
                 endpoint_id: EndpointId(r.try_get("endpoint_id")?),
-                merchant_id: format!("mer_{}", r.try_get::<Uuid, _>("merchant_id")?),
-                event_id: format!("evt_{}", r.try_get::<Uuid, _>("event_id")?),
+                merchant_id: events::MerchantId::from_uuid(r.try_get("merchant_id")?)
+                    .map_err(id_error)?
+                    .to_string(),
+                event_id: events::EventId::from_uuid(r.try_get("event_id")?)
+                    .map_err(id_error)?
+                    .to_string(),
                 event_type: r.try_get("event_type")?,
                 redelivery_of: r
                     .try_get::<Option<Uuid>, _>("redelivery_of")?
@@ -685,6 +681,11 @@ pub async fn deliveries(
             })
         })
         .collect()
+}
+
+/// A stored id the event contract refuses (the nil UUID) is a decoding error.
+pub(crate) fn id_error(e: events::id::IdError) -> sqlx::Error {
+    sqlx::Error::Decode(Box::new(e))
 }
 
 /// Why a redelivery was refused.
