@@ -6,6 +6,10 @@ SHELL := /bin/bash
 # Our machines have 2 cores: keep builds from oversubscribing them. Integration tests mostly wait on the broker
 # and the database, so a few more test threads than cores pays off.
 export CARGO_BUILD_JOBS ?= 2
+# CI builds once from a fresh clone: incremental caches would only double target/ (they once filled CI's disk).
+ifdef CI
+export CARGO_INCREMENTAL ?= 0
+endif
 TEST_THREADS ?= 4
 BROKERS ?= 1
 CARGO ?= cargo
