@@ -134,3 +134,22 @@ async fn a_disabled_webhook_endpoint_reaches_the_merchant_by_email() {
     );
     service.stop().await;
 }
+
+#[test]
+fn every_request_settlement_derives_from_a_realistic_flow_passes_the_contract() {
+    let flows = flows::generate(&Scenario::new(7602, 30, 1500).settled_by_service());
+    let events = flows.events_with_expected_settlements();
+    let requests = settlement::notify::requests(&events);
+    let expected = flows.expected_settlements();
+    let want = expected.iter().filter(|s| s.held).count()
+        + expected.iter().filter(|s| s.status == "completed").count();
+    assert_eq!(
+        requests.len(),
+        want,
+        "one per completed and per held settlement"
+    );
+    for r in &requests {
+        events::Publishable::to_outbox_record(r)
+            .unwrap_or_else(|e| panic!("{r:?} breaks the contract: {e}"));
+    }
+}
