@@ -375,6 +375,33 @@ pub fn checkout_viewed() -> crate::analytics::CheckoutViewed {
     }
 }
 
+/// A valid `NotificationRequested` (the notification topic's record): the example merchant is told by e-mail that
+/// the example settlement completed.
+pub fn notification_requested() -> crate::notification::NotificationRequested {
+    use crate::notification::{Channel, NotificationRequested, Recipient};
+    let cause = EventId::from_uuid(v7(3_600_000, 0xb1)).expect("not nil");
+    NotificationRequested {
+        notification_id: crate::id::NotificationId::derived(cause, "settlement_completed.email"),
+        requested_at: at(3600),
+        recipient: Recipient::merchant(merchant_id()),
+        channel: Channel::Email,
+        template: "settlement_completed".into(),
+        locale: "en".into(),
+        parameters: [
+            ("settlement_id", settlement_id().to_string()),
+            ("invoice_id", invoice_id().to_string()),
+            ("net_amount", "98.01".to_string()),
+            ("fee_amount", "0.99".to_string()),
+            ("currency", "USD".to_string()),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v))
+        .collect(),
+        destination: Some("merchant@example.com".into()),
+        causation_id: Some(cause),
+    }
+}
+
 /// One valid example of every event type, in catalogue order.
 pub fn all() -> Vec<Envelope> {
     EventType::ALL.iter().map(|t| example(*t)).collect()

@@ -41,6 +41,13 @@ pub const SETTLEMENT_NAMESPACE: Uuid = Uuid::from_u128(0x30b8886a_815a_477d_a8b4
 pub const SETTLEMENT_EVENT_NAMESPACE: Uuid =
     Uuid::from_u128(0xb0f03dc8_0619_49bd_853e_6ffd148083c0);
 
+/// Namespace of [`NotificationId::derived`]: a notification caused by an event is
+/// `UUID v5(NOTIFICATION_NAMESPACE, the cause's 16 bytes ‖ the purpose)`, so a producer replaying the cause
+/// requests the same notification again, and the notifications service sends it once.
+///
+/// A fixed random UUID (`5c0f3b8e-2a71-4d6e-9b4a-7e1d2c3f4a5b`), chosen once. It must never change.
+pub const NOTIFICATION_NAMESPACE: Uuid = Uuid::from_u128(0x5c0f3b8e_2a71_4d6e_9b4a_7e1d2c3f4a5b);
+
 /// Longest prefix plus `_` plus a hyphenated UUID; the stack buffer used to format ids.
 const MAX_WIRE_LEN: usize = 48;
 
@@ -222,6 +229,11 @@ typed_id!(
     MerchantId, "mer", "merchant"
 );
 typed_id!(
+    /// Identifies one notification (e-mail, SMS or webhook to one recipient); the notifications service sends
+    /// each at most once after a provider accepted it.
+    NotificationId, "ntf", "notification"
+);
+typed_id!(
     /// Ties together every event caused, directly or not, by one request.
     CorrelationId, "corr", "correlation"
 );
@@ -244,6 +256,17 @@ impl EventId {
     /// Unlike [`EventId::new`] (v7), derived ids do not sort by time.
     pub fn derived(namespace: Uuid, name: &[u8]) -> EventId {
         EventId(Uuid::new_v5(&namespace, name))
+    }
+}
+
+impl NotificationId {
+    /// The notification `purpose` (e.g. `settlement_completed.email`) of the event `cause`: UUID v5 over
+    /// [`NOTIFICATION_NAMESPACE`], the cause's UUID bytes and the purpose. Deterministic, so replaying the cause
+    /// requests the same notification.
+    pub fn derived(cause: EventId, purpose: &str) -> NotificationId {
+        let mut name = cause.as_uuid().as_bytes().to_vec();
+        name.extend_from_slice(purpose.as_bytes());
+        NotificationId(Uuid::new_v5(&NOTIFICATION_NAMESPACE, &name))
     }
 }
 

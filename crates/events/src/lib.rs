@@ -22,6 +22,7 @@
 //! - [`codec`]: [`decode`] and [`encode`]; [`envelope`]: [`Envelope`], partition key, topic, headers.
 //! - [`analytics`]: [`CheckoutViewed`], the record of the analytics topic; [`publish`]: [`Publishable`], what
 //!   the outbox needs of every contract.
+//! - [`notification`]: [`NotificationRequested`], the record of the notification topic.
 //! - [`payload`]: the payload structs; [`upcast`]: older versions and their upcasters.
 //! - [`event_type`]: the catalogue (types, aggregates, versions, partition keys) as data.
 //! - [`id`], [`money`], [`metadata`], [`time`]: the value types.
@@ -41,6 +42,7 @@ pub mod headers;
 pub mod id;
 pub mod metadata;
 pub mod money;
+pub mod notification;
 pub mod payload;
 pub mod publish;
 pub mod schema;
@@ -54,8 +56,10 @@ pub use envelope::{Envelope, EnvelopeParts};
 pub use error::{ContractError, ContractErrorKind};
 pub use event_type::{AggregateType, CATALOGUE, EventSpec, EventType, PartitionKeyField};
 pub use id::{
-    AggregateId, CorrelationId, EventId, IdError, InvoiceId, MerchantId, PaymentId, SettlementId,
+    AggregateId, CorrelationId, EventId, IdError, InvoiceId, MerchantId, NotificationId, PaymentId,
+    SettlementId,
 };
 pub use metadata::{Actor, ActorKind, Metadata, TraceParent};
+pub use notification::NotificationRequested;
 pub use payload::{Event, EventData};
 pub use publish::{OutboxRecord, Publishable};

@@ -4,7 +4,8 @@
 //! - **Only this crate's contracts are publishable.** The trait is sealed: every implementation lives here, next
 //!   to its decoder, so anything the outbox carries has passed a contract of this crate. Today: domain events
 //!   ([`crate::Envelope`], on [`crate::topics::DOMAIN_EVENTS`]) and the analytics records
-//!   ([`crate::analytics::CheckoutViewed`], on [`crate::topics::ANALYTICS_EVENTS`]); notification and integration
+//!   ([`crate::analytics::CheckoutViewed`], on [`crate::topics::ANALYTICS_EVENTS`]) and notification requests
+//!   ([`crate::notification::NotificationRequested`], on [`crate::topics::NOTIFICATION_EVENTS`]); integration
 //!   contracts join the same way.
 //! - **Valid or nothing.** [`Publishable::to_outbox_record`] encodes (validating the whole contract, size
 //!   included) before it gathers anything, so an [`OutboxRecord`] only exists for a valid record, and its key,
@@ -175,6 +176,38 @@ impl Publishable for crate::analytics::CheckoutViewed {
     }
 }
 
+impl sealed::Sealed for crate::notification::NotificationRequested {}
+
+impl Publishable for crate::notification::NotificationRequested {
+    fn topic(&self) -> &'static str {
+        crate::topics::NOTIFICATION_EVENTS
+    }
+    fn partition_key(&self) -> String {
+        crate::notification::NotificationRequested::partition_key(self)
+    }
+    fn event_id(&self) -> EventId {
+        crate::notification::NotificationRequested::event_id(self)
+    }
+    fn event_type(&self) -> &'static str {
+        crate::notification::NOTIFICATION_REQUESTED
+    }
+    fn event_version(&self) -> u32 {
+        crate::notification::NOTIFICATION_REQUESTED_VERSION
+    }
+    fn aggregate_type(&self) -> &'static str {
+        crate::notification::AGGREGATE_TYPE
+    }
+    fn aggregate_id(&self) -> String {
+        self.notification_id.to_string()
+    }
+    fn encode(&self) -> Result<Vec<u8>, ContractError> {
+        crate::notification::NotificationRequested::encode(self)
+    }
+    fn kafka_headers(&self) -> Vec<(&'static str, String)> {
+        crate::notification::NotificationRequested::kafka_headers(self)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -186,6 +219,7 @@ mod tests {
             .map(|e| Box::new(e) as Box<dyn Publishable>)
             .collect();
         out.push(Box::new(examples::checkout_viewed()));
+        out.push(Box::new(examples::notification_requested()));
         out
     }
 

@@ -155,7 +155,7 @@ pub fn combined_schema() -> Schema {
 }
 
 /// Every schema file as (file name, schema): one per decodable version, the combined one, then the analytics
-/// record's ([`crate::analytics::checkout_viewed_schema`]).
+/// record's ([`crate::analytics::checkout_viewed_schema`]) and the notification record's.
 pub fn all_schema_files() -> Vec<(String, Schema)> {
     let mut files: Vec<_> = decodable_versions()
         .map(|(t, v)| {
@@ -169,6 +169,10 @@ pub fn all_schema_files() -> Vec<(String, Schema)> {
     files.push((
         crate::analytics::CHECKOUT_VIEWED_SCHEMA_FILE.to_owned(),
         crate::analytics::checkout_viewed_schema(),
+    ));
+    files.push((
+        crate::notification::NOTIFICATION_REQUESTED_SCHEMA_FILE.to_owned(),
+        crate::notification::notification_requested_schema(),
     ));
     files
 }

@@ -1,7 +1,7 @@
 //! Test and benchmark plumbing around the real broker and database: a private "bus" per test (fresh database,
-//! its own domain-events and analytics-events topics with their DLQs), the outbox publisher in-process, writers
-//! that append generated events through the outbox exactly as services do, raw producers, and readers of topic
-//! end offsets and committed group offsets.
+//! its own domain-events, analytics-events and notification-events topics with their DLQs), the outbox
+//! publisher in-process, writers that append generated events through the outbox exactly as services do, raw
+//! producers, and readers of topic end offsets and committed group offsets.
 //!
 //! Guarantees: nothing here skips; every helper panics with what it waited for when infrastructure or a
 //! condition does not come (testkit's rule).
@@ -29,12 +29,17 @@ use crate::emit::AnalyticsRecord;
 /// Partitions of the test copies of the spec's topics.
 pub const DOMAIN_PARTITIONS: i32 = 12;
 pub const ANALYTICS_PARTITIONS: i32 = 3;
+/// Partitions of the test copy of the notification topic (the spec's 6).
+pub const NOTIFICATION_PARTITIONS: i32 = 6;
 
 /// A private event bus for one test: database, topics, DLQs.
 pub struct Bus {
     pub db: TestDb,
     pub domain_topic: String,
     pub analytics_topic: String,
+    /// The notification topic (6 partitions, key = recipient), to which the publisher routes
+    /// `crypto-checkout.notification-events`: what the settlement and webhooks services append goes here.
+    pub notification_topic: String,
 }
 
 /// The kafka settings of the test infrastructure.
@@ -48,8 +53,8 @@ pub fn kafka() -> KafkaSettings {
 }
 
 impl Bus {
-    /// A fresh database (migrated) and fresh topics: domain events (12 partitions) and analytics events (3),
-    /// each with its `<topic>.dlq`.
+    /// A fresh database (migrated) and fresh topics: domain events (12 partitions), analytics events (3) and
+    /// notification events (6), each with its `<topic>.dlq`.
     pub async fn new() -> Bus {
         let db = testkit::fresh_database().await;
         let domain_topic =
@@ -59,10 +64,23 @@ impl Bus {
             testkit::create_topic_with(testkit::infra(), "analytics", ANALYTICS_PARTITIONS, &[])
                 .await;
         create_named_topic(&format!("{analytics_topic}.dlq"), ANALYTICS_PARTITIONS).await;
+        let notification_topic = testkit::create_topic_with(
+            testkit::infra(),
+            "notifications",
+            NOTIFICATION_PARTITIONS,
+            &[],
+        )
+        .await;
+        create_named_topic(
+            &format!("{notification_topic}.dlq"),
+            NOTIFICATION_PARTITIONS,
+        )
+        .await;
         Bus {
             db,
             domain_topic,
             analytics_topic,
+            notification_topic,
         }
     }
 
@@ -81,6 +99,10 @@ impl Bus {
         service.topic_routes.insert(
             events::topics::DOMAIN_EVENTS.to_string(),
             self.domain_topic.clone(),
+        );
+        service.topic_routes.insert(
+            events::topics::NOTIFICATION_EVENTS.to_string(),
+            self.notification_topic.clone(),
         );
         let mut config: outbox_publisher::Config = Settings {
             kafka: kafka(),

@@ -17,7 +17,9 @@
 //!
 //! Layout: [`plan`] (the intent), [`emit`] (plan → events), [`truth`] (plan → expected state), [`check`] (read
 //! the services' tables, diff), [`harness`] (a private bus per test: database, topics, outbox publisher),
-//! [`service`] (a consumer service under test: in this process, or as processes SIGKILLed while events flow).
+//! [`service`] (a consumer service under test: in this process, or as processes SIGKILLed while events flow),
+//! [`receiver`] (HTTP receivers on loopback: webhook endpoints, the SMS sandbox) and [`smtp`] (an SMTP server on
+//! loopback); `src/bin/dev-sandbox.rs` runs the last two for `make run`.
 
 pub mod check;
 pub mod emit;
@@ -25,6 +27,7 @@ pub mod harness;
 pub mod plan;
 pub mod receiver;
 pub mod service;
+pub mod smtp;
 pub mod truth;
 
 use events::Envelope;

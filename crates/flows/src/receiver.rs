@@ -1,5 +1,7 @@
 //! A webhook receiver on loopback for tests, benchmarks and `make run`: a real HTTP server whose paths behave as
 //! told (answer 2xx, fail a number of times, fail always, answer 410, redirect, hang), recording every request.
+//! It is also the SMS sandbox: a path ending in `/Messages.json` answers an accepted POST as Twilio's Messages API
+//! does (201, `{"sid":"SM…","status":"queued"}`).
 //! [`verify`] checks a Standard Webhooks signature with an implementation of its own (HMAC-SHA256 written out
 //! from SHA-256 here), independent of the service's.
 //!
@@ -47,6 +49,8 @@ pub struct Received {
     pub signature: Option<String>,
     pub content_type: Option<String>,
     pub user_agent: Option<String>,
+    /// `authorization` (the SMS sandbox's basic auth).
+    pub authorization: Option<String>,
     pub body: Vec<u8>,
     /// The status answered (None: hung).
     pub answered: Option<u16>,
@@ -57,6 +61,8 @@ struct Inner {
     behaviours: HashMap<String, Behaviour>,
     received: Vec<Received>,
     seen: HashMap<(String, String), usize>,
+    /// Where each request is also written as `<n>.json` (`make run`'s SMS sandbox), when set.
+    dir: Option<std::path::PathBuf>,
 }
 
 /// A running receiver.
@@ -69,13 +75,25 @@ pub struct Receiver {
 impl Receiver {
     /// Binds 127.0.0.1 on a free port and serves `/{name}` paths (any name; unknown ones behave as [`Behaviour::Ok`]).
     pub async fn start() -> Receiver {
-        let inner = Arc::new(Mutex::new(Inner::default()));
+        Self::start_on("127.0.0.1:0".parse().expect("an address"), None).await
+    }
+
+    /// Binds `addr`; with `dir`, also writes each request there as `<time>-<n>.json` (path, headers, body).
+    pub async fn start_on(addr: SocketAddr, dir: Option<std::path::PathBuf>) -> Receiver {
+        if let Some(dir) = &dir {
+            std::fs::create_dir_all(dir)
+                .unwrap_or_else(|e| panic!("create {}: {e}", dir.display()));
+        }
+        let inner = Arc::new(Mutex::new(Inner {
+            dir,
+            ..Inner::default()
+        }));
         let app = axum::Router::new()
             .route("/{*path}", axum::routing::post(handle).get(ok))
             .with_state(inner.clone());
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        let listener = tokio::net::TcpListener::bind(addr)
             .await
-            .expect("bind the webhook receiver");
+            .unwrap_or_else(|e| panic!("bind the receiver on {addr}: {e}"));
         let addr = listener.local_addr().expect("its address");
         let task = tokio::spawn(async move {
             let _ = axum::serve(listener, app).await;
@@ -157,18 +175,47 @@ async fn handle(
         Behaviour::Redirect => Some(302),
         Behaviour::Hang(_) => None,
     };
-    inner.lock().unwrap().received.push(Received {
+    let received = Received {
         at: Instant::now(),
         wall: chrono::Utc::now(),
-        path,
+        path: path.clone(),
         webhook_id,
         timestamp: header("webhook-timestamp"),
         signature: header("webhook-signature"),
         content_type: header("content-type"),
         user_agent: header("user-agent"),
+        authorization: header("authorization"),
         body: body.to_vec(),
         answered: status,
-    });
+    };
+    {
+        let mut inner = inner.lock().unwrap();
+        if let Some(dir) = &inner.dir {
+            let file = dir.join(format!(
+                "{}-{:05}.json",
+                received.wall.format("%Y%m%dT%H%M%S"),
+                inner.received.len() + 1
+            ));
+            let json = serde_json::json!({
+                "path": received.path,
+                "content_type": received.content_type,
+                "body": String::from_utf8_lossy(&received.body),
+                "answered": received.answered,
+            });
+            let _ = std::fs::write(file, serde_json::to_vec_pretty(&json).unwrap_or_default());
+        }
+        inner.received.push(received);
+    }
+    // An SMS provider's (Twilio's) Messages API answers 201 with the message's sid.
+    if path.ends_with("/Messages.json") && behaviour == Behaviour::Ok {
+        let sid = format!("SM{}", uuid::Uuid::new_v4().simple());
+        return (
+            StatusCode::CREATED,
+            [("content-type", "application/json")],
+            serde_json::json!({"sid": sid, "status": "queued"}).to_string(),
+        )
+            .into_response();
+    }
     match behaviour {
         Behaviour::Hang(d) => {
             tokio::time::sleep(d).await;

@@ -14,6 +14,9 @@ use std::path::PathBuf;
 use anyhow::{Context, bail};
 use clap::builder::{PossibleValuesParser, TypedValueParser};
 use events::analytics::{CHECKOUT_VIEWED, CHECKOUT_VIEWED_VERSION, CheckoutViewed};
+use events::notification::{
+    NOTIFICATION_REQUESTED, NOTIFICATION_REQUESTED_VERSION, NotificationRequested,
+};
 use events::schema::{combined_schema, event_schema};
 use events::{CATALOGUE, EventType, decode, encode, examples};
 
@@ -32,9 +35,10 @@ enum EventsCommand {
     ///
     /// Input is a file, or standard input when FILE is `-` or absent. A pretty-printed document is read as
     /// one envelope; otherwise every non-blank line is one envelope (NDJSON). A record whose event_type is
-    /// CheckoutViewed is checked against the analytics topic's contract instead. Each invalid event is reported
-    /// on stderr as `line N: <JSON path>: <kind>: <message>`, followed by a summary. Exit code: 0 if every
-    /// event is valid, 1 if any is invalid or the input holds none, 2 if the input cannot be read.
+    /// CheckoutViewed or NotificationRequested is checked against its topic's contract instead. Each invalid
+    /// event is reported on stderr as `line N: <JSON path>: <kind>: <message>`, followed by a summary. Exit
+    /// code: 0 if every event is valid, 1 if any is invalid or the input holds none, 2 if the input cannot be
+    /// read.
     Validate(ValidateArgs),
     /// Print the JSON Schema (draft 2020-12) of an event type, or of every event.
     ///
@@ -42,7 +46,7 @@ enum EventsCommand {
     /// version). With TYPE, prints that type's schema at its current version, or at `--version`. These are
     /// the files committed under crates/events/schemas/.
     Schema(SchemaArgs),
-    /// Print a valid example event of TYPE (or a CheckoutViewed record), in canonical form.
+    /// Print a valid example event of TYPE (or a CheckoutViewed or NotificationRequested record), in canonical form.
     ///
     /// Examples are deterministic and tell one story: the spec's USD 16.49 invoice, paid in USDT on Tron,
     /// settled at 1 %. Feed them to `validate`, or use them as test fixtures.
@@ -61,7 +65,7 @@ struct ValidateArgs {
 
 #[derive(Debug, clap::Args)]
 struct SchemaArgs {
-    /// Event type, or CheckoutViewed; all domain events when absent.
+    /// Event type, CheckoutViewed or NotificationRequested; all domain events when absent.
     #[arg(value_name = "TYPE", value_parser = record_type_parser())]
     event_type: Option<RecordType>,
     /// Schema version (default: the current one). Needs TYPE.
@@ -74,7 +78,7 @@ struct SchemaArgs {
 
 #[derive(Debug, clap::Args)]
 struct ExampleArgs {
-    /// Event type, or CheckoutViewed.
+    /// Event type, CheckoutViewed or NotificationRequested.
     #[arg(value_name = "TYPE", value_parser = record_type_parser())]
     event_type: RecordType,
     /// Indent the JSON for reading (still valid input for `validate`).
@@ -87,6 +91,7 @@ struct ExampleArgs {
 enum RecordType {
     Event(EventType),
     CheckoutViewed,
+    NotificationRequested,
 }
 
 /// Accepts exactly the catalogue's names and `CheckoutViewed`, and lists them in `--help` and in errors.
@@ -94,9 +99,10 @@ fn record_type_parser() -> impl TypedValueParser<Value = RecordType> {
     let names = EventType::ALL
         .iter()
         .map(|t| t.as_str())
-        .chain([CHECKOUT_VIEWED]);
+        .chain([CHECKOUT_VIEWED, NOTIFICATION_REQUESTED]);
     PossibleValuesParser::new(names).map(|name| match name.parse::<EventType>() {
         Ok(event_type) => RecordType::Event(event_type),
+        Err(_) if name == NOTIFICATION_REQUESTED => RecordType::NotificationRequested,
         Err(_) => RecordType::CheckoutViewed,
     })
 }
@@ -165,10 +171,12 @@ pub fn validate_stream(
     let mut summary = Summary::default();
     let mut check = |line: usize, bytes: &[u8], summary: &mut Summary| -> anyhow::Result<()> {
         // The canonical encoding of whichever contract the record claims (by its event_type).
-        let decoded = if events::peek_event_type(bytes).as_deref() == Some(CHECKOUT_VIEWED) {
-            CheckoutViewed::decode(bytes).and_then(|view| view.encode())
-        } else {
-            decode(bytes).and_then(|envelope| encode(&envelope))
+        let decoded = match events::peek_event_type(bytes).as_deref() {
+            Some(CHECKOUT_VIEWED) => CheckoutViewed::decode(bytes).and_then(|view| view.encode()),
+            Some(NOTIFICATION_REQUESTED) => {
+                NotificationRequested::decode(bytes).and_then(|request| request.encode())
+            }
+            _ => decode(bytes).and_then(|envelope| encode(&envelope)),
         };
         match decoded {
             Ok(bytes) => {
@@ -270,6 +278,15 @@ fn schema(args: SchemaArgs, io: &mut Io<'_>) -> anyhow::Result<u8> {
             events::topics::ANALYTICS_EVENTS,
             v = CHECKOUT_VIEWED_VERSION,
         )?;
+        writeln!(
+            io.stdout,
+            "{:<20} {:<11} {:<13} {v}..={v}  (on {})",
+            NOTIFICATION_REQUESTED,
+            events::notification::AGGREGATE_TYPE,
+            "recipient.id",
+            events::topics::NOTIFICATION_EVENTS,
+            v = NOTIFICATION_REQUESTED_VERSION,
+        )?;
         return Ok(exit::OK);
     }
     let schema = match (args.event_type, args.version) {
@@ -278,6 +295,14 @@ fn schema(args: SchemaArgs, io: &mut Io<'_>) -> anyhow::Result<u8> {
             None | Some(CHECKOUT_VIEWED_VERSION) => events::analytics::checkout_viewed_schema(),
             Some(version) => bail!(
                 "{CHECKOUT_VIEWED} has no version {version}; its only version is {CHECKOUT_VIEWED_VERSION}"
+            ),
+        },
+        (Some(RecordType::NotificationRequested), version) => match version {
+            None | Some(NOTIFICATION_REQUESTED_VERSION) => {
+                events::notification::notification_requested_schema()
+            }
+            Some(version) => bail!(
+                "{NOTIFICATION_REQUESTED} has no version {version}; its only version is {NOTIFICATION_REQUESTED_VERSION}"
             ),
         },
         (Some(RecordType::Event(event_type)), version) => {
@@ -313,6 +338,16 @@ fn example(args: ExampleArgs, io: &mut Io<'_>) -> anyhow::Result<u8> {
                 serde_json::to_writer_pretty(&mut *io.stdout, &view)?;
             } else {
                 io.stdout.write_all(&view.encode()?)?;
+            }
+        }
+        RecordType::NotificationRequested => {
+            let request = examples::notification_requested();
+            let bytes = request.encode()?;
+            if args.pretty {
+                let value: serde_json::Value = serde_json::from_slice(&bytes)?;
+                serde_json::to_writer_pretty(&mut *io.stdout, &value)?;
+            } else {
+                io.stdout.write_all(&bytes)?;
             }
         }
     }

@@ -17,6 +17,7 @@ pub mod db_cmd;
 pub mod events_cmd;
 pub mod invoice_cmd;
 pub mod merchant_cmd;
+pub mod notifications_cmd;
 pub mod outbox_cmd;
 pub mod projections_cmd;
 pub mod settlement_cmd;

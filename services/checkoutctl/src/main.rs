@@ -15,6 +15,7 @@ checkoutctl::subcommands! {
     Audit(checkoutctl::audit_cmd::AuditArgs),
     Verify(checkoutctl::verify_cmd::VerifyArgs),
     Webhooks(checkoutctl::webhooks_cmd::WebhooksArgs),
+    Notifications(checkoutctl::notifications_cmd::NotificationsArgs),
 }
 
 fn main() -> std::process::ExitCode {

@@ -328,3 +328,56 @@ fn checkout_viewed_records_have_an_example_a_schema_and_are_validated_by_their_c
             "CheckoutViewed       Invoice     date          1..=1",
         ));
 }
+
+#[test]
+fn notification_requests_have_an_example_a_schema_and_are_validated_by_their_contract() {
+    let request = examples::notification_requested();
+    let canonical = request.encode().unwrap();
+    let output = checkoutctl()
+        .args(["events", "example", "NotificationRequested"])
+        .output()
+        .unwrap();
+    assert!(output.status.success());
+    assert_eq!(output.stdout, [canonical.clone(), b"\n".to_vec()].concat());
+
+    let input = format!(
+        "{}{}\n",
+        all_examples_ndjson(),
+        String::from_utf8(canonical.clone()).unwrap()
+    );
+    let (code, stdout, stderr) = run(&["events", "validate", "--canonical"], input.as_bytes());
+    assert_eq!(code, 0, "{stderr}");
+    assert_eq!(stdout.lines().last().unwrap().as_bytes(), canonical);
+
+    let bad = String::from_utf8(canonical.clone())
+        .unwrap()
+        .replace("\"channel\":\"email\"", "\"channel\":\"sms\"");
+    let (code, _, stderr) = run(&["events", "validate"], bad.as_bytes());
+    assert_eq!(code, 1, "an e-mail address is not a phone number");
+    assert!(
+        stderr.contains("line 1: $.destination: invalid_value"),
+        "{stderr}"
+    );
+
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../crates/events/schemas");
+    let committed: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(dir.join("NotificationRequested.v1.schema.json")).unwrap(),
+    )
+    .unwrap();
+    let output = checkoutctl()
+        .args(["events", "schema", "NotificationRequested"])
+        .output()
+        .unwrap();
+    assert!(output.status.success());
+    assert_eq!(
+        serde_json::from_slice::<serde_json::Value>(&output.stdout).unwrap(),
+        committed
+    );
+    checkoutctl()
+        .args(["events", "schema", "--list"])
+        .assert()
+        .success()
+        .stdout(predicates::str::contains(
+            "NotificationRequested Notification recipient.id  1..=1",
+        ));
+}

@@ -6,13 +6,15 @@
 //! merchant_suspended }` until the merchant is reinstated), balanced double-entry ledger journals — whatever is
 //! redelivered, re-published, replayed or killed, because state, ledger, emitted events (through the outbox) and
 //! the consumer's position commit in one PostgreSQL transaction and every id is derived from the invoice
-//! (decision 0027). Nothing else settles.
+//! (decision 0027). Nothing else settles. Each completed or held settlement also requests one e-mail to the
+//! merchant, in the same transaction, with an id derived from its event (decision 0031).
 //!
-//! Layout: [`state`] (rows, derived ids), [`fold`] (the rules, pure), [`store`] (load and write), [`handler`];
-//! this file is the service.
+//! Layout: [`state`] (rows, derived ids), [`fold`] (the rules, pure), [`store`] (load and write), [`notify`]
+//! (the merchant's notification requests), [`handler`]; this file is the service.
 
 pub mod fold;
 pub mod handler;
+pub mod notify;
 pub mod state;
 pub mod store;
 

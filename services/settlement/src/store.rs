@@ -6,8 +6,9 @@
 //! settlement events, and the held settlements of merchants reinstated in the batch — with one `= ANY(…)` per
 //! table (5 statements). [`write`] upserts the changed rows (one multi-row statement per table that changed),
 //! posts the ledger lines in one statement (a trigger checks every journal balances), and appends the emitted
-//! events to the outbox through [`outbox::append_batch`] — all in the caller's transaction, so they commit with
-//! the consumer's position or not at all. Rows are written only by the events of their partition key (see the
+//! events and the merchant's notification requests ([`crate::notify`]) to the outbox through
+//! [`outbox::append_batch`] — all in the caller's transaction, so they commit with the consumer's position or not
+//! at all. Rows are written only by the events of their partition key (see the
 //! migration), so one lane at a time writes a row.
 
 use std::collections::BTreeSet;
@@ -423,6 +424,8 @@ pub async fn write(conn: &mut PgConnection, fold: &Fold) -> Result<(), StoreErro
         .await?;
     }
     outbox::append_batch(&mut *conn, &fold.emitted).await?;
+    // The merchant's e-mails about completed and held settlements, in the same transaction (decision 0031).
+    outbox::append_batch(&mut *conn, &crate::notify::requests(&fold.emitted)).await?;
     Ok(())
 }
 

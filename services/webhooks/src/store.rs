@@ -564,6 +564,44 @@ pub async fn disable_endpoints(
         out.push(d.clone());
     }
     outbox::append_batch(&mut *tx, &notices).await?;
+    // The merchant hears of it by e-mail, requested in the same transaction (decision 0031); the id is derived
+    // from the event's, so the request is the event's and no other.
+    let requests: Vec<events::NotificationRequested> = notices
+        .iter()
+        .filter_map(|notice| {
+            let events::EventData::WebhookEndpointDisabled(d) = notice.data() else {
+                return None;
+            };
+            let reason = serde_json::to_value(d.reason)
+                .ok()?
+                .as_str()
+                .map(str::to_string)?;
+            let parameters = [
+                ("endpoint_id", d.endpoint_id.clone()),
+                ("reason", reason),
+                ("disabled_at", events::time::format_utc(&d.disabled_at)),
+                ("details", d.details.clone().unwrap_or_default()),
+            ];
+            Some(events::NotificationRequested {
+                notification_id: events::NotificationId::derived(
+                    notice.event_id(),
+                    "webhook_endpoint_disabled.email",
+                ),
+                requested_at: d.disabled_at,
+                recipient: events::notification::Recipient::merchant(notice.merchant_id()),
+                channel: events::notification::Channel::Email,
+                template: "webhook_endpoint_disabled".into(),
+                locale: "en".into(),
+                parameters: parameters
+                    .into_iter()
+                    .map(|(k, v)| (k.to_string(), v))
+                    .collect(),
+                destination: None,
+                causation_id: Some(notice.event_id()),
+            })
+        })
+        .collect();
+    outbox::append_batch(&mut *tx, &requests).await?;
     Ok(out)
 }
 

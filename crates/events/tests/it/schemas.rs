@@ -156,6 +156,43 @@ fn the_checkout_viewed_example_validates_and_the_schema_refuses_what_the_decoder
 }
 
 #[test]
+fn the_notification_example_validates_and_the_schema_refuses_what_the_decoder_refuses() {
+    let validator =
+        jsonschema::validator_for(events::notification::notification_requested_schema().as_value())
+            .unwrap();
+    let request = examples::notification_requested();
+    let json: Value = serde_json::from_slice(&request.encode().unwrap()).unwrap();
+    assert_eq!(schema_errors(&validator, &json), Vec::<String>::new());
+    assert!(!VALIDATORS.combined.is_valid(&json), "not a domain event");
+    for (field, value) in [
+        ("event_version", json!(2)),
+        ("event_type", json!("InvoiceCreated")),
+        ("channel", json!("fax")),
+        ("template", json!("Bad Name")),
+        ("locale", json!("english")),
+        ("parameters", json!({"amount": 12})),
+        (
+            "notification_id",
+            json!("evt_0194b3c2-5d1e-7a8b-9c0d-1e2f3a4b5c6d"),
+        ),
+        ("extra", json!(1)),
+    ] {
+        let mut bad = json.clone();
+        bad[field] = value;
+        assert!(!validator.is_valid(&bad), "{field}");
+        assert!(
+            events::NotificationRequested::decode(bad.to_string().as_bytes()).is_err(),
+            "{field}"
+        );
+    }
+    assert!(
+        schema_dir()
+            .join(events::notification::NOTIFICATION_REQUESTED_SCHEMA_FILE)
+            .exists()
+    );
+}
+
+#[test]
 fn a_version_1_suspension_validates_against_the_combined_schema() {
     let mut v1 = example_json(EventType::MerchantSuspended);
     v1["event_version"] = json!(1);

@@ -23,7 +23,8 @@ const ENVIRONMENTS: [&str; 4] = ["development", "staging", "production", "dr"];
 
 /// The spec's "Consumer Group Configuration" and "Consumer Group Monitoring" per service binary: its group, the
 /// topics it consumes, the consumers in production, the lag alert (the ScaledObject's threshold). Audit has no
-/// lag alert in the spec: it takes the read models' (same policy shape, decision 0030).
+/// lag alert in the spec: it takes the read models' (same policy shape, decision 0030); notifications has none
+/// either: it takes webhook delivery's (decision 0031).
 const CONSUMERS: &[(&str, &str, &[&str], i64, i64)] = &[
     (
         "projections",
@@ -62,6 +63,13 @@ const CONSUMERS: &[(&str, &str, &[&str], i64, i64)] = &[
         &["crypto-checkout.domain-events"],
         1,
         500,
+    ),
+    (
+        "notifications",
+        "notification-delivery",
+        &["crypto-checkout.notification-events"],
+        3,
+        100,
     ),
 ];
 /// Not a consumer group: two replicas share the 64 key buckets (decision 0030).

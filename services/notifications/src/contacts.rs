@@ -1,0 +1,159 @@
+//! Contacts on file (`notification_contacts`): where a recipient's notifications go when a request names no
+//! destination, and the signing secret of its webhook notifications.
+//!
+//! Guarantees: the webhook secret is stored only encrypted (`webhooks::signing::SecretBox`, the key of merchant
+//! webhook secrets, bound to the recipient), and shown once when set; addresses are checked per channel by the
+//! contract's own rules ([`Channel::check_destination`]).
+
+use events::notification::Channel;
+use serde::Serialize;
+use sqlx::PgPool;
+use uuid::Uuid;
+use webhooks::signing::{SecretBox, SigningSecret};
+
+/// Namespace of [`recipient_key`]. Fixed; changing it makes every sealed secret unreadable.
+const RECIPIENT_NAMESPACE: Uuid = Uuid::from_u128(0x8e3c2d1a_4b5f_4c6d_9e7f_0a1b2c3d4e5f);
+
+/// The associated data a recipient's secret is sealed with.
+pub fn recipient_key(recipient_id: &str) -> Uuid {
+    Uuid::new_v5(&RECIPIENT_NAMESPACE, recipient_id.as_bytes())
+}
+
+/// What to set (a `None` leaves the field as it is).
+#[derive(Debug, Clone, Default)]
+pub struct ContactUpdate {
+    pub email: Option<String>,
+    pub phone: Option<String>,
+    pub webhook_url: Option<String>,
+    pub locale: Option<String>,
+}
+
+/// A contact as listed (never its secret).
+#[derive(Debug, Clone, Serialize, sqlx::FromRow, PartialEq, Eq)]
+pub struct Contact {
+    pub recipient_id: String,
+    pub email: Option<String>,
+    pub phone: Option<String>,
+    pub webhook_url: Option<String>,
+    pub locale: Option<String>,
+}
+
+/// Why a contact cannot be set.
+#[derive(Debug, thiserror::Error)]
+pub enum ContactError {
+    #[error("{0}")]
+    Invalid(String),
+    #[error(transparent)]
+    Db(#[from] sqlx::Error),
+}
+
+/// Sets `recipient`'s contact details; a new webhook URL gets a new signing secret, returned (shown once).
+pub async fn set(
+    pool: &PgPool,
+    key: Option<&SecretBox>,
+    recipient: &str,
+    update: &ContactUpdate,
+) -> Result<Option<SigningSecret>, ContactError> {
+    if recipient.is_empty() || recipient.len() > 128 {
+        return Err(ContactError::Invalid(
+            "a recipient id has 1–128 characters".into(),
+        ));
+    }
+    for (channel, value) in [
+        (Channel::Email, &update.email),
+        (Channel::Sms, &update.phone),
+        (Channel::Webhook, &update.webhook_url),
+    ] {
+        if let Some(why) = value.as_deref().and_then(|v| channel.check_destination(v)) {
+            return Err(ContactError::Invalid(why));
+        }
+    }
+    let rkey = recipient_key(recipient);
+    let secret = match &update.webhook_url {
+        Some(_) => {
+            let key = key.ok_or_else(|| {
+                ContactError::Invalid(format!(
+                    "a webhook contact needs {} to seal its secret",
+                    webhooks::ENCRYPTION_KEY_ENV
+                ))
+            })?;
+            let secret = SigningSecret::generate();
+            Some((key.seal(rkey, &secret), secret))
+        }
+        None => None,
+    };
+    sqlx::query(
+        "INSERT INTO notification_contacts
+             (recipient_id, recipient_key, email, phone, webhook_url, webhook_secret_sealed, locale)
+         VALUES ($1, $2, $3, $4, $5, $6, $7)
+         ON CONFLICT (recipient_id) DO UPDATE SET
+             email = coalesce(EXCLUDED.email, notification_contacts.email),
+             phone = coalesce(EXCLUDED.phone, notification_contacts.phone),
+             webhook_url = coalesce(EXCLUDED.webhook_url, notification_contacts.webhook_url),
+             webhook_secret_sealed = coalesce(EXCLUDED.webhook_secret_sealed,
+                                              notification_contacts.webhook_secret_sealed),
+             locale = coalesce(EXCLUDED.locale, notification_contacts.locale),
+             updated_at = now()",
+    )
+    .bind(recipient)
+    .bind(rkey)
+    .bind(&update.email)
+    .bind(&update.phone)
+    .bind(&update.webhook_url)
+    .bind(secret.as_ref().map(|(sealed, _)| sealed.clone()))
+    .bind(&update.locale)
+    .execute(pool)
+    .await?;
+    Ok(secret.map(|(_, s)| s))
+}
+
+/// Every contact (or `recipient`'s).
+pub async fn list(pool: &PgPool, recipient: Option<&str>) -> Result<Vec<Contact>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT recipient_id, email, phone, webhook_url, locale FROM notification_contacts
+          WHERE $1::text IS NULL OR recipient_id = $1 ORDER BY recipient_id",
+    )
+    .bind(recipient)
+    .fetch_all(pool)
+    .await
+}
+
+/// (email, phone, webhook URL, sealed webhook secret).
+type ContactRow = (
+    Option<String>,
+    Option<String>,
+    Option<String>,
+    Option<Vec<u8>>,
+);
+
+/// Where `recipient`'s notifications of `channel` go, from the contact on file: the address, and for webhooks the
+/// sealed secret. `None`: nothing on file.
+pub async fn destination(
+    pool: &PgPool,
+    recipient: &str,
+    channel: Channel,
+) -> Result<Option<(String, Option<Vec<u8>>)>, sqlx::Error> {
+    let row: Option<ContactRow> = sqlx::query_as(
+        "SELECT email, phone, webhook_url, webhook_secret_sealed FROM notification_contacts
+          WHERE recipient_id = $1",
+    )
+    .bind(recipient)
+    .fetch_optional(pool)
+    .await?;
+    Ok(row.and_then(|(email, phone, url, sealed)| match channel {
+        Channel::Email => email.map(|e| (e, None)),
+        Channel::Sms => phone.map(|p| (p, None)),
+        Channel::Webhook => url.map(|u| (u, sealed)),
+    }))
+}
+
+/// The sealed webhook secret of `recipient`, when one is on file.
+pub async fn sealed_secret(pool: &PgPool, recipient: &str) -> Result<Option<Vec<u8>>, sqlx::Error> {
+    Ok(sqlx::query_scalar::<_, Option<Vec<u8>>>(
+        "SELECT webhook_secret_sealed FROM notification_contacts WHERE recipient_id = $1",
+    )
+    .bind(recipient)
+    .fetch_optional(pool)
+    .await?
+    .flatten())
+}
