@@ -112,7 +112,8 @@ macro_rules! catalogue {
 }
 
 // Invoice and Payment events are keyed by invoice id, Settlement and Merchant events by merchant id
-// (see `AggregateType::partition_key`). MerchantSuspended is at version 2; see `crate::upcast`. New types are
+// (see `AggregateType::partition_key`). MerchantSuspended, MerchantCreated and SettingsUpdated are at version 2;
+// see `crate::upcast`. New types are
 // appended (MerchantReinstated, decision 0026; WebhookEndpointDisabled, decision 0029), so that existing variants
 // keep their position.
 catalogue! {
@@ -127,9 +128,9 @@ catalogue! {
     SettlementCreated: Settlement, versions 1..=1;
     SettlementCompleted: Settlement, versions 1..=1;
     SettlementFailed: Settlement, versions 1..=1;
-    MerchantCreated: Merchant, versions 1..=1;
+    MerchantCreated: Merchant, versions 1..=2;
     MerchantSuspended: Merchant, versions 1..=2;
-    SettingsUpdated: Merchant, versions 1..=1;
+    SettingsUpdated: Merchant, versions 1..=2;
     MerchantReinstated: Merchant, versions 1..=1;
     WebhookEndpointDisabled: Merchant, versions 1..=1;
 }

@@ -288,6 +288,11 @@ pub fn example(event_type: EventType) -> Envelope {
                         CryptoAsset::Usdc,
                     ],
                     speed_policy: SpeedPolicy::MediumSpeed,
+                    contact: MerchantContact {
+                        email: Some("owner@coffee-corner.example".into()),
+                        phone: Some("+15551234567".into()),
+                        locale: Some("en".into()),
+                    },
                 }
                 .into(),
                 Metadata::new(Actor::new(ActorKind::Admin, "adm_7").expect("valid actor")),

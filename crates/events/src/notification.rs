@@ -208,7 +208,7 @@ fn is_name(s: &str) -> bool {
         && bytes.all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
 }
 
-fn is_locale(s: &str) -> bool {
+pub(crate) fn is_locale(s: &str) -> bool {
     let (lang, region) = s.split_once('-').map_or((s, None), |(l, r)| (l, Some(r)));
     lang.len() == 2
         && lang.bytes().all(|b| b.is_ascii_lowercase())

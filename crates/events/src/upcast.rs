@@ -15,7 +15,11 @@ use serde::{Deserialize, Serialize};
 use crate::codec::parse;
 use crate::error::{ContractError, ContractErrorKind};
 use crate::event_type::EventType;
-use crate::payload::{EventData, MAX_DETAILS_CHARS, MerchantSuspended, SuspensionReason};
+use crate::money::{CryptoAsset, Currency, FiatCurrency, Percentage};
+use crate::payload::{
+    Change, EventData, MAX_DETAILS_CHARS, MerchantContact, MerchantCreated, MerchantSuspended,
+    SettingsChanges, SettingsUpdated, SpeedPolicy, SuspensionReason,
+};
 use crate::time::rfc3339;
 
 /// `MerchantSuspended` version 1: the reason was free text only.
@@ -48,6 +52,91 @@ impl From<MerchantSuspendedV1> for MerchantSuspended {
             reason: SuspensionReason::Other,
             details: Some(v1.reason),
             suspended_at: v1.suspended_at,
+        }
+    }
+}
+
+/// `MerchantCreated` version 1: no contact details.
+///
+/// Version 2 added `contact`; upcasting gives an empty one (no contact on file), which is what version 1 meant.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct MerchantCreatedV1 {
+    /// Name shown to customers at checkout; 1 to 200 characters.
+    #[schemars(length(min = 1, max = 200))]
+    pub business_name: String,
+    /// Currency new invoices are priced in unless they say otherwise.
+    pub default_currency: FiatCurrency,
+    /// Currency settlements are paid in.
+    pub settlement_currency: Currency,
+    /// The platform fee rate agreed with the merchant, `1` meaning 1 %.
+    pub fee_percentage: Percentage,
+    /// Assets customers may pay with.
+    pub accepted_crypto_currencies: Vec<CryptoAsset>,
+    /// Confirmations a payment needs.
+    pub speed_policy: SpeedPolicy,
+}
+
+impl From<MerchantCreatedV1> for MerchantCreated {
+    fn from(v1: MerchantCreatedV1) -> Self {
+        MerchantCreated {
+            business_name: v1.business_name,
+            default_currency: v1.default_currency,
+            settlement_currency: v1.settlement_currency,
+            fee_percentage: v1.fee_percentage,
+            accepted_crypto_currencies: v1.accepted_crypto_currencies,
+            speed_policy: v1.speed_policy,
+            contact: MerchantContact::default(),
+        }
+    }
+}
+
+/// `SettingsUpdated` version 1's changes: no contact details.
+#[derive(Clone, Debug, PartialEq, Eq, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SettingsChangesV1 {
+    /// Currency new invoices are priced in.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub default_currency: Option<Change<FiatCurrency>>,
+    /// Currency settlements are paid in.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub settlement_currency: Option<Change<Currency>>,
+    /// Payment window of new invoices, in minutes (1 to 10080).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub invoice_expiry_minutes: Option<Change<u32>>,
+    /// Confirmations a payment needs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub speed_policy: Option<Change<SpeedPolicy>>,
+    /// Under-payment still accepted as full payment, in percent of the invoice.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub payment_tolerance_percentage: Option<Change<Percentage>>,
+    /// Assets customers may pay with.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub accepted_crypto_currencies: Option<Change<Vec<CryptoAsset>>>,
+}
+
+/// `SettingsUpdated` version 1: its changes could not name contact details. Upcasting keeps every change and
+/// adds none; version 2's rules (which include version 1's) are checked after it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SettingsUpdatedV1 {
+    /// What changed, each with old and new value.
+    pub changes: SettingsChangesV1,
+}
+
+impl From<SettingsUpdatedV1> for SettingsUpdated {
+    fn from(v1: SettingsUpdatedV1) -> Self {
+        let c = v1.changes;
+        SettingsUpdated {
+            changes: SettingsChanges {
+                default_currency: c.default_currency,
+                settlement_currency: c.settlement_currency,
+                invoice_expiry_minutes: c.invoice_expiry_minutes,
+                speed_policy: c.speed_policy,
+                payment_tolerance_percentage: c.payment_tolerance_percentage,
+                accepted_crypto_currencies: c.accepted_crypto_currencies,
+                contact: None,
+            },
         }
     }
 }
@@ -91,6 +180,16 @@ pub(crate) fn decode_payload(
             v1.validate()?;
             Ok(EventData::MerchantSuspended(v1.into()))
         }
+        (EventType::MerchantCreated, 1) => {
+            let current: MerchantCreated = parse::<MerchantCreatedV1>(raw)?.into();
+            current.validate()?;
+            Ok(EventData::MerchantCreated(current))
+        }
+        (EventType::SettingsUpdated, 1) => {
+            let current: SettingsUpdated = parse::<SettingsUpdatedV1>(raw)?.into();
+            current.validate()?;
+            Ok(EventData::SettingsUpdated(current))
+        }
         // `has_upcaster` and its test keep the catalogue and this match in step.
         _ => Err(ContractError::new(
             ContractErrorKind::UnknownVersion,
@@ -109,6 +208,14 @@ pub(crate) fn legacy_schemas(
     match (event_type, version) {
         (EventType::MerchantSuspended, 1) => Some((
             generator.subschema_for::<MerchantSuspendedV1>(),
+            generator.subschema_for::<crate::id::MerchantId>(),
+        )),
+        (EventType::MerchantCreated, 1) => Some((
+            generator.subschema_for::<MerchantCreatedV1>(),
+            generator.subschema_for::<crate::id::MerchantId>(),
+        )),
+        (EventType::SettingsUpdated, 1) => Some((
+            generator.subschema_for::<SettingsUpdatedV1>(),
             generator.subschema_for::<crate::id::MerchantId>(),
         )),
         _ => None,
@@ -165,6 +272,78 @@ mod tests {
                 .kind(),
             ContractErrorKind::UnknownField
         );
+    }
+
+    #[test]
+    fn v1_merchant_created_has_no_contact_and_v2_fields_are_refused_in_v1() {
+        let raw = r#"{"business_name":"Coffee Corner","default_currency":"USD","settlement_currency":"USD",
+            "fee_percentage":"1","accepted_crypto_currencies":["BTC"],"speed_policy":"medium_speed"}"#;
+        let EventData::MerchantCreated(v2) =
+            decode_payload(EventType::MerchantCreated, 1, raw).unwrap()
+        else {
+            panic!("wrong variant");
+        };
+        assert_eq!(v2.contact, MerchantContact::default());
+        assert_eq!(v2.business_name, "Coffee Corner");
+        let with_contact = raw.replace("}", r#","contact":{}}"#);
+        assert_eq!(
+            decode_payload(EventType::MerchantCreated, 1, &with_contact)
+                .unwrap_err()
+                .kind(),
+            ContractErrorKind::UnknownField
+        );
+        // Version 1's rules still hold after upcasting.
+        let no_assets = raw.replace(r#"["BTC"]"#, "[]");
+        assert_eq!(
+            decode_payload(EventType::MerchantCreated, 1, &no_assets)
+                .unwrap_err()
+                .path(),
+            "$.accepted_crypto_currencies"
+        );
+    }
+
+    #[test]
+    fn v1_settings_update_keeps_its_changes() {
+        let raw = r#"{"changes":{"invoice_expiry_minutes":{"old":15,"new":30}}}"#;
+        let EventData::SettingsUpdated(v2) =
+            decode_payload(EventType::SettingsUpdated, 1, raw).unwrap()
+        else {
+            panic!("wrong variant");
+        };
+        assert_eq!(
+            v2.changes.invoice_expiry_minutes,
+            Some(Change { old: 15, new: 30 })
+        );
+        assert_eq!(v2.changes.contact, None);
+        let contact = r#"{"changes":{"contact":{"old":{},"new":{"email":"a@b.example"}}}}"#;
+        assert_eq!(
+            decode_payload(EventType::SettingsUpdated, 1, contact)
+                .unwrap_err()
+                .kind(),
+            ContractErrorKind::UnknownField
+        );
+        assert!(decode_payload(EventType::SettingsUpdated, 2, contact).is_ok());
+    }
+
+    #[test]
+    fn contact_addresses_follow_the_channel_rules() {
+        // Version 2 is the current one: parsed here, checked by the envelope's validation.
+        for (new, path) in [
+            (
+                r#"{"email":"not an address"}"#,
+                "$.changes.contact.new.email",
+            ),
+            (r#"{"phone":"555-1234"}"#, "$.changes.contact.new.phone"),
+            (r#"{"locale":"english"}"#, "$.changes.contact.new.locale"),
+        ] {
+            let raw = format!(r#"{{"changes":{{"contact":{{"old":{{}},"new":{new}}}}}}}"#);
+            let EventData::SettingsUpdated(update) =
+                decode_payload(EventType::SettingsUpdated, 2, &raw).unwrap()
+            else {
+                panic!("wrong variant");
+            };
+            assert_eq!(update.validate().unwrap_err().path(), path);
+        }
     }
 
     #[test]

@@ -134,6 +134,7 @@ fn merchant_events(e: &mut Emitter, m: &MerchantPlan) {
         fee_percentage: m.fee_percentage,
         accepted_crypto_currencies: m.initial.accepted.clone(),
         speed_policy: m.initial.speed,
+        contact: m.initial.contact.clone(),
     };
     e.emit(m.created_at, m.id.into(), created, meta, None, None);
     if let Some(update) = &m.update {
@@ -162,6 +163,10 @@ fn merchant_events(e: &mut Emitter, m: &MerchantPlan) {
             accepted_crypto_currencies: (old.accepted != new.accepted).then(|| Change {
                 old: old.accepted.clone(),
                 new: new.accepted.clone(),
+            }),
+            contact: (old.contact != new.contact).then(|| Change {
+                old: old.contact.clone(),
+                new: new.contact.clone(),
             }),
         };
         let meta = Metadata {

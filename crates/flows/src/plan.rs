@@ -30,8 +30,8 @@ use events::money::{
     Amount, CryptoAsset, Currency, Decimal, FeeSplit, FiatCurrency, Percentage, platform_fee,
 };
 use events::payload::{
-    CancellationReason, Network, PaymentFailureReason, SettlementFailureReason, SpeedPolicy,
-    SuspensionReason, TransactionHash,
+    CancellationReason, MerchantContact, Network, PaymentFailureReason, SettlementFailureReason,
+    SpeedPolicy, SuspensionReason, TransactionHash,
 };
 use events::{CorrelationId, InvoiceId, MerchantId, PaymentId, SettlementId};
 use rand::rngs::StdRng;
@@ -112,6 +112,9 @@ pub struct MerchantSettings {
     pub expiry_minutes: u32,
     /// Under-payment accepted as full payment, in percent (0 = none; the generator never relies on it).
     pub tolerance: Percentage,
+    /// Where its notifications go: derived from the merchant's index (no draw of the generator, so adding it
+    /// changed no plan); every settings update moves the e-mail to a second address.
+    pub contact: MerchantContact,
 }
 
 #[derive(Debug, Clone)]
@@ -707,6 +710,11 @@ fn merchant(rng: &mut StdRng, scenario: &Scenario, index: usize, span_ms: i64) -
         speed: SPEEDS[rng.random_range(0..SPEEDS.len())],
         expiry_minutes: DEFAULT_EXPIRY_MINUTES,
         tolerance: Percentage::default(),
+        contact: MerchantContact {
+            email: Some(format!("billing@merchant-{index}.example")),
+            phone: index.is_multiple_of(2).then(|| format!("+1555{:07}", index % 10_000_000)),
+            locale: Some(if index.is_multiple_of(3) { "de" } else { "en" }.into()),
+        },
     };
     let at_fraction = |rng: &mut StdRng, from: f64, to: f64| {
         let f: f64 = rng.random_range(from..to);
@@ -748,6 +756,7 @@ fn merchant(rng: &mut StdRng, scenario: &Scenario, index: usize, span_ms: i64) -
                 after.expiry_minutes = 30;
             }
         }
+        after.contact.email = Some(format!("finance@merchant-{index}.example"));
         SettingsUpdate {
             at: at_fraction(rng, 0.2, 0.8),
             after,

@@ -1,5 +1,7 @@
-//! Contacts on file (`notification_contacts`): where a recipient's notifications go when a request names no
-//! destination, and the signing secret of its webhook notifications.
+//! Contacts: where a recipient's notifications go when a request names no destination, and the signing secret
+//! of its webhook notifications. A merchant's e-mail and phone come from the merchant contract (MerchantCreated
+//! and SettingsUpdated v2, in the merchants' read model); `notification_contacts` holds overrides per recipient
+//! (`checkoutctl notifications contact set`), customers' contacts and webhook notification URLs, and wins.
 //!
 //! Guarantees: the webhook secret is stored only encrypted (`webhooks::signing::SecretBox`, the key of merchant
 //! webhook secrets, bound to the recipient), and shown once when set; addresses are checked per channel by the
@@ -126,18 +128,28 @@ type ContactRow = (
     Option<Vec<u8>>,
 );
 
-/// Where `recipient`'s notifications of `channel` go, from the contact on file: the address, and for webhooks the
-/// sealed secret. `None`: nothing on file.
+/// Where `recipient`'s notifications of `channel` go: the address, and for webhooks the sealed secret. An
+/// override on file (`notification_contacts`) comes first, per channel; for a merchant (`mer_…`) the contact of
+/// the merchant contract follows (MerchantCreated / SettingsUpdated v2, kept by the merchants' read model
+/// `proj_merchants`). `None`: neither has one. One statement.
 pub async fn destination(
     pool: &PgPool,
     recipient: &str,
     channel: Channel,
 ) -> Result<Option<(String, Option<Vec<u8>>)>, sqlx::Error> {
+    let merchant = recipient
+        .parse::<events::MerchantId>()
+        .ok()
+        .map(|m| m.as_uuid());
     let row: Option<ContactRow> = sqlx::query_as(
-        "SELECT email, phone, webhook_url, webhook_secret_sealed FROM notification_contacts
-          WHERE recipient_id = $1",
+        "SELECT coalesce(c.email, m.contact_email), coalesce(c.phone, m.contact_phone), c.webhook_url,
+                c.webhook_secret_sealed
+           FROM (SELECT 1) AS one
+           LEFT JOIN notification_contacts c ON c.recipient_id = $1
+           LEFT JOIN proj_merchants m ON m.merchant_id = $2",
     )
     .bind(recipient)
+    .bind(merchant)
     .fetch_optional(pool)
     .await?;
     Ok(row.and_then(|(email, phone, url, sealed)| match channel {

@@ -126,7 +126,8 @@ pub async fn claim(
               LIMIT $2
                 FOR UPDATE SKIP LOCKED)
          UPDATE notification_deliveries d
-            SET lease_until = now() + $3 * interval '1 millisecond', lease_token = $4
+            SET lease_until = now() + $3 * interval '1 millisecond', lease_token = $4,
+                claims = d.claims + 1
            FROM due
           WHERE d.notification_id = due.notification_id
          RETURNING d.notification_id, d.recipient_id, d.destination, d.attempts, d.first_failure_at,

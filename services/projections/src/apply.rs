@@ -297,7 +297,7 @@ const PAYMENT_COLUMNS: &str = "payment_id, invoice_id, merchant_id, crypto_curre
 const MERCHANT_COLUMNS: &str = "merchant_id, business_name, status, default_currency, settlement_currency, \
     fee_percentage, accepted_crypto_currencies, speed_policy, invoice_expiry_minutes, \
     payment_tolerance_percentage, created_at, suspended_at, suspension_reason, suspension_details, reinstated_at, \
-    version, last_event_id, last_event_at";
+    contact_email, contact_phone, contact_locale, version, last_event_id, last_event_at";
 const SETTLEMENT_COLUMNS: &str = "settlement_id, invoice_id, merchant_id, currency, gross_amount, \
     platform_fee_amount, net_amount, fee_percentage, status, failures, failure_reason, failure_details, created_at, \
     settled_at, failed_at, version, last_event_id, last_event_at";
@@ -634,6 +634,9 @@ async fn write(
             "text",
             "text",
             "timestamptz",
+            "text",
+            "text",
+            "text",
             "int",
             "uuid",
             "timestamptz",
@@ -687,6 +690,21 @@ async fn write(
                     .collect::<Vec<_>>(),
             )
             .bind(r.iter().map(|x| x.reinstated_at).collect::<Vec<OptTs>>())
+            .bind(
+                r.iter()
+                    .map(|x| x.contact_email.clone())
+                    .collect::<Vec<_>>(),
+            )
+            .bind(
+                r.iter()
+                    .map(|x| x.contact_phone.clone())
+                    .collect::<Vec<_>>(),
+            )
+            .bind(
+                r.iter()
+                    .map(|x| x.contact_locale.clone())
+                    .collect::<Vec<_>>(),
+            )
             .bind(r.iter().map(|x| x.version).collect::<Vec<_>>())
             .bind(r.iter().map(|x| x.last_event_id).collect::<Vec<_>>())
             .bind(r.iter().map(|x| x.last_event_at).collect::<Vec<Ts>>())

@@ -154,6 +154,10 @@ pub struct Merchant {
     pub suspension_details: Option<String>,
     /// The last reinstatement.
     pub reinstated_at: Option<DateTime<Utc>>,
+    /// Where its notifications go (MerchantCreated and SettingsUpdated v2); `None`: nothing on file.
+    pub contact_email: Option<String>,
+    pub contact_phone: Option<String>,
+    pub contact_locale: Option<String>,
     pub version: i32,
     pub last_event_id: Uuid,
     pub last_event_at: DateTime<Utc>,
@@ -398,6 +402,11 @@ impl Fold {
                 if let Some(x) = &c.accepted_crypto_currencies {
                     merchant.accepted_crypto_currencies =
                         x.new.iter().map(|a| a.code().to_string()).collect();
+                }
+                if let Some(x) = &c.contact {
+                    merchant.contact_email = x.new.email.clone();
+                    merchant.contact_phone = x.new.phone.clone();
+                    merchant.contact_locale = x.new.locale.clone();
                 }
                 touch!(merchant, stamp);
                 Ok(())
@@ -831,6 +840,9 @@ impl Fold {
                 suspension_reason: None,
                 suspension_details: None,
                 reinstated_at: None,
+                contact_email: e.contact.email.clone(),
+                contact_phone: e.contact.phone.clone(),
+                contact_locale: e.contact.locale.clone(),
                 version: 1,
                 last_event_id: stamp.event_id,
                 last_event_at: stamp.at,

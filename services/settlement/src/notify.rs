@@ -4,8 +4,8 @@
 //!
 //! Guarantees: a notification's id is derived from the event that caused it (whose own id is derived from the
 //! invoice, decision 0026), so a replay, a duplicate or a SIGKILL re-derives the same request and the
-//! notifications service sends it once. The destination is the merchant's e-mail contact on file (the merchant
-//! contract carries no contact details yet), the locale English.
+//! notifications service sends it once. No destination: the notifications service sends to the merchant's
+//! e-mail of the merchant contract (or an override on file) when it sends; the locale is English.
 
 use events::notification::{Channel, NotificationRequested, Recipient};
 use events::payload::SettlementFailureReason;

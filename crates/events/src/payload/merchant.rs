@@ -3,7 +3,10 @@
 //! Guarantees: a merchant accepts at least one asset and lists each once; a settings change names every
 //! changed setting with its old and new value, typed per setting, and changes something; a suspension has a
 //! reason code (version 2; version 1 had free text and is upcast, see [`crate::upcast`]); a reinstatement says
-//! when, with bounded optional free text (decision 0026).
+//! when, with bounded optional free text (decision 0026). Contact details — where the merchant's e-mail and SMS
+//! notifications go, and in which language — arrive with `MerchantCreated` and change with `SettingsUpdated`, both
+//! at version 2 (version 1 had none and is upcast to "no contact on file"; decision 0031); each address fits its
+//! channel by the notification contract's own rules.
 
 use chrono::{DateTime, Utc};
 use schemars::JsonSchema;
@@ -52,6 +55,50 @@ fn check_accepted(assets: &[CryptoAsset], path: &str) -> Result<(), ContractErro
     check_unique(assets, path)
 }
 
+/// Where a merchant's notifications go when a request names no destination; every field is optional.
+#[derive(Clone, Debug, PartialEq, Eq, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct MerchantContact {
+    /// E-mail address for account notifications (at most 254 characters).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub email: Option<String>,
+    /// Mobile number for SMS, E.164 (`+15551234567`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub phone: Option<String>,
+    /// Language of the notifications, a BCP 47 tag such as `en` or `de`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub locale: Option<String>,
+}
+
+impl MerchantContact {
+    /// Each present field fits: the e-mail and SMS channels' destination rules, a locale tag.
+    pub(crate) fn validate(&self, path: &str) -> Result<(), ContractError> {
+        use crate::notification::Channel;
+        for (channel, value, field) in [
+            (Channel::Email, &self.email, "email"),
+            (Channel::Sms, &self.phone, "phone"),
+        ] {
+            if let Some(why) = value.as_deref().and_then(|v| channel.check_destination(v)) {
+                return Err(ContractError::at(
+                    ContractErrorKind::InvalidValue,
+                    &format!("{path}.{field}"),
+                    why,
+                ));
+            }
+        }
+        if let Some(locale) = &self.locale
+            && !crate::notification::is_locale(locale)
+        {
+            return Err(ContractError::at(
+                ContractErrorKind::InvalidValue,
+                &format!("{path}.locale"),
+                format!("`{locale}` is not a locale (`en`, `pt-BR`)"),
+            ));
+        }
+        Ok(())
+    }
+}
+
 /// A merchant account was opened.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
@@ -69,10 +116,13 @@ pub struct MerchantCreated {
     pub accepted_crypto_currencies: Vec<CryptoAsset>,
     /// Confirmations a payment needs.
     pub speed_policy: SpeedPolicy,
+    /// Where its notifications go (version 2; version 1 events upcast to an empty contact).
+    pub contact: MerchantContact,
 }
 
 impl MerchantCreated {
     pub(crate) fn validate(&self) -> Result<(), ContractError> {
+        self.contact.validate("contact")?;
         crate::metadata::check_text(
             Some(&self.business_name),
             MAX_BUSINESS_NAME_CHARS,
@@ -240,6 +290,9 @@ pub struct SettingsChanges {
     /// Assets customers may pay with.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub accepted_crypto_currencies: Option<Change<Vec<CryptoAsset>>>,
+    /// Where its notifications go (version 2).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub contact: Option<Change<MerchantContact>>,
 }
 
 /// A merchant changed settings.
@@ -293,6 +346,7 @@ impl SettingsUpdated {
             "changes.accepted_crypto_currencies",
             &mut any,
         )?;
+        check_changed(&c.contact, "changes.contact", &mut any)?;
         if !any {
             return Err(invariant(
                 "changes",
@@ -313,6 +367,10 @@ impl SettingsUpdated {
         if let Some(assets) = &c.accepted_crypto_currencies {
             check_accepted(&assets.old, "changes.accepted_crypto_currencies.old")?;
             check_accepted(&assets.new, "changes.accepted_crypto_currencies.new")?;
+        }
+        if let Some(contact) = &c.contact {
+            contact.old.validate("changes.contact.old")?;
+            contact.new.validate("changes.contact.new")?;
         }
         Ok(())
     }
@@ -394,6 +452,7 @@ mod tests {
             fee_percentage: "1".parse().unwrap(),
             accepted_crypto_currencies: vec![CryptoAsset::Btc, CryptoAsset::Btc],
             speed_policy: SpeedPolicy::MediumSpeed,
+            contact: MerchantContact::default(),
         };
         assert_eq!(
             created.validate().unwrap_err().path(),

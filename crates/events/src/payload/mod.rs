@@ -18,8 +18,9 @@ pub use invoice::{
     CancellationReason, InvoiceCancelled, InvoiceCreated, InvoiceExpired, InvoicePaid,
 };
 pub use merchant::{
-    Change, EndpointDisabledReason, MerchantCreated, MerchantReinstated, MerchantSuspended,
-    SettingsChanges, SettingsUpdated, SpeedPolicy, SuspensionReason, WebhookEndpointDisabled,
+    Change, EndpointDisabledReason, MerchantContact, MerchantCreated, MerchantReinstated,
+    MerchantSuspended, SettingsChanges, SettingsUpdated, SpeedPolicy, SuspensionReason,
+    WebhookEndpointDisabled,
 };
 pub use payment::{
     Network, PaymentConfirmed, PaymentConfirming, PaymentCoverage, PaymentDetected, PaymentFailed,

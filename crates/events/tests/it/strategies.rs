@@ -515,6 +515,7 @@ fn merchant_created() -> impl Strategy<Value = Payload> {
                 accepted,
                 speed_policy,
             )| {
+                let email = format!("ops{}@example.com", name.chars().count());
                 let payload = MerchantCreated {
                     business_name: name,
                     default_currency,
@@ -522,6 +523,11 @@ fn merchant_created() -> impl Strategy<Value = Payload> {
                     fee_percentage,
                     accepted_crypto_currencies: accepted,
                     speed_policy,
+                    contact: MerchantContact {
+                        email: Some(email),
+                        phone: None,
+                        locale: Some("en".into()),
+                    },
                 };
                 (id.into(), payload.into())
             },
@@ -621,6 +627,7 @@ fn settings_updated() -> impl Strategy<Value = Payload> {
                     speed_policy: speed,
                     payment_tolerance_percentage: tolerance,
                     accepted_crypto_currencies: accepted,
+                    contact: None,
                 };
                 (id, changes)
             },

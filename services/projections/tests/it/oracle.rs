@@ -637,8 +637,10 @@ async fn merchant_created(
     sqlx::query(
         "INSERT INTO proj_merchants (merchant_id, business_name, status, default_currency, settlement_currency, \
                                      fee_percentage, accepted_crypto_currencies, speed_policy, created_at, \
-                                     version, last_event_id, last_event_at) \
-         VALUES ($1, $2, 'active', $3, $4, $5, $6, $7, $8, 1, $9, $8) ON CONFLICT (merchant_id) DO NOTHING",
+                                     version, last_event_id, last_event_at, contact_email, contact_phone, \
+                                     contact_locale) \
+         VALUES ($1, $2, 'active', $3, $4, $5, $6, $7, $8, 1, $9, $8, $10, $11, $12) \
+         ON CONFLICT (merchant_id) DO NOTHING",
     )
     .bind(merchant)
     .bind(&e.business_name)
@@ -649,6 +651,9 @@ async fn merchant_created(
     .bind(wire(&e.speed_policy))
     .bind(stamp.at)
     .bind(stamp.event_id)
+    .bind(&e.contact.email)
+    .bind(&e.contact.phone)
+    .bind(&e.contact.locale)
     .execute(&mut *conn)
     .await?;
     Ok(())
@@ -672,6 +677,9 @@ async fn settings_updated(
                 speed_policy = COALESCE($5, speed_policy), \
                 payment_tolerance_percentage = COALESCE($6, payment_tolerance_percentage), \
                 accepted_crypto_currencies = COALESCE($7, accepted_crypto_currencies), \
+                contact_email = CASE WHEN $10 THEN $11 ELSE contact_email END, \
+                contact_phone = CASE WHEN $10 THEN $12 ELSE contact_phone END, \
+                contact_locale = CASE WHEN $10 THEN $13 ELSE contact_locale END, \
                 version = version + 1, last_event_id = $8, last_event_at = $9 WHERE merchant_id = $1",
     )
     .bind(merchant)
@@ -687,6 +695,10 @@ async fn settings_updated(
     .bind(accepted)
     .bind(stamp.event_id)
     .bind(stamp.at)
+    .bind(c.contact.is_some())
+    .bind(c.contact.as_ref().and_then(|x| x.new.email.as_deref()))
+    .bind(c.contact.as_ref().and_then(|x| x.new.phone.as_deref()))
+    .bind(c.contact.as_ref().and_then(|x| x.new.locale.as_deref()))
     .execute(&mut *conn)
     .await?;
     found(updated.rows_affected(), "merchant", merchant)
