@@ -33,14 +33,14 @@ clean: down ## Stop everything and delete .dev/ (data, logs, Kafka jars). Keeps 
 build: ## Build every crate and binary.
 	$(CARGO) build --workspace --all-targets
 
-tools: ## Install kustomize, kubeconform (go install, into .dev/tools/bin) and docker-compose (apt) for the deploy tests.
+tools: ## Install kustomize, kubeconform (go install, into .dev/tools/bin), docker-compose and prometheus/promtool (apt) for the deploy and monitoring tests.
 	@./deploy/local/tools >/dev/null
 
 test: up tools ## The whole test suite against the real broker and database (and deploy/k8s, docker-compose.yml offline).
 	$(WITH_ENV) $(CARGO) test --workspace --no-fail-fast -- --test-threads=$(TEST_THREADS)
 
-deploy-check: tools ## Only the offline deployment checks: every overlay through kustomize + kubeconform, the policy tests, docker-compose config, the topics export.
-	$(CARGO) test -p testkit --test it -- k8s:: compose::
+deploy-check: tools ## Only the offline deployment checks: every overlay through kustomize + kubeconform, the policy tests, docker-compose config, the topics export, the monitoring rules and dashboards.
+	$(CARGO) test -p testkit --test it -- k8s:: compose:: monitoring::
 	$(CARGO) test -p checkoutctl --lib topics_cmd
 
 deploy-topics: ## Rewrite deploy/k8s/overlays/*/kafka-topics.yaml from deploy/kafka/topics.yaml (checkoutctl topics export).
@@ -53,7 +53,7 @@ test-cluster: ## Tests that need the 3-broker cluster (production profile: RF 3,
 	@BROKERS=3 SKIP_MIGRATE=1 ./deploy/local/up
 	$(WITH_ENV) $(CARGO) test -p topology --test cluster -- --test-threads=1
 
-run: up ## Start every service binary that exists, with logs in .dev/logs; Ctrl-C stops them.
+run: up tools ## Start every service binary that exists and a Prometheus (127.0.0.1:9090, rules loaded), with logs in .dev/logs; Ctrl-C stops them.
 	$(CARGO) build --workspace --bins
 	@./deploy/local/run
 

@@ -11,6 +11,12 @@ RUN="$DEV/run"
 KAFKA_POM="$ROOT/deploy/local/kafka/pom.xml"
 KAFKA_VERSION="$(sed -n 's:.*<kafka.version>\(.*\)</kafka.version>.*:\1:p' "$KAFKA_POM")"
 KAFKA_LIBS="$DEV/cache/kafka-$KAFKA_VERSION/libs"
+JMX_EXPORTER_VERSION="$(sed -n 's:.*<jmx-exporter.version>\(.*\)</jmx-exporter.version>.*:\1:p' "$KAFKA_POM")"
+JMX_EXPORTER_JAR="$DEV/cache/jmx-exporter-$JMX_EXPORTER_VERSION/jmx_prometheus_javaagent-$JMX_EXPORTER_VERSION.jar"
+# The Prometheus JMX exporter of broker node n listens on 127.0.0.1:$((JMX_EXPORTER_BASE_PORT + n - 1)) for the
+# 1-broker cluster (9308) and on 127.0.0.1:$((JMX_EXPORTER_BASE_PORT + n)) for the 3-broker one (9309..9311), so
+# both clusters can run side by side. deploy/local/run reads the ports from .dev/kafka/b*/ports.
+JMX_EXPORTER_BASE_PORT=9308
 
 mkdir -p "$LOGS" "$RUN"
 
@@ -76,6 +82,14 @@ kafka_classpath() {
     "$ROOT/deploy/local/fetch-kafka" >&2
   fi
   printf '%s/*' "$KAFKA_LIBS"
+}
+
+# The path of the cached JMX exporter agent jar; fetches it (with the Kafka jars, if those are missing too) first.
+jmx_exporter_agent() {
+  if [[ ! -f "$JMX_EXPORTER_JAR" ]]; then
+    "$ROOT/deploy/local/fetch-kafka" >&2
+  fi
+  printf '%s' "$JMX_EXPORTER_JAR"
 }
 
 # Where the project-local PostgreSQL cluster lives: .dev/pg, unless we are root and the `postgres` system user
