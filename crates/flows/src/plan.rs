@@ -712,7 +712,9 @@ fn merchant(rng: &mut StdRng, scenario: &Scenario, index: usize, span_ms: i64) -
         tolerance: Percentage::default(),
         contact: MerchantContact {
             email: Some(format!("billing@merchant-{index}.example")),
-            phone: index.is_multiple_of(2).then(|| format!("+1555{:07}", index % 10_000_000)),
+            phone: index
+                .is_multiple_of(2)
+                .then(|| format!("+1555{:07}", index % 10_000_000)),
             locale: Some(if index.is_multiple_of(3) { "de" } else { "en" }.into()),
         },
     };
