@@ -319,6 +319,7 @@ fn promtool_unit_tests_pass() {
 fn every_alert_is_tested_firing_and_silent() {
     // (alert, group label or "") → (cases firing, cases silent)
     let mut seen: BTreeMap<(String, String), (usize, usize)> = BTreeMap::new();
+    let group_label = Regex::new(r#"group="([^"]+)""#).unwrap();
     for file in files(&monitoring_dir().join("tests"), "yaml") {
         let doc = yaml(&file);
         for test in doc["tests"].as_sequence().expect("tests") {
@@ -328,10 +329,7 @@ fn every_alert_is_tested_firing_and_silent() {
                 .iter()
                 .filter_map(|s| {
                     let series = str_of(&s["series"], "series");
-                    Regex::new(r#"group="([^"]+)""#)
-                        .unwrap()
-                        .captures(series)
-                        .map(|c| c[1].to_string())
+                    group_label.captures(series).map(|c| c[1].to_string())
                 })
                 .collect();
             for case in test["alert_rule_test"]
@@ -388,6 +386,7 @@ fn every_alert_is_tested_firing_and_silent() {
 fn every_alert_has_for_severity_summary_description_and_a_runbook() {
     let root = workspace_root();
     let camel = Regex::new(r"^[A-Z][A-Za-z0-9]+$").unwrap();
+    let duration = Regex::new(r"^[0-9]+[smh]$").unwrap();
     let mut count = 0;
     for (file, alert) in rules().iter().filter(|(_, r)| r.get("alert").is_some()) {
         count += 1;
@@ -396,10 +395,7 @@ fn every_alert_has_for_severity_summary_description_and_a_runbook() {
         assert!(camel.is_match(name), "{at}: alert names are CamelCase");
         parse(str_of(&alert["expr"], &at), &at);
         let r#for = str_of(&alert["for"], &format!("{at}: for"));
-        assert!(
-            Regex::new(r"^[0-9]+[smh]$").unwrap().is_match(r#for),
-            "{at}: for: {for}"
-        );
+        assert!(duration.is_match(r#for), "{at}: for: {for}");
         let severity = str_of(
             &alert["labels"]["severity"],
             &format!("{at}: labels.severity"),
@@ -624,11 +620,11 @@ fn exported_metrics() -> &'static BTreeSet<String> {
             for c in direct.captures_iter(&text) {
                 add(&mut names, c[2].to_string(), &c[1] == "HistogramOpts");
             }
-            if let Some(p) = prefix.captures(&text) {
-                if text.contains("format!(\"{PREFIX}{name}\")") {
-                    for c in helper.captures_iter(&text) {
-                        add(&mut names, format!("{}{}", &p[1], &c[2]), &c[1] == "histogram");
-                    }
+            if let Some(p) = prefix.captures(&text)
+                && text.contains("format!(\"{PREFIX}{name}\")")
+            {
+                for c in helper.captures_iter(&text) {
+                    add(&mut names, format!("{}{}", &p[1], &c[2]), &c[1] == "histogram");
                 }
             }
         }
