@@ -441,6 +441,26 @@ impl<S: DeserializeOwned + Serialize + Default> Settings<S> {
     }
 }
 
+/// The `kafka.client` properties that `vars` (the process environment, for tools such as `checkoutctl`) give as
+/// `CHECKOUT__KAFKA__CLIENT__<NAME>` — the same names, mapping and rules as a service's configuration
+/// (`CHECKOUT__KAFKA__CLIENT__SASL__USERNAME` is `sasl.username`), so an operator tool reaches a SASL/TLS cluster
+/// with the credentials a service would use. Properties that would break delivery are refused, named.
+pub fn client_properties_from(
+    vars: impl IntoIterator<Item = (String, String)>,
+) -> Result<ClientProperties, crate::kafka::ReservedProperties> {
+    let prefix = format!("{ENV_PREFIX}KAFKA__CLIENT__");
+    let mut properties = ClientProperties::new();
+    for (name, value) in vars {
+        if let Some(rest) = name.strip_prefix(&prefix)
+            && !rest.is_empty()
+        {
+            properties.insert(rest.to_lowercase().replace("__", "."), value);
+        }
+    }
+    crate::kafka::check_client_properties(&properties)?;
+    Ok(properties)
+}
+
 /// The layered provider: defaults of the common sections, the file, then the environment `vars` (the process's
 /// own in production; tests and the docker-compose check pass theirs, so nothing mutates the process
 /// environment).
@@ -500,6 +520,27 @@ fn layered(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn client_properties_come_from_the_environment_as_for_services() {
+        let vars = [
+            (
+                "CHECKOUT__KAFKA__CLIENT__SASL__USERNAME",
+                "checkoutctl-topics",
+            ),
+            ("CHECKOUT__KAFKA__CLIENT__SECURITY__PROTOCOL", "SASL_SSL"),
+            ("CHECKOUT__LOG__LEVEL", "debug"),
+            ("KAFKA_BOOTSTRAP_SERVERS", "b:9093"),
+        ]
+        .map(|(k, v)| (k.to_string(), v.to_string()));
+        let props = client_properties_from(vars).unwrap();
+        assert_eq!(props.get("sasl.username"), Some("checkoutctl-topics"));
+        assert_eq!(props.get("security.protocol"), Some("SASL_SSL"));
+        assert_eq!(props.iter().count(), 2);
+        let reserved = [("CHECKOUT__KAFKA__CLIENT__ENABLE__AUTO__COMMIT", "true")]
+            .map(|(k, v)| (k.to_string(), v.to_string()));
+        assert!(client_properties_from(reserved).is_err());
+    }
     use secrecy::ExposeSecret;
 
     #[derive(Debug, Default, Serialize, Deserialize, PartialEq)]

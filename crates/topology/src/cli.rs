@@ -1,7 +1,7 @@
 //! `checkoutctl topics …`: the clap subcommands, [`run`], and the process exit codes.
 //!
 //! The binary wires it with two lines: a `Topics { #[command(subcommand)] cmd: TopicsCommand }` variant, and
-//! `topology::run(cmd, &bootstrap_servers).await?.exit_code()` as the process's exit code (an `Err` is exit 1).
+//! `topology::run(cmd, &bootstrap_servers, &properties).await?.exit_code()` as the process's exit code (an `Err` is exit 1).
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -154,13 +154,23 @@ pub fn exit_code(result: &Result<Outcome, TopologyError>) -> ExitCode {
     }
 }
 
-/// Runs one `topics` subcommand, printing the plan or report on standard output. `bootstrap_servers` is not
-/// used by `export`.
-pub async fn run(cmd: TopicsCommand, bootstrap_servers: &str) -> Result<Outcome, TopologyError> {
+/// Runs one `topics` subcommand, printing the plan or report on standard output. `bootstrap_servers` and the
+/// client `properties` (SASL, TLS) are not used by `export`.
+pub async fn run(
+    cmd: TopicsCommand,
+    bootstrap_servers: &str,
+    properties: &[(String, String)],
+) -> Result<Outcome, TopologyError> {
+    let connect = || {
+        Cluster::connect_with(
+            bootstrap_servers,
+            properties.iter().map(|(k, v)| (k.as_str(), v.as_str())),
+        )
+    };
     match cmd {
         TopicsCommand::Plan { target, check } => {
             let topology = Topology::load(&target.file)?;
-            let cluster = Cluster::connect(bootstrap_servers)?;
+            let cluster = connect()?;
             let plan = Plan::read(&cluster, &topology, &target.env).await?;
             println!("{plan}");
             if plan.count(Disposition::Refused) > 0 {
@@ -181,7 +191,7 @@ pub async fn run(cmd: TopicsCommand, bootstrap_servers: &str) -> Result<Outcome,
             approve_partition_increase,
         } => {
             let topology = Topology::load(&target.file)?;
-            let cluster = Cluster::connect(bootstrap_servers)?;
+            let cluster = connect()?;
             let plan = Plan::read(&cluster, &topology, &target.env).await?;
             println!("{plan}");
             let options = ApplyOptions {

@@ -110,7 +110,20 @@ pub struct ClusterState {
 
 impl Cluster {
     pub fn connect(bootstrap_servers: &str) -> Result<Cluster, TopologyError> {
-        let admin = ClientConfig::new()
+        Self::connect_with(bootstrap_servers, std::iter::empty())
+    }
+
+    /// [`Cluster::connect`] with extra librdkafka client properties (`security.protocol`, `sasl.*`, `ssl.*`)
+    /// for a cluster that requires authentication or TLS.
+    pub fn connect_with<'a>(
+        bootstrap_servers: &str,
+        properties: impl IntoIterator<Item = (&'a str, &'a str)>,
+    ) -> Result<Cluster, TopologyError> {
+        let mut config = ClientConfig::new();
+        for (key, value) in properties {
+            config.set(key, value);
+        }
+        let admin = config
             .set("bootstrap.servers", bootstrap_servers)
             // Admin requests only; errors surface through results, not librdkafka's log.
             .set("log_level", "3")

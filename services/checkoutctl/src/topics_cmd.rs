@@ -1,5 +1,6 @@
 //! `checkoutctl topics …`: topics and cluster settings as code (deploy/kafka/topics.yaml), by the `topology`
-//! crate. Plan and apply talk to the cluster at KAFKA_BOOTSTRAP_SERVERS; export only reads the file.
+//! crate. Plan and apply talk to the cluster at KAFKA_BOOTSTRAP_SERVERS, with the client properties a service
+//! would use (`CHECKOUT__KAFKA__CLIENT__…`: SASL, TLS); export only reads the file.
 //!
 //! Guarantees (see `topology`): plan changes nothing; apply creates missing topics with every config and
 //! alters configs automatically, increases partitions only with approval, never decreases them, never deletes
@@ -32,8 +33,15 @@ impl Run for TopicsArgs {
             }
             None => String::new(),
         };
+        // The credentials a service would use: CHECKOUT__KAFKA__CLIENT__SASL__USERNAME is sasl.username.
+        let properties: Vec<(String, String)> =
+            service_kit::config::client_properties_from(std::env::vars())
+                .context("CHECKOUT__KAFKA__CLIENT__* properties")?
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect();
         let result = block_on(async move {
-            topology::run(self.command, &bootstrap)
+            topology::run(self.command, &bootstrap, &properties)
                 .await
                 .context("topics command failed")
         });
