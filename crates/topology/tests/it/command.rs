@@ -41,7 +41,7 @@ async fn each_situation_has_its_own_exit_code() {
     let file = write_temp(&topology);
 
     // Missing topics: drift that apply fixes by itself.
-    let result = run(plan_check(&file), &bootstrap).await;
+    let result = run(plan_check(&file), &bootstrap, &[]).await;
     assert_eq!(result.as_ref().unwrap(), &Outcome::Drift);
     assert_eq!(code(&result), std::process::ExitCode::from(exit::DRIFT));
     // Without --check, plan reports and exits 0.
@@ -49,22 +49,25 @@ async fn each_situation_has_its_own_exit_code() {
         target: target(&file),
         check: false,
     };
-    assert_eq!(run(plain, &bootstrap).await.unwrap(), Outcome::InSync);
+    assert_eq!(run(plain, &bootstrap, &[]).await.unwrap(), Outcome::InSync);
     assert!(
         observe(&bootstrap, topology.system()).await.is_empty(),
         "plan changes nothing"
     );
 
     assert_eq!(
-        run(apply(&file), &bootstrap).await.unwrap().code(),
+        run(apply(&file), &bootstrap, &[]).await.unwrap().code(),
         exit::APPLIED
     );
     assert_eq!(
-        run(apply(&file), &bootstrap).await.unwrap().code(),
+        run(apply(&file), &bootstrap, &[]).await.unwrap().code(),
         exit::IN_SYNC
     );
     assert_eq!(
-        run(plan_check(&file), &bootstrap).await.unwrap().code(),
+        run(plan_check(&file), &bootstrap, &[])
+            .await
+            .unwrap()
+            .code(),
         exit::IN_SYNC
     );
 
@@ -76,11 +79,14 @@ async fn each_situation_has_its_own_exit_code() {
     });
     let file = rewrite(&file, &without);
     assert_eq!(
-        run(plan_check(&file), &bootstrap).await.unwrap().code(),
+        run(plan_check(&file), &bootstrap, &[])
+            .await
+            .unwrap()
+            .code(),
         exit::NEEDS_APPROVAL
     );
     assert_eq!(
-        run(apply(&file), &bootstrap).await.unwrap().code(),
+        run(apply(&file), &bootstrap, &[]).await.unwrap().code(),
         exit::NEEDS_APPROVAL
     );
 
@@ -89,13 +95,13 @@ async fn each_situation_has_its_own_exit_code() {
         f.topic_mut(&analytics).unwrap().partitions = 1
     });
     let file = rewrite(&file, &narrower);
-    let result = run(plan_check(&file), &bootstrap).await;
+    let result = run(plan_check(&file), &bootstrap, &[]).await;
     assert!(
         matches!(result, Err(topology::TopologyError::Refused { .. })),
         "{result:?}"
     );
     assert_eq!(code(&result), std::process::ExitCode::from(exit::ERROR));
-    assert!(run(apply(&file), &bootstrap).await.is_err());
+    assert!(run(apply(&file), &bootstrap, &[]).await.is_err());
 
     // An unknown environment: an error naming the known ones.
     let wrong = TopicsCommand::Plan {
@@ -105,7 +111,7 @@ async fn each_situation_has_its_own_exit_code() {
         },
         check: true,
     };
-    let err = run(wrong, &bootstrap).await.unwrap_err().to_string();
+    let err = run(wrong, &bootstrap, &[]).await.unwrap_err().to_string();
     assert!(err.contains("production"), "{err}");
 
     delete_namespace(&bootstrap, topology.system()).await;
