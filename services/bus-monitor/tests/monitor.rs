@@ -1,6 +1,7 @@
 //! bus-monitor against the real broker and database, in-process: lag in messages and seconds, Burrow status
-//! for a stopped and a caught-up group, a mode (b) group read from `consumer_offsets`, every series on
-//! `/metrics`, the canary's round trip, and `/ready` while the broker is unreachable.
+//! for a stopped (STOP), a live but stuck (STALL) and a caught-up (OK) group, a mode (b) group read from
+//! `consumer_offsets`, every series on `/metrics`, the canary's round trip, and `/ready` while the broker is
+//! unreachable.
 
 use std::time::{Duration, Instant};
 
@@ -60,6 +61,33 @@ fn commit(group: &str, topic: &str, offsets: &[(i32, i64)]) {
     consumer.commit(&tpl, CommitMode::Sync).unwrap();
 }
 
+/// A member of `group` that stays in the group (polls) while `live`, commits offset 5 of partition 0 once it is
+/// assigned, and never commits again.
+fn stuck_member(group: &str, topic: &str, live: &std::sync::atomic::AtomicBool) {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", &testkit::infra().bootstrap_servers)
+        .set("group.id", group)
+        .set("enable.auto.commit", "false")
+        .set("auto.offset.reset", "earliest")
+        .create()
+        .unwrap();
+    consumer.subscribe(&[topic]).unwrap();
+    let mut committed = false;
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while live.load(std::sync::atomic::Ordering::Relaxed) && Instant::now() < deadline {
+        let _ = consumer.poll(Duration::from_millis(100));
+        let assigned = consumer.assignment().map(|a| a.count()).unwrap_or(0);
+        if !committed && assigned > 0 {
+            let mut tpl = TopicPartitionList::new();
+            tpl.add_partition_offset(topic, 0, Offset::Offset(5))
+                .unwrap();
+            consumer.commit(&tpl, CommitMode::Sync).unwrap();
+            committed = true;
+        }
+    }
+    assert!(committed, "the stuck member never got its partitions");
+}
+
 async fn get(url: &str) -> (u16, String) {
     let response = reqwest::get(url)
         .await
@@ -102,6 +130,7 @@ async fn lag_status_database_groups_and_canary_on_the_real_broker() {
     let stopped = testkit::unique_name("stopped");
     let caught_up = testkit::unique_name("caught-up");
     let mode_b = testkit::unique_name("mode-b");
+    let stuck = testkit::unique_name("stuck");
 
     // 20 records on partition 0, 10 on partition 1; the stopped group committed 5 and 10 and left.
     produce(&topic, 0, 20);
@@ -116,6 +145,13 @@ async fn lag_status_database_groups_and_canary_on_the_real_broker() {
     .await
     .unwrap();
 
+    // A live member that committed 5 on partition 0 and makes no progress (a record blocking it).
+    let live = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let member = {
+        let (live, group, topic) = (live.clone(), stuck.clone(), topic.clone());
+        std::thread::spawn(move || stuck_member(&group, &topic, &live))
+    };
+
     let group = |name: &str, offsets| GroupSpec {
         group: name.to_string(),
         topics: vec![topic.clone()],
@@ -128,6 +164,7 @@ async fn lag_status_database_groups_and_canary_on_the_real_broker() {
             group(&stopped, OffsetSource::Kafka),
             group(&caught_up, OffsetSource::Kafka),
             group(&mode_b, OffsetSource::Database),
+            group(&stuck, OffsetSource::Kafka),
         ],
         canary: CanarySettings {
             topic: canary_topic.clone(),
@@ -178,6 +215,7 @@ async fn lag_status_database_groups_and_canary_on_the_real_broker() {
                 && value(m, &status(&stopped)).is_some_and(|s| s == 3.0 || s == 2.0)
                 && value(m, &status(&caught_up)) == Some(0.0)
                 && value(m, &lag(&mode_b, 0)) == Some(13.0)
+                && value(m, &status(&stuck)) == Some(2.0)
         },
     )
     .await;
@@ -200,13 +238,15 @@ async fn lag_status_database_groups_and_canary_on_the_real_broker() {
         ),
         Some(20.0)
     );
+    // Never absurd: the records waiting were produced during this test, well under a minute ago.
+    let max_lag_seconds = value(
+        &text,
+        &format!(r#"kafka_consumergroup_group_max_lag_seconds{{group="{stopped}"}}"#),
+    )
+    .unwrap();
     assert!(
-        value(
-            &text,
-            &format!(r#"kafka_consumergroup_group_max_lag_seconds{{group="{stopped}"}}"#)
-        )
-        .unwrap()
-            > 0.0
+        max_lag_seconds > 0.0 && max_lag_seconds < 60.0,
+        "{max_lag_seconds}"
     );
     assert_eq!(
         value(
@@ -223,6 +263,15 @@ async fn lag_status_database_groups_and_canary_on_the_real_broker() {
             )
         ),
         Some(5.0)
+    );
+    // The live member stuck at 5: STALL, not STOP.
+    assert_eq!(value(&text, &lag(&stuck, 0)), Some(20.0));
+    assert_eq!(
+        value(
+            &text,
+            &format!(r#"kafka_consumergroup_members{{group="{stuck}"}}"#)
+        ),
+        Some(1.0)
     );
     assert_eq!(value(&text, &lag(&caught_up, 0)), Some(0.0));
     assert_eq!(value(&text, &lag_seconds(&caught_up, 0)), Some(0.0));
@@ -288,6 +337,8 @@ async fn lag_status_database_groups_and_canary_on_the_real_broker() {
     assert!(value(&text, "canary_produce_ack_seconds_count").unwrap() > 0.0);
     assert!(value(&text, "canary_roundtrip_seconds_count").unwrap() >= 10.0);
 
+    live.store(false, std::sync::atomic::Ordering::Relaxed);
+    member.join().unwrap();
     shutdown.cancel();
     tokio::time::timeout(Duration::from_secs(30), running.wait())
         .await
