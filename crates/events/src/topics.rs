@@ -16,6 +16,14 @@ pub const NOTIFICATION_EVENTS: &str = "crypto-checkout.notification-events";
 /// Metrics and reporting events.
 pub const ANALYTICS_EVENTS: &str = "crypto-checkout.analytics-events";
 
+/// The bus-monitor's canary: end-to-end probes produced and consumed back by the monitor itself (decision 0033).
+/// An operational topic: no business records, no dead-letter topic, a few partitions and a short retention.
+pub const CANARY: &str = "crypto-checkout.canary";
+
+/// Operational topics: declared in `deploy/kafka/topics.yaml` under `operational_topics`, not consumed by any
+/// consumer group of the platform.
+pub const OPERATIONAL_TOPICS: [&str; 1] = [CANARY];
+
 /// Dead letters of [`DOMAIN_EVENTS`].
 pub const DOMAIN_EVENTS_DLQ: &str = "crypto-checkout.domain-events.dlq";
 /// Dead letters of [`INTEGRATION_EVENTS`].
@@ -75,7 +83,11 @@ mod tests {
 
     #[test]
     fn names_follow_the_naming_convention() {
-        for name in CORE_TOPICS.iter().chain(DEAD_LETTER_TOPICS.iter()) {
+        for name in CORE_TOPICS
+            .iter()
+            .chain(DEAD_LETTER_TOPICS.iter())
+            .chain(OPERATIONAL_TOPICS.iter())
+        {
             assert!(name.starts_with("crypto-checkout."), "{name}");
             assert!(
                 name.bytes()

@@ -41,6 +41,10 @@ pub const SERVICES: &[ServiceSpec] = &[
         name: "notifications",
         ops_port: 9107,
     },
+    ServiceSpec {
+        name: "bus-monitor",
+        ops_port: 9108,
+    },
 ];
 
 /// The spec of the service called `name`.

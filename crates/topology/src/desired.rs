@@ -44,7 +44,8 @@ pub struct DesiredTopic {
 }
 
 impl Topology {
-    /// Every declared topic for environment `env`: core topics in file order, then dead-letter topics.
+    /// Every declared topic for environment `env`: core topics in file order, then dead-letter topics, then
+    /// operational topics.
     pub fn desired(&self, env: &str) -> Result<Vec<DesiredTopic>, TopologyError> {
         let profile = self.environment(env)?;
         let file = self.file();
@@ -97,6 +98,11 @@ impl Topology {
                 Some(&dlq.source),
             ));
         }
+        out.extend(
+            file.operational_topics
+                .iter()
+                .map(|t| topic(&t.name, t.kind, t.partitions, t.retention.as_millis(), None)),
+        );
         Ok(out)
     }
 }
@@ -146,7 +152,8 @@ mod tests {
             ("crypto-checkout.notification-events.dlq", 6, 7),
             ("crypto-checkout.analytics-events.dlq", 3, 90),
         ];
-        assert_eq!(topics.len(), expected.len());
+        // Plus the operational canary topic (decision 0033): 3 partitions, an hour.
+        assert_eq!(topics.len(), expected.len() + 1);
         for (name, partitions, days) in expected {
             let topic = by_name(&topics, name);
             assert_eq!(topic.partitions, partitions, "{name}");
@@ -156,6 +163,11 @@ mod tests {
                 "{name}"
             );
         }
+        let canary = by_name(&topics, "crypto-checkout.canary");
+        assert_eq!(canary.partitions, 3);
+        assert_eq!(canary.configs[RETENTION_MS], "3600000");
+        assert_eq!(canary.dead_letter_of, None);
+        assert_eq!(topics.last().unwrap().name, "crypto-checkout.canary");
     }
 
     #[test]

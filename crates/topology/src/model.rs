@@ -25,6 +25,11 @@ pub struct TopologyFile {
     pub topics: Vec<TopicSpec>,
     /// One `<source>.dlq` per core topic that has failed-event processing.
     pub dead_letter_topics: Vec<DeadLetterSpec>,
+    /// Topics of the bus's own operation, outside the spec's tables (the bus-monitor's canary, decision 0033):
+    /// same shape and rules as core topics, but no consumer group of the platform reads them and they have no
+    /// dead-letter topic.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub operational_topics: Vec<TopicSpec>,
 }
 
 /// One column of the spec's "Environment Specifications" and "Cluster Settings" tables.
@@ -59,7 +64,7 @@ pub struct CleanupPolicies {
     pub snapshot: CleanupPolicy,
 }
 
-/// A row of the spec's "Core Topics" table.
+/// A row of the spec's "Core Topics" table (or an operational topic).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TopicSpec {
@@ -118,6 +123,9 @@ impl TopologyFile {
             }
         };
         self.topics.iter_mut().for_each(|t| rename(&mut t.name));
+        self.operational_topics
+            .iter_mut()
+            .for_each(|t| rename(&mut t.name));
         for dlq in &mut self.dead_letter_topics {
             rename(&mut dlq.name);
             rename(&mut dlq.source);
@@ -176,12 +184,12 @@ fn locate(text: &str, path: &serde_path_to_error::Path, message: String) -> Prob
     };
     match segments.as_slice() {
         [Segment::Map { key: list }, Segment::Seq { index }, ..]
-            if list == "topics" || list == "dead_letter_topics" =>
+            if list == "topics" || list == "dead_letter_topics" || list == "operational_topics" =>
         {
-            let kind = if list == "topics" {
-                "topic"
-            } else {
-                "dead-letter topic"
+            let kind = match list.as_str() {
+                "topics" => "topic",
+                "operational_topics" => "operational topic",
+                _ => "dead-letter topic",
             };
             let subject = match name_at(text, list, *index) {
                 Some(name) => format!("{kind} `{name}`"),

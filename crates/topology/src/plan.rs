@@ -578,7 +578,8 @@ mod tests {
         )
         .unwrap();
         assert!(plan.is_in_sync(), "{plan}");
-        assert_eq!(plan.in_sync.len(), 8);
+        // 4 core topics, their 4 DLQs and the canary.
+        assert_eq!(plan.in_sync.len(), 9);
     }
 
     #[test]
@@ -590,7 +591,7 @@ mod tests {
             broker_defaults: BTreeMap::new(),
         };
         let plan = Plan::compute(&topology, "development", &empty, "k").unwrap();
-        assert_eq!(plan.count(Disposition::Automatic), 8);
+        assert_eq!(plan.count(Disposition::Automatic), 9);
         assert!(plan.changes.iter().all(|c| matches!(c, Change::Create(_))));
     }
 
@@ -685,7 +686,7 @@ mod tests {
         // Created with the development profile (RF 1) on a 3-broker cluster, planned as production (RF 3).
         let state = matching(&topology, "development", &[1, 2, 3]);
         let plan = Plan::compute(&topology, "production", &state, "k").unwrap();
-        assert_eq!(plan.count(Disposition::Manual), 8, "{plan}");
+        assert_eq!(plan.count(Disposition::Manual), 9, "{plan}");
         let rf = plan
             .changes
             .iter()

@@ -91,6 +91,7 @@ pub fn export_strimzi(
             None => file
                 .topics
                 .iter()
+                .chain(&file.operational_topics)
                 .find(|t| t.name == topic.name)
                 .map(|t| format!("{} (key: {})", t.purpose, t.key_strategy)),
         }
@@ -167,7 +168,7 @@ mod tests {
     fn every_topic_becomes_a_kafka_topic_with_the_profiles_settings() {
         let yaml = export_strimzi(&real(), "production", &options()).unwrap();
         let docs = documents(&yaml);
-        assert_eq!(docs.len(), 8, "{yaml}");
+        assert_eq!(docs.len(), 9, "{yaml}");
         let domain = &docs[0];
         assert_eq!(domain["apiVersion"], "kafka.strimzi.io/v1beta2");
         assert_eq!(domain["kind"], "KafkaTopic");

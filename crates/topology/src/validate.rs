@@ -71,10 +71,11 @@ impl Topology {
             })
     }
 
-    /// Every topic name the file declares, core topics first.
+    /// Every topic name the file declares, core topics first, then dead-letter and operational topics.
     pub fn topic_names(&self) -> impl Iterator<Item = &str> {
         let core = self.file.topics.iter().map(|t| t.name.as_str());
         core.chain(self.file.dead_letter_topics.iter().map(|d| d.name.as_str()))
+            .chain(self.file.operational_topics.iter().map(|t| t.name.as_str()))
     }
 }
 
@@ -117,8 +118,18 @@ fn problems(file: &TopologyFile) -> Vec<Problem> {
 
     let mut seen = BTreeSet::new();
     let mut core = BTreeMap::new();
-    for topic in &file.topics {
-        let subject = format!("topic `{}`", topic.name);
+    let operational: BTreeSet<&str> = file
+        .operational_topics
+        .iter()
+        .map(|t| t.name.as_str())
+        .collect();
+    for topic in file.topics.iter().chain(&file.operational_topics) {
+        let is_operational = operational.contains(topic.name.as_str());
+        let subject = if is_operational {
+            format!("operational topic `{}`", topic.name)
+        } else {
+            format!("topic `{}`", topic.name)
+        };
         if let Err(why) = check_core_name(&topic.name, system) {
             out.push(Problem::new(&subject, "name", why));
         }
@@ -143,7 +154,9 @@ fn problems(file: &TopologyFile) -> Vec<Problem> {
         }
         require_text(&subject, "purpose", &topic.purpose, &mut out);
         require_text(&subject, "key_strategy", &topic.key_strategy, &mut out);
-        core.insert(topic.name.as_str(), topic);
+        if !is_operational {
+            core.insert(topic.name.as_str(), topic);
+        }
     }
 
     let mut sources = BTreeSet::new();

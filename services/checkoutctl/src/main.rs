@@ -16,6 +16,7 @@ checkoutctl::subcommands! {
     Verify(checkoutctl::verify_cmd::VerifyArgs),
     Webhooks(checkoutctl::webhooks_cmd::WebhooksArgs),
     Notifications(checkoutctl::notifications_cmd::NotificationsArgs),
+    Groups(checkoutctl::groups_cmd::GroupsArgs),
 }
 
 fn main() -> std::process::ExitCode {

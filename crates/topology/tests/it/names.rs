@@ -1,6 +1,7 @@
 //! `events::topics` (what the code produces to and consumes from) and `deploy/kafka/topics.yaml` (what exists
 //! on the clusters) name exactly the same topics, and every core topic's dead-letter topic, by the one rule
-//! `events::topics::dead_letter_topic`, is declared with that core topic as its source.
+//! `events::topics::dead_letter_topic`, is declared with that core topic as its source. Operational topics
+//! (the canary) are `events::topics::OPERATIONAL_TOPICS`.
 
 use std::collections::BTreeSet;
 
@@ -24,6 +25,16 @@ fn the_file_declares_exactly_the_topics_of_events_topics() {
         dead,
         BTreeSet::from(events::topics::DEAD_LETTER_TOPICS),
         "dead-letter topics: deploy/kafka/topics.yaml vs events::topics::DEAD_LETTER_TOPICS"
+    );
+    let operational: BTreeSet<&str> = file
+        .operational_topics
+        .iter()
+        .map(|t| t.name.as_str())
+        .collect();
+    assert_eq!(
+        operational,
+        BTreeSet::from(events::topics::OPERATIONAL_TOPICS),
+        "operational topics: deploy/kafka/topics.yaml vs events::topics::OPERATIONAL_TOPICS"
     );
 }
 
