@@ -3,8 +3,8 @@
 //! carries `for`, `severity`, `summary`, `description` and a `runbook_url` naming a section of a runbook in
 //! docs/runbooks, the thresholds are the spec's ("Key Metrics" and "Consumer Group Monitoring") for the groups of
 //! `runtime::policy`, and the Grafana dashboards follow our conventions, their queries parse and name only metrics
-//! that some component exports — read from the code (metric registrations in the Rust sources), the JMX exporter's
-//! rules, and, until it lands, the bus-monitor contract below.
+//! that some component exports — read from the code (metric registrations in the Rust sources, bus-monitor's
+//! included) and the JMX exporter's rules.
 //!
 //! promtool comes from the system's `prometheus` package, installed by `deploy/local/tools` (which `make test` runs
 //! first); `PROMTOOL` names another binary. A missing promtool fails the tests, naming the command that installs
@@ -21,28 +21,6 @@ use regex::Regex;
 use runtime::policy;
 use serde_yaml::Value;
 use testkit::workspace_root;
-
-/// bus-monitor contract (services/bus-monitor): the metrics the lag/canary service being written exports, as the
-/// issue names them. Delete this list when the service lands: its registrations in the Rust sources then make these
-/// names exported (and a name it does not register makes the dashboards' test fail, as it should).
-/// `(name, is_histogram)`.
-const BUS_MONITOR_CONTRACT: &[(&str, bool)] = &[
-    ("kafka_consumergroup_group_lag", false),
-    ("kafka_consumergroup_group_lag_seconds", false),
-    ("kafka_consumergroup_group_max_lag", false),
-    ("kafka_consumergroup_group_max_lag_seconds", false),
-    ("kafka_consumergroup_group_offset", false),
-    ("kafka_partition_latest_offset", false),
-    ("kafka_partition_earliest_offset", false),
-    ("kafka_consumergroup_status", false),
-    ("kafka_consumergroup_members", false),
-    ("bus_monitor_poll_errors_total", false),
-    ("canary_produce_ack_seconds", true),
-    ("canary_roundtrip_seconds", true),
-    ("canary_probes_sent_total", false),
-    ("canary_probes_received_total", false),
-    ("canary_probes_lost_total", false),
-];
 
 /// Series Prometheus itself writes for every target.
 const PROMETHEUS_SYNTHETIC: &[&str] = &["up", "scrape_duration_seconds", "scrape_samples_scraped"];
@@ -588,8 +566,9 @@ fn consumer_group_thresholds_are_the_specs_for_the_runtimes_groups() {
 }
 
 /// The metric names some component exports: registrations in the workspace's Rust sources (`Opts::new("…")`,
-/// `IntGauge::new("…")`, …, and the consumer runtime's `PREFIX` + `counter("…")` helpers), the JMX exporter's rules,
-/// the bus-monitor contract, Prometheus' own per-target series and the recording rules.
+/// `IntGauge::new("…")`, …, and registration helpers taking the name first — `counter("…")`, `int("…")`, with the
+/// consumer runtime's `PREFIX`), the JMX exporter's rules, Prometheus' own per-target series and the recording
+/// rules.
 fn exported_metrics() -> &'static BTreeSet<String> {
     static EXPORTED: OnceLock<BTreeSet<String>> = OnceLock::new();
     EXPORTED.get_or_init(|| {
@@ -608,7 +587,7 @@ fn exported_metrics() -> &'static BTreeSet<String> {
         )
         .unwrap();
         let prefix = Regex::new(r#"const PREFIX: &str = "([a-z_:]+)";"#).unwrap();
-        let helper = Regex::new(r#"\b(counter|gauge|histogram)\(\s*"([a-z_]+)""#).unwrap();
+        let helper = Regex::new(r#"\b(counter|gauge|histogram|int|float)\(\s*"([a-z_]+)""#).unwrap();
         let mut sources = Vec::new();
         for top in ["crates", "services"] {
             for member in std::fs::read_dir(root.join(top)).expect("workspace members") {
@@ -620,11 +599,17 @@ fn exported_metrics() -> &'static BTreeSet<String> {
             for c in direct.captures_iter(&text) {
                 add(&mut names, c[2].to_string(), &c[1] == "HistogramOpts");
             }
-            if let Some(p) = prefix.captures(&text)
-                && text.contains("format!(\"{PREFIX}{name}\")")
-            {
+            // Registration helpers (closures or functions named counter, gauge, histogram, int, float taking the
+            // name first), with the file's PREFIX when its helpers prepend one.
+            let p = match prefix.captures(&text) {
+                Some(p) if text.contains("format!(\"{PREFIX}{name}\")") => Some(p[1].to_string()),
+                Some(_) => None,
+                None if text.contains("prometheus::") => Some(String::new()),
+                None => None,
+            };
+            if let Some(p) = p {
                 for c in helper.captures_iter(&text) {
-                    add(&mut names, format!("{}{}", &p[1], &c[2]), &c[1] == "histogram");
+                    add(&mut names, format!("{p}{}", &c[2]), &c[1] == "histogram");
                 }
             }
         }
@@ -634,6 +619,11 @@ fn exported_metrics() -> &'static BTreeSet<String> {
             "checkout_consumer_end_to_end_latency_seconds_bucket",
             "outbox_backlog_rows",
             "outbox_commit_to_ack_seconds_bucket",
+            "kafka_consumergroup_group_lag_seconds",
+            "kafka_consumergroup_status",
+            "bus_monitor_poll_errors_total",
+            "canary_roundtrip_seconds_bucket",
+            "canary_probes_lost_total",
         ] {
             assert!(
                 names.contains(known),
@@ -646,9 +636,6 @@ fn exported_metrics() -> &'static BTreeSet<String> {
             let name = str_of(&rule["name"], "jmx-exporter rule name");
             assert!(!name.contains('$'), "jmx-exporter.yaml: name {name} must be literal");
             names.insert(name.to_string());
-        }
-        for (name, histogram) in BUS_MONITOR_CONTRACT {
-            add(&mut names, name.to_string(), *histogram);
         }
         names.extend(PROMETHEUS_SYNTHETIC.iter().map(|s| s.to_string()));
         for (_, rule) in rules() {
