@@ -133,7 +133,10 @@ async fn export_writes_strimzi_resources_from_the_real_file() {
         output: Some(output.clone()),
     };
     // Export needs no broker.
-    assert_eq!(run(export, "127.0.0.1:1").await.unwrap(), Outcome::InSync);
+    assert_eq!(
+        run(export, "127.0.0.1:1", &[]).await.unwrap(),
+        Outcome::InSync
+    );
     let yaml = std::fs::read_to_string(&output).unwrap();
     assert_eq!(yaml.matches("kind: KafkaTopic").count(), 9, "{yaml}");
     assert!(
