@@ -382,6 +382,11 @@ fn notification_requests_have_an_example_a_schema_and_are_validated_by_their_con
         ));
 }
 
+const TOPICS_FILE: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/../../deploy/kafka/topics.yaml"
+);
+
 /// `checkoutctl topics plan|apply` builds its admin client with the properties a service would use
 /// (`CHECKOUT__KAFKA__CLIENT__…`, e.g. SASL credentials in the Kubernetes job): an unknown librdkafka property
 /// reaches the client and is refused by it, and a property that would break delivery is refused by name.
@@ -390,6 +395,7 @@ fn topics_commands_pass_the_services_client_properties_to_the_admin_client() {
     let output = checkoutctl()
         .args(["topics", "plan", "--env", "development"])
         .env("KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:1")
+        .env("CHECKOUT_TOPICS_FILE", TOPICS_FILE)
         .env("CHECKOUT__KAFKA__CLIENT__NO__SUCH__PROPERTY", "1")
         .output()
         .unwrap();
@@ -402,6 +408,7 @@ fn topics_commands_pass_the_services_client_properties_to_the_admin_client() {
     let output = checkoutctl()
         .args(["topics", "plan", "--env", "development"])
         .env("KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:1")
+        .env("CHECKOUT_TOPICS_FILE", TOPICS_FILE)
         .env("CHECKOUT__KAFKA__CLIENT__ENABLE__AUTO__COMMIT", "true")
         .output()
         .unwrap();
