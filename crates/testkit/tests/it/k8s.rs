@@ -74,6 +74,8 @@ const CONSUMERS: &[(&str, &str, &[&str], i64, i64)] = &[
 ];
 /// Not a consumer group: two replicas share the 64 key buckets (decision 0030).
 const PUBLISHER: (&str, i64) = ("outbox-publisher", 2);
+/// bus-monitor (decision 0033) and its replicas: one, or the lag would be exported twice.
+const MONITOR: (&str, i64) = ("bus-monitor", 1);
 /// The runtime's default `drain_timeout` and the publisher's default `shutdown_grace`, when the config omits them.
 const DEFAULT_DRAIN: Duration = Duration::from_secs(10);
 const DEFAULT_PUBLISHER_GRACE: Duration = Duration::from_secs(20);
@@ -294,6 +296,7 @@ fn production_runs_the_specs_consumer_counts_and_staging_and_dr_the_same() {
             let expected = match consumer(service) {
                 Some(c) => c.3,
                 None if service == PUBLISHER.0 => PUBLISHER.1,
+                None if service == MONITOR.0 => MONITOR.1,
                 None => panic!("{env}: unexpected Deployment {service}"),
             };
             // DR is a standby: nothing runs until the failover (KEDA paused at 0).
@@ -330,7 +333,11 @@ fn one_deployment_and_one_scaled_object_per_consumer_group_on_its_lag() {
         let docs = resources(env);
         let deployments: BTreeSet<&str> =
             of_kind(&docs, "Deployment").into_iter().map(name).collect();
-        let expected: BTreeSet<&str> = CONSUMERS.iter().map(|c| c.0).chain([PUBLISHER.0]).collect();
+        let expected: BTreeSet<&str> = CONSUMERS
+            .iter()
+            .map(|c| c.0)
+            .chain([PUBLISHER.0, MONITOR.0])
+            .collect();
         assert_eq!(deployments, expected, "{env}: Deployments");
         let mut groups = BTreeSet::new();
         for scaled in of_kind(&docs, "ScaledObject") {
