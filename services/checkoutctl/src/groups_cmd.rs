@@ -1,7 +1,8 @@
 //! `checkoutctl groups …`: consumer groups from the broker's view — `list` and `describe` — through the same
-//! library as bus-monitor (`lag`), so the CLI and the metrics never disagree on lag or status.
+//! library as bus-monitor (`lag`), so the CLI and the metrics never disagree on lag or status; and
+//! `reset-offsets` (its guarantees in [`crate::groups_reset`]).
 //!
-//! Guarantees: read-only — the command never joins a group nor commits (committed offsets are read with an
+//! Guarantees of `list` and `describe`: read-only — the command never joins a group nor commits (committed offsets are read with an
 //! OffsetFetch, mode (b) offsets from `consumer_offsets`). `describe` takes `--samples` snapshots `--interval`
 //! apart and evaluates them like the monitor does: lag in seconds appears only when the partition's end offset
 //! moved during the sampling (or the group is at the end: 0), and the status is judged over those few samples
@@ -64,6 +65,33 @@ enum GroupsCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Move a group's positions (dry run unless --execute): to a time, a duration ago, the earliest or latest
+    /// offset, by a shift or to an offset, per topic or partition. Refused while the group has members; mode (b)
+    /// groups' positions are moved in PostgreSQL; every executed reset is recorded in operator_actions.
+    #[command(name = "reset-offsets")]
+    ResetOffsets {
+        group: String,
+        /// `TOPIC` or `TOPIC:0,2` (repeatable); default: the platform policy's topics of the group.
+        #[arg(long = "topic")]
+        topics: Vec<String>,
+        /// Where the positions are; default: `database` for the platform's mode (b) groups, else `kafka`.
+        #[arg(long, value_enum)]
+        offsets: Option<Source>,
+        #[command(flatten)]
+        to: crate::groups_reset::To,
+        /// Apply the plan (default: print it only).
+        #[arg(long)]
+        execute: bool,
+        /// Also write the plan as CSV (topic,partition,current,target) to this file.
+        #[arg(long)]
+        export: Option<std::path::PathBuf>,
+        /// Who is doing this, for operator_actions (default: $USER).
+        #[arg(long)]
+        actor: Option<String>,
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]
@@ -79,7 +107,15 @@ impl Run for GroupsArgs {
         )?;
         let mut config = rdkafka::ClientConfig::new();
         config.set("bootstrap.servers", &bootstrap);
-        let reader = Reader::new(config, self.timeout)?;
+        // The credentials a service would use (CHECKOUT__KAFKA__CLIENT__…: SASL, TLS).
+        for (key, value) in service_kit::config::client_properties_from(std::env::vars())
+            .context("CHECKOUT__KAFKA__CLIENT__* properties")?
+            .iter()
+        {
+            config.set(key, value);
+        }
+        let reader = Reader::new(config.clone(), self.timeout)?;
+        let timeout = self.timeout;
         let database_url = self.database_url;
         block_on(async move {
             match self.command {
@@ -100,6 +136,32 @@ impl Run for GroupsArgs {
                         interval,
                     };
                     describe(&reader, database_url, request, json, io).await
+                }
+                GroupsCommand::ResetOffsets {
+                    group,
+                    topics,
+                    offsets,
+                    to,
+                    execute,
+                    export,
+                    actor,
+                    json,
+                } => {
+                    let request = crate::groups_reset::Request {
+                        group,
+                        topics,
+                        offsets: offsets.map(|o| match o {
+                            Source::Kafka => OffsetSource::Kafka,
+                            Source::Database => OffsetSource::Database,
+                        }),
+                        to,
+                        execute,
+                        export,
+                        actor,
+                        json,
+                    };
+                    crate::groups_reset::run(&reader, config, database_url, timeout, request, io)
+                        .await
                 }
             }
         })

@@ -16,6 +16,7 @@ pub mod audit_cmd;
 pub mod db_cmd;
 pub mod events_cmd;
 pub mod groups_cmd;
+pub mod groups_reset;
 pub mod invoice_cmd;
 pub mod merchant_cmd;
 pub mod notifications_cmd;
