@@ -387,32 +387,33 @@ const TOPICS_FILE: &str = concat!(
     "/../../deploy/kafka/topics.yaml"
 );
 
+/// `checkoutctl topics plan` with one `CHECKOUT__KAFKA__CLIENT__…` variable: (exit code, stderr).
+fn topics_plan_with(variable: &str, value: &str) -> (Option<i32>, String) {
+    let output = checkoutctl()
+        .args(["topics", "plan", "--env", "development"])
+        .env("KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:1")
+        .env("CHECKOUT_TOPICS_FILE", TOPICS_FILE)
+        .env(variable, value)
+        .output()
+        .unwrap();
+    (
+        output.status.code(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
 /// `checkoutctl topics plan|apply` builds its admin client with the properties a service would use
 /// (`CHECKOUT__KAFKA__CLIENT__…`, e.g. SASL credentials in the Kubernetes job): an unknown librdkafka property
 /// reaches the client and is refused by it, and a property that would break delivery is refused by name.
 #[test]
 fn topics_commands_pass_the_services_client_properties_to_the_admin_client() {
-    let output = checkoutctl()
-        .args(["topics", "plan", "--env", "development"])
-        .env("KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:1")
-        .env("CHECKOUT_TOPICS_FILE", TOPICS_FILE)
-        .env("CHECKOUT__KAFKA__CLIENT__NO__SUCH__PROPERTY", "1")
-        .output()
-        .unwrap();
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    let (code, stderr) = topics_plan_with("CHECKOUT__KAFKA__CLIENT__NO__SUCH__PROPERTY", "1");
+    assert_eq!(code, Some(1), "{stderr}");
     assert!(
         stderr.contains("no.such.property"),
         "librdkafka names the property it was given: {stderr}"
     );
-    let output = checkoutctl()
-        .args(["topics", "plan", "--env", "development"])
-        .env("KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:1")
-        .env("CHECKOUT_TOPICS_FILE", TOPICS_FILE)
-        .env("CHECKOUT__KAFKA__CLIENT__ENABLE__AUTO__COMMIT", "true")
-        .output()
-        .unwrap();
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert_ne!(output.status.code(), Some(0), "{stderr}");
+    let (code, stderr) = topics_plan_with("CHECKOUT__KAFKA__CLIENT__ENABLE__AUTO__COMMIT", "true");
+    assert_ne!(code, Some(0), "{stderr}");
     assert!(stderr.contains("enable.auto.commit"), "{stderr}");
 }
