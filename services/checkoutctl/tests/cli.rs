@@ -381,3 +381,54 @@ fn notification_requests_have_an_example_a_schema_and_are_validated_by_their_con
             "NotificationRequested Notification recipient.id  1..=1",
         ));
 }
+
+#[test]
+fn integration_records_have_examples_schemas_and_are_validated_by_their_contract() {
+    for record in examples::integration_events() {
+        let name = record.record_type();
+        let canonical = record.encode().unwrap();
+        let output = checkoutctl()
+            .args(["events", "example", name])
+            .output()
+            .unwrap();
+        assert!(output.status.success(), "{name}");
+        assert_eq!(output.stdout, [canonical.clone(), b"\n".to_vec()].concat());
+
+        let (code, stdout, stderr) = run(&["events", "validate", "--canonical"], &canonical);
+        assert_eq!(code, 0, "{stderr}");
+        assert_eq!(stdout.trim_end().as_bytes(), canonical);
+
+        let bad = String::from_utf8(canonical.clone())
+            .unwrap()
+            .replace("\"network\":\"tron\"", "\"network\":\"bitcoin\"");
+        let (code, _, stderr) = run(&["events", "validate"], bad.as_bytes());
+        assert_eq!(code, 1, "USDT is not paid on Bitcoin");
+        assert!(
+            stderr.contains("line 1: $.data.output.network: invalid_value"),
+            "{stderr}"
+        );
+
+        let dir =
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../crates/events/schemas");
+        let committed: serde_json::Value = serde_json::from_str(
+            &std::fs::read_to_string(dir.join(format!("{name}.v1.schema.json"))).unwrap(),
+        )
+        .unwrap();
+        let output = checkoutctl()
+            .args(["events", "schema", name])
+            .output()
+            .unwrap();
+        assert!(output.status.success());
+        assert_eq!(
+            serde_json::from_slice::<serde_json::Value>(&output.stdout).unwrap(),
+            committed
+        );
+    }
+    checkoutctl()
+        .args(["events", "schema", "--list"])
+        .assert()
+        .success()
+        .stdout(predicates::str::contains(
+            "TransactionObserved  ChainOutput source        1..=1",
+        ));
+}
