@@ -3,9 +3,9 @@
 //! Guarantees: [`GroupPolicy::spec`] returns exactly the numbers of the spec's tables — "Consumer Group
 //! Configuration" (group, topics, guarantee), "Consumer Configuration Settings" (batch size = max poll records,
 //! session timeout, heartbeat, retry backoff) and "Retry Configuration" (max retries, backoff) — for the four
-//! groups the spec lists, and our documented choices for `audit-logging` and `notification-delivery`, which the
-//! spec's settings and retry tables leave out (see `docs/decisions/0007-consumer-runtime.md`). A unit test pins
-//! every number. Configuration can override any field ([`PolicyOverrides`]); [`GroupPolicy::validate`] rejects
+//! groups the spec lists, and our documented choices for `audit-logging`, `notification-delivery` and
+//! `payment-ingestion` (decision 0034), which the spec's settings and retry tables leave out (see
+//! `docs/decisions/0007-consumer-runtime.md`). A unit test pins every number. Configuration can override any field ([`PolicyOverrides`]); [`GroupPolicy::validate`] rejects
 //! inconsistent results at start-up.
 //!
 //! How the two retry notions are read (decision 0007):
@@ -131,14 +131,15 @@ pub struct GroupPolicy {
     pub retry: RetryPolicy,
 }
 
-/// The six groups of the design.
-pub const GROUPS: [&str; 6] = [
+/// The seven groups of the design.
+pub const GROUPS: [&str; 7] = [
     READ_MODEL_PROJECTIONS,
     WEBHOOK_DELIVERY,
     SETTLEMENT_PROCESSING,
     ANALYTICS_AGGREGATION,
     AUDIT_LOGGING,
     NOTIFICATION_DELIVERY,
+    PAYMENT_INGESTION,
 ];
 pub const READ_MODEL_PROJECTIONS: &str = "read-model-projections";
 pub const WEBHOOK_DELIVERY: &str = "webhook-delivery";
@@ -146,6 +147,7 @@ pub const SETTLEMENT_PROCESSING: &str = "settlement-processing";
 pub const ANALYTICS_AGGREGATION: &str = "analytics-aggregation";
 pub const AUDIT_LOGGING: &str = "audit-logging";
 pub const NOTIFICATION_DELIVERY: &str = "notification-delivery";
+pub const PAYMENT_INGESTION: &str = "payment-ingestion";
 
 /// Transient retries never wait longer than this by default.
 pub const DEFAULT_TRANSIENT_BACKOFF_CAP: Duration = Duration::from_secs(30);
@@ -189,6 +191,10 @@ impl GroupPolicy {
         // spec's settings and retry tables — our choices (decision 0007): audit is an append-only log like the
         // read models, and a compliance log must not skip a record lightly (20 retries 15 s apart: 5 minutes of
         // blocking its partition before the DLQ); notifications fail like webhooks (external providers).
+        // Payment ingestion is not in the spec either (decision 0034): exactly-once into the database like
+        // settlement (its results are money events), batch 100; a report for an address no invoice has yet is
+        // usually an InvoiceCreated still on its way, so business errors retry 1, 2, 4, 8, 16 s (31 s) before the
+        // DLQ — short, because the key is the scanner, and one stuck report holds up that scanner's later ones.
         #[rustfmt::skip]
         let (topics, guarantee, batch_size, session_timeout, retry_backoff, retry): Row = match group {
             //                        topics                               guarantee      batch  session   retry backoff  business retries
@@ -198,6 +204,7 @@ impl GroupPolicy {
             ANALYTICS_AGGREGATION =>  (&[DOMAIN_EVENTS, ANALYTICS_EVENTS], ExactlyOnceDb, 1000,  secs(60), millis(100),   fixed(secs(10), 2)),
             AUDIT_LOGGING =>          (&[DOMAIN_EVENTS],                   AtLeastOnce,   500,   secs(30), millis(100),   linear(secs(15), 20)),
             NOTIFICATION_DELIVERY =>  (&[NOTIFICATION_EVENTS],             AtLeastOnce,   100,   secs(30), secs(1),       exponential(secs(2), 5)),
+            PAYMENT_INGESTION =>      (&[INTEGRATION_EVENTS, DOMAIN_EVENTS], ExactlyOnceDb, 100, secs(45), millis(500),   exponential(secs(1), 5)),
             _ => return None,
         };
         Some(GroupPolicy {

@@ -41,6 +41,10 @@ pub const SERVICES: &[ServiceSpec] = &[
         name: "notifications",
         ops_port: 9107,
     },
+    ServiceSpec {
+        name: "payments",
+        ops_port: 9109,
+    },
 ];
 
 /// The spec of the service called `name`.
