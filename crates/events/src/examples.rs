@@ -425,32 +425,6 @@ pub fn all() -> Vec<Envelope> {
     EventType::ALL.iter().map(|t| example(*t)).collect()
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn every_type_has_a_valid_example_with_its_own_id() {
-        let examples = all();
-        assert_eq!(examples.len(), EventType::ALL.len());
-        for (envelope, event_type) in examples.iter().zip(EventType::ALL) {
-            assert_eq!(envelope.event_type(), *event_type);
-            assert_eq!(envelope.event_id().as_uuid().get_version_num(), 7);
-        }
-        let mut ids: Vec<_> = examples.iter().map(|e| e.event_id()).collect();
-        ids.dedup();
-        assert_eq!(ids.len(), examples.len());
-    }
-
-    #[test]
-    fn examples_are_deterministic() {
-        assert_eq!(
-            example(EventType::InvoiceCreated),
-            example(EventType::InvoiceCreated)
-        );
-    }
-}
-
 /// Valid records of the integration topic, one of each type, about one output paying the example invoice's
 /// deposit address on Tron: seen in the mempool, confirmed in a block, then (say) reorganised out.
 pub fn integration_events() -> Vec<crate::integration::IntegrationEvent> {
@@ -501,4 +475,30 @@ pub fn integration_events() -> Vec<crate::integration::IntegrationEvent> {
             }),
         ),
     ]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_type_has_a_valid_example_with_its_own_id() {
+        let examples = all();
+        assert_eq!(examples.len(), EventType::ALL.len());
+        for (envelope, event_type) in examples.iter().zip(EventType::ALL) {
+            assert_eq!(envelope.event_type(), *event_type);
+            assert_eq!(envelope.event_id().as_uuid().get_version_num(), 7);
+        }
+        let mut ids: Vec<_> = examples.iter().map(|e| e.event_id()).collect();
+        ids.dedup();
+        assert_eq!(ids.len(), examples.len());
+    }
+
+    #[test]
+    fn examples_are_deterministic() {
+        assert_eq!(
+            example(EventType::InvoiceCreated),
+            example(EventType::InvoiceCreated)
+        );
+    }
 }
