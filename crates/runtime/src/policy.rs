@@ -493,6 +493,17 @@ mod tests {
                 .retry
                 .schedule()
         );
+        let payments = GroupPolicy::spec(PAYMENT_INGESTION).unwrap();
+        assert_eq!(
+            payments.topics,
+            [topics::INTEGRATION_EVENTS, topics::DOMAIN_EVENTS]
+        );
+        assert_eq!(payments.guarantee, Guarantee::ExactlyOnceDb);
+        assert_eq!(
+            (payments.batch_size, payments.session_timeout),
+            (100, s(45))
+        );
+        assert_eq!(payments.retry.schedule(), [s(1), s(2), s(4), s(8), s(16)]);
         for group in GROUPS {
             GroupPolicy::spec(group).unwrap().validate().unwrap();
         }
@@ -560,8 +571,8 @@ mod tests {
             "retry": { "max_retries": 4, "backoff": { "kind": "fixed", "interval": "3s" } },
         }))
         .unwrap();
-        let p = GroupPolicy::resolve("payment-ingestion", &overrides).unwrap();
-        assert_eq!(p.group, "payment-ingestion");
+        let p = GroupPolicy::resolve("fraud-screening", &overrides).unwrap();
+        assert_eq!(p.group, "fraud-screening");
         assert_eq!(p.topics, ["crypto-checkout.integration-events"]);
         assert_eq!((p.batch_size, p.guarantee), (200, Guarantee::AtLeastOnce));
         assert_eq!(p.retry.schedule(), [s(3); 4]);
@@ -570,7 +581,7 @@ mod tests {
             topics: Some(vec!["t".into()]),
             ..Default::default()
         };
-        let err = GroupPolicy::resolve("payment-ingestion", &partial).unwrap_err();
+        let err = GroupPolicy::resolve("fraud-screening", &partial).unwrap_err();
         assert!(
             err.to_string().contains("guarantee, batch_size, retry"),
             "{err}"
