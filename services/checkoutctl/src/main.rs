@@ -16,6 +16,7 @@ checkoutctl::subcommands! {
     Verify(checkoutctl::verify_cmd::VerifyArgs),
     Webhooks(checkoutctl::webhooks_cmd::WebhooksArgs),
     Notifications(checkoutctl::notifications_cmd::NotificationsArgs),
+    Scanner(checkoutctl::scanner_cmd::ScannerArgs),
 }
 
 fn main() -> std::process::ExitCode {

@@ -194,6 +194,10 @@ fn schema_prints_the_committed_schemas() {
     assert_eq!(printed(&["events", "schema"]), read("event.schema.json"));
     assert_eq!(
         printed(&["events", "schema", "InvoiceCreated"]),
+        read("InvoiceCreated.v2.schema.json")
+    );
+    assert_eq!(
+        printed(&["events", "schema", "InvoiceCreated", "--version", "1"]),
         read("InvoiceCreated.v1.schema.json")
     );
     assert_eq!(
@@ -201,10 +205,10 @@ fn schema_prints_the_committed_schemas() {
         read("MerchantSuspended.v1.schema.json")
     );
     checkoutctl()
-        .args(["events", "schema", "InvoiceCreated", "--version", "2"])
+        .args(["events", "schema", "InvoiceCreated", "--version", "3"])
         .assert()
         .code(2)
-        .stderr(predicates::str::contains("InvoiceCreated has no version 2"));
+        .stderr(predicates::str::contains("InvoiceCreated has no version 3"));
     checkoutctl()
         .args(["events", "schema", "--list"])
         .assert()
@@ -431,4 +435,46 @@ fn integration_records_have_examples_schemas_and_are_validated_by_their_contract
         .stdout(predicates::str::contains(
             "TransactionObserved  ChainOutput source        1..=1",
         ));
+}
+
+#[test]
+fn the_scanner_simulator_prints_valid_reports_that_validate_prints() {
+    let args = [
+        "scanner",
+        "simulate",
+        "--address",
+        events::examples::TRON_ADDRESS,
+        "--amount",
+        "10",
+        "--amount",
+        "6.49",
+        "--required",
+        "5",
+        "--fate",
+        "survives",
+        "--duplicates",
+        "--reorder",
+        "--at",
+        "2026-11-30T10:00:00Z",
+    ];
+    let output = checkoutctl().args(args).output().unwrap();
+    assert!(output.status.success(), "{output:?}");
+    let again = checkoutctl().args(args).output().unwrap();
+    assert_eq!(output.stdout, again.stdout, "deterministic");
+    let lines = String::from_utf8(output.stdout.clone()).unwrap();
+    assert!(lines.lines().count() > 18, "{lines}");
+    let (code, _, stderr) = run(&["events", "validate"], &output.stdout);
+    assert_eq!(code, 0, "{stderr}");
+    let bad = checkoutctl()
+        .args([
+            "scanner",
+            "simulate",
+            "--address",
+            "0xnope",
+            "--amount",
+            "1",
+        ])
+        .output()
+        .unwrap();
+    assert!(!bad.status.success());
 }
