@@ -112,12 +112,13 @@ macro_rules! catalogue {
 }
 
 // Invoice and Payment events are keyed by invoice id, Settlement and Merchant events by merchant id
-// (see `AggregateType::partition_key`). MerchantSuspended, MerchantCreated and SettingsUpdated are at version 2;
+// (see `AggregateType::partition_key`). MerchantSuspended, MerchantCreated, SettingsUpdated and InvoiceCreated
+// (deposit address, decision 0034) are at version 2;
 // see `crate::upcast`. New types are
 // appended (MerchantReinstated, decision 0026; WebhookEndpointDisabled, decision 0029), so that existing variants
 // keep their position.
 catalogue! {
-    InvoiceCreated: Invoice, versions 1..=1;
+    InvoiceCreated: Invoice, versions 1..=2;
     InvoiceExpired: Invoice, versions 1..=1;
     InvoicePaid: Invoice, versions 1..=1;
     InvoiceCancelled: Invoice, versions 1..=1;

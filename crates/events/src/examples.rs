@@ -65,6 +65,18 @@ pub fn event_id(event_type: EventType) -> EventId {
     EventId::from_uuid(v7(event_type as u64, 0x66)).expect("non-nil")
 }
 
+/// The example invoice's deposit: its Tron address for USDT, 5 confirmations (medium speed on Tron).
+pub fn deposit() -> crate::payload::Deposit {
+    crate::payload::Deposit {
+        network: crate::payload::Network::Tron,
+        address: crate::payload::Address(TRON_ADDRESS.to_string()),
+        required_confirmations: 5,
+    }
+}
+
+/// The example invoice's deposit address.
+pub const TRON_ADDRESS: &str = "TLa2f6VPqDgRE67v1736s7bJ8Ray5wYjU7";
+
 const TRON_TX: &str = "a3f1c9e2b4d6f8a0c2e4a6b8d0f2a4c6e8b0d2f4a6c8e0b2d4f6a8c0e2b4d6f8";
 
 /// A valid example of `event_type`.
@@ -91,6 +103,7 @@ pub fn example(event_type: EventType) -> Envelope {
                     crypto_amount: amount("16.49"),
                     crypto_currency: usdt,
                     expires_at: at(30 * 60),
+                    deposit: Some(deposit()),
                 }
                 .into(),
                 Metadata {
@@ -410,6 +423,58 @@ pub fn notification_requested() -> crate::notification::NotificationRequested {
 /// One valid example of every event type, in catalogue order.
 pub fn all() -> Vec<Envelope> {
     EventType::ALL.iter().map(|t| example(*t)).collect()
+}
+
+/// Valid records of the integration topic, one of each type, about one output paying the example invoice's
+/// deposit address on Tron: seen in the mempool, confirmed in a block, then (say) reorganised out.
+pub fn integration_events() -> Vec<crate::integration::IntegrationEvent> {
+    use crate::integration::{
+        ChainOutput, ConfirmationsChanged, DropReason, IntegrationData, IntegrationEvent,
+        TransactionDropped, TransactionObserved,
+    };
+    let output = ChainOutput {
+        network: crate::payload::Network::Tron,
+        crypto_currency: CryptoAsset::Usdt,
+        transaction_hash: TransactionHash::parse(TRON_TX).expect("valid hash"),
+        output_index: 0,
+        address: crate::payload::Address(TRON_ADDRESS.to_string()),
+        amount: amount("16.49"),
+    };
+    let record = |n: u64, seconds: i64, data| IntegrationEvent {
+        event_id: EventId::from_uuid(v7(100 + n, 0x77)).expect("non-nil"),
+        source: "scanner:tron".to_string(),
+        observed_at: at(seconds),
+        data,
+    };
+    vec![
+        record(
+            0,
+            5 * 60,
+            IntegrationData::TransactionObserved(TransactionObserved {
+                output: output.clone(),
+                block_height: None,
+                confirmations: 0,
+            }),
+        ),
+        record(
+            1,
+            5 * 60 + 9,
+            IntegrationData::ConfirmationsChanged(ConfirmationsChanged {
+                output: output.clone(),
+                block_height: Some(68_000_123),
+                confirmations: 3,
+            }),
+        ),
+        record(
+            2,
+            5 * 60 + 12,
+            IntegrationData::TransactionDropped(TransactionDropped {
+                output,
+                reason: DropReason::Reorganized,
+                details: None,
+            }),
+        ),
+    ]
 }
 
 #[cfg(test)]

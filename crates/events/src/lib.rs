@@ -23,6 +23,7 @@
 //! - [`analytics`]: [`CheckoutViewed`], the record of the analytics topic; [`publish`]: [`Publishable`], what
 //!   the outbox needs of every contract.
 //! - [`notification`]: [`NotificationRequested`], the record of the notification topic.
+//! - [`integration`]: [`IntegrationEvent`], the blockchain scanners' records of the integration topic.
 //! - [`payload`]: the payload structs; [`upcast`]: older versions and their upcasters.
 //! - [`event_type`]: the catalogue (types, aggregates, versions, partition keys) as data.
 //! - [`id`], [`money`], [`metadata`], [`time`]: the value types.
@@ -40,6 +41,7 @@ pub mod event_type;
 pub mod examples;
 pub mod headers;
 pub mod id;
+pub mod integration;
 pub mod metadata;
 pub mod money;
 pub mod notification;
@@ -59,6 +61,7 @@ pub use id::{
     AggregateId, CorrelationId, EventId, IdError, InvoiceId, MerchantId, NotificationId, PaymentId,
     SettlementId,
 };
+pub use integration::IntegrationEvent;
 pub use metadata::{Actor, ActorKind, Metadata, TraceParent};
 pub use notification::NotificationRequested;
 pub use payload::{Event, EventData};

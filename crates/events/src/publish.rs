@@ -5,8 +5,8 @@
 //!   to its decoder, so anything the outbox carries has passed a contract of this crate. Today: domain events
 //!   ([`crate::Envelope`], on [`crate::topics::DOMAIN_EVENTS`]) and the analytics records
 //!   ([`crate::analytics::CheckoutViewed`], on [`crate::topics::ANALYTICS_EVENTS`]) and notification requests
-//!   ([`crate::notification::NotificationRequested`], on [`crate::topics::NOTIFICATION_EVENTS`]); integration
-//!   contracts join the same way.
+//!   ([`crate::notification::NotificationRequested`], on [`crate::topics::NOTIFICATION_EVENTS`]) and the scanners'
+//!   reports ([`crate::integration::IntegrationEvent`], on [`crate::topics::INTEGRATION_EVENTS`]).
 //! - **Valid or nothing.** [`Publishable::to_outbox_record`] encodes (validating the whole contract, size
 //!   included) before it gathers anything, so an [`OutboxRecord`] only exists for a valid record, and its key,
 //!   headers and metadata are derived from the same value as its bytes.
@@ -208,6 +208,38 @@ impl Publishable for crate::notification::NotificationRequested {
     }
 }
 
+impl sealed::Sealed for crate::integration::IntegrationEvent {}
+
+impl Publishable for crate::integration::IntegrationEvent {
+    fn topic(&self) -> &'static str {
+        crate::topics::INTEGRATION_EVENTS
+    }
+    fn partition_key(&self) -> String {
+        crate::integration::IntegrationEvent::partition_key(self)
+    }
+    fn event_id(&self) -> EventId {
+        self.event_id
+    }
+    fn event_type(&self) -> &'static str {
+        self.record_type()
+    }
+    fn event_version(&self) -> u32 {
+        1
+    }
+    fn aggregate_type(&self) -> &'static str {
+        crate::integration::AGGREGATE_TYPE
+    }
+    fn aggregate_id(&self) -> String {
+        self.output_id()
+    }
+    fn encode(&self) -> Result<Vec<u8>, ContractError> {
+        crate::integration::IntegrationEvent::encode(self)
+    }
+    fn kafka_headers(&self) -> Vec<(&'static str, String)> {
+        crate::integration::IntegrationEvent::kafka_headers(self)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -220,6 +252,9 @@ mod tests {
             .collect();
         out.push(Box::new(examples::checkout_viewed()));
         out.push(Box::new(examples::notification_requested()));
+        for record in examples::integration_events() {
+            out.push(Box::new(record));
+        }
         out
     }
 

@@ -155,7 +155,7 @@ pub fn combined_schema() -> Schema {
 }
 
 /// Every schema file as (file name, schema): one per decodable version, the combined one, then the analytics
-/// record's ([`crate::analytics::checkout_viewed_schema`]) and the notification record's.
+/// record's ([`crate::analytics::checkout_viewed_schema`]), the notification record's and the integration topic's.
 pub fn all_schema_files() -> Vec<(String, Schema)> {
     let mut files: Vec<_> = decodable_versions()
         .map(|(t, v)| {
@@ -174,6 +174,12 @@ pub fn all_schema_files() -> Vec<(String, Schema)> {
         crate::notification::NOTIFICATION_REQUESTED_SCHEMA_FILE.to_owned(),
         crate::notification::notification_requested_schema(),
     ));
+    for (record_type, _) in crate::integration::RECORD_TYPES {
+        files.push((
+            crate::integration::schema_file_name(record_type),
+            crate::integration::record_schema(record_type).expect("a record type of the topic"),
+        ));
+    }
     files
 }
 
@@ -195,7 +201,7 @@ mod tests {
             );
             assert_eq!(schema.get("$schema"), Some(&Value::from(DRAFT_2020_12)));
         }
-        assert!(event_schema(EventType::InvoiceCreated, 2).is_none());
+        assert!(event_schema(EventType::InvoiceCreated, 3).is_none());
         assert!(event_schema(EventType::MerchantSuspended, 0).is_none());
     }
 

@@ -15,10 +15,10 @@ use serde::{Deserialize, Serialize};
 use crate::codec::parse;
 use crate::error::{ContractError, ContractErrorKind};
 use crate::event_type::EventType;
-use crate::money::{CryptoAsset, Currency, FiatCurrency, Percentage};
+use crate::money::{Amount, CryptoAsset, Currency, FiatCurrency, Percentage};
 use crate::payload::{
-    Change, EventData, MAX_DETAILS_CHARS, MerchantContact, MerchantCreated, MerchantSuspended,
-    SettingsChanges, SettingsUpdated, SpeedPolicy, SuspensionReason,
+    Change, EventData, InvoiceCreated, MAX_DETAILS_CHARS, MerchantContact, MerchantCreated,
+    MerchantSuspended, SettingsChanges, SettingsUpdated, SpeedPolicy, SuspensionReason,
 };
 use crate::time::rfc3339;
 
@@ -141,6 +141,46 @@ impl From<SettingsUpdatedV1> for SettingsUpdated {
     }
 }
 
+/// `InvoiceCreated` version 1: no deposit address.
+///
+/// Version 2 added `deposit` (network, address, required confirmations; decision 0034). Upcasting gives none:
+/// version 1 named no address, and inventing one would send customers' money nowhere. Such an invoice cannot be
+/// matched to on-chain payments (the payments service ignores it); everything else about it is unchanged.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct InvoiceCreatedV1 {
+    /// The merchant who will be paid.
+    pub merchant_id: crate::id::MerchantId,
+    /// Price of the invoice in `currency`.
+    pub total_amount: Amount,
+    /// Fiat currency the invoice is priced in.
+    pub currency: FiatCurrency,
+    /// Amount of `crypto_currency` the customer must pay (price converted at the quoted rate).
+    pub crypto_amount: Amount,
+    /// Asset the customer pays in.
+    pub crypto_currency: CryptoAsset,
+    /// End of the payment window; must be after the event's timestamp.
+    #[serde(
+        serialize_with = "rfc3339::serialize",
+        deserialize_with = "rfc3339::deserialize"
+    )]
+    pub expires_at: DateTime<Utc>,
+}
+
+impl From<InvoiceCreatedV1> for InvoiceCreated {
+    fn from(v1: InvoiceCreatedV1) -> Self {
+        InvoiceCreated {
+            merchant_id: v1.merchant_id,
+            total_amount: v1.total_amount,
+            currency: v1.currency,
+            crypto_amount: v1.crypto_amount,
+            crypto_currency: v1.crypto_currency,
+            expires_at: v1.expires_at,
+            deposit: None,
+        }
+    }
+}
+
 /// Fails unless the catalogue says `version` of `event_type` is decodable; the path is `$.event_version`.
 pub(crate) fn check_version(event_type: EventType, version: u32) -> Result<(), ContractError> {
     let spec = event_type.spec();
@@ -190,6 +230,11 @@ pub(crate) fn decode_payload(
             current.validate()?;
             Ok(EventData::SettingsUpdated(current))
         }
+        (EventType::InvoiceCreated, 1) => {
+            let current: InvoiceCreated = parse::<InvoiceCreatedV1>(raw)?.into();
+            current.validate()?;
+            Ok(EventData::InvoiceCreated(current))
+        }
         // `has_upcaster` and its test keep the catalogue and this match in step.
         _ => Err(ContractError::new(
             ContractErrorKind::UnknownVersion,
@@ -217,6 +262,10 @@ pub(crate) fn legacy_schemas(
         (EventType::SettingsUpdated, 1) => Some((
             generator.subschema_for::<SettingsUpdatedV1>(),
             generator.subschema_for::<crate::id::MerchantId>(),
+        )),
+        (EventType::InvoiceCreated, 1) => Some((
+            generator.subschema_for::<InvoiceCreatedV1>(),
+            generator.subschema_for::<crate::id::InvoiceId>(),
         )),
         _ => None,
     }
@@ -347,6 +396,62 @@ mod tests {
     }
 
     #[test]
+    fn v1_invoice_created_has_no_deposit_and_v2_fields_are_refused_in_v1() {
+        let raw = r#"{"merchant_id":"mer_0194b3c2-5d1e-7a8b-9c0d-1e2f3a4b5c6d","total_amount":"16.49",
+            "currency":"USD","crypto_amount":"16.49","crypto_currency":"USDT","expires_at":"2025-01-15T10:30:00Z"}"#;
+        let EventData::InvoiceCreated(v2) =
+            decode_payload(EventType::InvoiceCreated, 1, raw).unwrap()
+        else {
+            panic!("wrong variant");
+        };
+        assert_eq!(v2.deposit, None);
+        assert_eq!(v2.crypto_amount.to_string(), "16.49");
+        let deposit = r#","deposit":{"network":"tron","address":"TLa2f6VPqDgRE67v1736s7bJ8Ray5wYjU7","required_confirmations":5}}"#;
+        let with_deposit = raw.trim_end_matches('}').to_string() + deposit;
+        assert_eq!(
+            decode_payload(EventType::InvoiceCreated, 1, &with_deposit)
+                .unwrap_err()
+                .kind(),
+            ContractErrorKind::UnknownField
+        );
+        let EventData::InvoiceCreated(current) =
+            decode_payload(EventType::InvoiceCreated, 2, &with_deposit).unwrap()
+        else {
+            panic!("wrong variant");
+        };
+        assert!(current.validate().is_ok());
+        // Version 1's rules still hold after upcasting.
+        let zero = raw.replace(r#""crypto_amount":"16.49""#, r#""crypto_amount":"0""#);
+        assert_eq!(
+            decode_payload(EventType::InvoiceCreated, 1, &zero)
+                .unwrap_err()
+                .path(),
+            "$.crypto_amount"
+        );
+        // A deposit on a network that does not carry the asset, or an address of another network, is refused.
+        for (bad, path) in [
+            (
+                with_deposit.replace(r#""network":"tron""#, r#""network":"bitcoin""#),
+                "$.deposit.network",
+            ),
+            (
+                with_deposit.replace(
+                    "TLa2f6VPqDgRE67v1736s7bJ8Ray5wYjU7",
+                    "0x52908400098527886e0f7030069857d2e4169ee7",
+                ),
+                "$.deposit.address",
+            ),
+        ] {
+            let EventData::InvoiceCreated(c) =
+                decode_payload(EventType::InvoiceCreated, 2, &bad).unwrap()
+            else {
+                panic!("wrong variant");
+            };
+            assert_eq!(c.validate().unwrap_err().path(), path, "{bad}");
+        }
+    }
+
+    #[test]
     fn zero_future_and_retired_versions_are_unknown() {
         for version in [0, 3, u32::MAX] {
             let err = check_version(EventType::MerchantSuspended, version).unwrap_err();
@@ -356,7 +461,7 @@ mod tests {
             );
         }
         assert!(check_version(EventType::MerchantSuspended, 1).is_ok());
-        let err = check_version(EventType::InvoiceCreated, 2).unwrap_err();
+        let err = check_version(EventType::InvoiceCreated, 3).unwrap_err();
         assert!(err.message().contains("newer"), "{err}");
     }
 }

@@ -227,6 +227,11 @@ fn invoice_events(e: &mut Emitter, i: &InvoicePlan, m: &MerchantPlan) {
         crypto_amount: i.due,
         crypto_currency: i.asset,
         expires_at: i.expires_at,
+        deposit: Some(Deposit {
+            network: i.network,
+            address: i.address.clone(),
+            required_confirmations: i.required_confirmations,
+        }),
     };
     let created = e
         .emit(

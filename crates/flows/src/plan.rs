@@ -30,8 +30,8 @@ use events::money::{
     Amount, CryptoAsset, Currency, Decimal, FeeSplit, FiatCurrency, Percentage, platform_fee,
 };
 use events::payload::{
-    CancellationReason, MerchantContact, Network, PaymentFailureReason, SettlementFailureReason,
-    SpeedPolicy, SuspensionReason, TransactionHash,
+    Address, CancellationReason, MerchantContact, Network, PaymentFailureReason,
+    SettlementFailureReason, SpeedPolicy, SuspensionReason, TransactionHash,
 };
 use events::{CorrelationId, InvoiceId, MerchantId, PaymentId, SettlementId};
 use rand::rngs::StdRng;
@@ -316,6 +316,9 @@ pub struct InvoicePlan {
     pub total: Amount,
     pub asset: CryptoAsset,
     pub network: Network,
+    /// The invoice's deposit address on `network` (`InvoiceCreated` v2), derived from its id by
+    /// [`deposit_address`] — no draw from the generator's randomness, so plans of a seed are unchanged.
+    pub address: Address,
     pub due: Amount,
     pub required_confirmations: u32,
     pub fee_percentage: Percentage,
@@ -445,6 +448,35 @@ fn chain(network: Network) -> (i64, u32, u64) {
         Network::Tron => (3, 5, 68_000_000),
         Network::Polygon => (2, 10, 66_000_000),
     }
+}
+
+/// A deposit address of `network` for `invoice`, derived from the invoice id alone (SHA-256 of it): `0x` and 40 hex
+/// digits on EVM chains, `T` and 33 base58 characters on Tron, a `bc1q…` bech32 string of 42 characters on Bitcoin.
+/// Deterministic and distinct per invoice; not a real key's address.
+pub fn deposit_address(invoice: InvoiceId, network: Network) -> Address {
+    use sha2::{Digest, Sha256};
+    const BASE58: &[u8] = b"123456789ABCDEFGHJKLMNPQRSTUVWXYZabcdefghijkmnopqrstuvwxyz";
+    const BECH32: &[u8] = b"qpzry9x8gf2tvdw0s3jn54khce6mua7l";
+    let mut hasher = Sha256::new();
+    hasher.update(b"deposit:");
+    hasher.update(invoice.as_uuid().as_bytes());
+    let h = hasher.finalize();
+    let pick = |alphabet: &[u8], n: usize| -> String {
+        (0..n)
+            .map(|i| alphabet[(usize::from(h[i % 32]) + i / 32 * 7) % alphabet.len()] as char)
+            .collect()
+    };
+    let text = match network {
+        Network::Ethereum | Network::Polygon => {
+            let hex: String = h[..20].iter().map(|b| format!("{b:02x}")).collect();
+            format!("0x{hex}")
+        }
+        Network::Tron => format!("T{}", pick(BASE58, 33)),
+        Network::Bitcoin => format!("bc1q{}", pick(BECH32, 38)),
+    };
+    let address = Address(text);
+    debug_assert!(address.check(network).is_none(), "{address}");
+    address
 }
 
 /// Confirmations required on `network` under `speed`.
@@ -1037,8 +1069,10 @@ fn invoice(
         at += secs(rng.random_range(5..60));
         views.push(at);
     }
+    let id = InvoiceId::from_uuid(v7(rng, created_at)).expect("non-nil");
     InvoicePlan {
-        id: InvoiceId::from_uuid(v7(rng, created_at)).expect("non-nil"),
+        id,
+        address: deposit_address(id, network),
         merchant: merchant_index,
         kind,
         created_at,
@@ -1073,6 +1107,18 @@ fn invoice(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_invoice_has_its_own_valid_deposit_address() {
+        let p = plan(&Scenario::new(11, 5, 400));
+        let mut seen = std::collections::HashSet::new();
+        for i in &p.invoices {
+            assert_eq!(i.address.check(i.network), None, "{}", i.address);
+            assert!(i.network.carries(i.asset));
+            assert!(seen.insert(i.address.canonical(i.network)), "{}", i.address);
+            assert_eq!(i.address, deposit_address(i.id, i.network));
+        }
+    }
 
     #[test]
     fn the_same_seed_gives_the_same_plan() {

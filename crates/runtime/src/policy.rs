@@ -3,9 +3,9 @@
 //! Guarantees: [`GroupPolicy::spec`] returns exactly the numbers of the spec's tables — "Consumer Group
 //! Configuration" (group, topics, guarantee), "Consumer Configuration Settings" (batch size = max poll records,
 //! session timeout, heartbeat, retry backoff) and "Retry Configuration" (max retries, backoff) — for the four
-//! groups the spec lists, and our documented choices for `audit-logging` and `notification-delivery`, which the
-//! spec's settings and retry tables leave out (see `docs/decisions/0007-consumer-runtime.md`). A unit test pins
-//! every number. Configuration can override any field ([`PolicyOverrides`]); [`GroupPolicy::validate`] rejects
+//! groups the spec lists, and our documented choices for `audit-logging`, `notification-delivery` and
+//! `payment-ingestion` (decision 0034), which the spec's settings and retry tables leave out (see
+//! `docs/decisions/0007-consumer-runtime.md`). A unit test pins every number. Configuration can override any field ([`PolicyOverrides`]); [`GroupPolicy::validate`] rejects
 //! inconsistent results at start-up.
 //!
 //! How the two retry notions are read (decision 0007):
@@ -131,14 +131,15 @@ pub struct GroupPolicy {
     pub retry: RetryPolicy,
 }
 
-/// The six groups of the design.
-pub const GROUPS: [&str; 6] = [
+/// The seven groups of the design.
+pub const GROUPS: [&str; 7] = [
     READ_MODEL_PROJECTIONS,
     WEBHOOK_DELIVERY,
     SETTLEMENT_PROCESSING,
     ANALYTICS_AGGREGATION,
     AUDIT_LOGGING,
     NOTIFICATION_DELIVERY,
+    PAYMENT_INGESTION,
 ];
 pub const READ_MODEL_PROJECTIONS: &str = "read-model-projections";
 pub const WEBHOOK_DELIVERY: &str = "webhook-delivery";
@@ -146,6 +147,7 @@ pub const SETTLEMENT_PROCESSING: &str = "settlement-processing";
 pub const ANALYTICS_AGGREGATION: &str = "analytics-aggregation";
 pub const AUDIT_LOGGING: &str = "audit-logging";
 pub const NOTIFICATION_DELIVERY: &str = "notification-delivery";
+pub const PAYMENT_INGESTION: &str = "payment-ingestion";
 
 /// Transient retries never wait longer than this by default.
 pub const DEFAULT_TRANSIENT_BACKOFF_CAP: Duration = Duration::from_secs(30);
@@ -189,6 +191,10 @@ impl GroupPolicy {
         // spec's settings and retry tables — our choices (decision 0007): audit is an append-only log like the
         // read models, and a compliance log must not skip a record lightly (20 retries 15 s apart: 5 minutes of
         // blocking its partition before the DLQ); notifications fail like webhooks (external providers).
+        // Payment ingestion is not in the spec either (decision 0034): exactly-once into the database like
+        // settlement (its results are money events), batch 100; a report for an address no invoice has yet is
+        // usually an InvoiceCreated still on its way, so business errors retry 1, 2, 4, 8, 16 s (31 s) before the
+        // DLQ — short, because the key is the scanner, and one stuck report holds up that scanner's later ones.
         #[rustfmt::skip]
         let (topics, guarantee, batch_size, session_timeout, retry_backoff, retry): Row = match group {
             //                        topics                               guarantee      batch  session   retry backoff  business retries
@@ -198,6 +204,7 @@ impl GroupPolicy {
             ANALYTICS_AGGREGATION =>  (&[DOMAIN_EVENTS, ANALYTICS_EVENTS], ExactlyOnceDb, 1000,  secs(60), millis(100),   fixed(secs(10), 2)),
             AUDIT_LOGGING =>          (&[DOMAIN_EVENTS],                   AtLeastOnce,   500,   secs(30), millis(100),   linear(secs(15), 20)),
             NOTIFICATION_DELIVERY =>  (&[NOTIFICATION_EVENTS],             AtLeastOnce,   100,   secs(30), secs(1),       exponential(secs(2), 5)),
+            PAYMENT_INGESTION =>      (&[INTEGRATION_EVENTS, DOMAIN_EVENTS], ExactlyOnceDb, 100, secs(45), millis(500),   exponential(secs(1), 5)),
             _ => return None,
         };
         Some(GroupPolicy {
@@ -486,6 +493,17 @@ mod tests {
                 .retry
                 .schedule()
         );
+        let payments = GroupPolicy::spec(PAYMENT_INGESTION).unwrap();
+        assert_eq!(
+            payments.topics,
+            [topics::INTEGRATION_EVENTS, topics::DOMAIN_EVENTS]
+        );
+        assert_eq!(payments.guarantee, Guarantee::ExactlyOnceDb);
+        assert_eq!(
+            (payments.batch_size, payments.session_timeout),
+            (100, s(45))
+        );
+        assert_eq!(payments.retry.schedule(), [s(1), s(2), s(4), s(8), s(16)]);
         for group in GROUPS {
             GroupPolicy::spec(group).unwrap().validate().unwrap();
         }
@@ -553,8 +571,8 @@ mod tests {
             "retry": { "max_retries": 4, "backoff": { "kind": "fixed", "interval": "3s" } },
         }))
         .unwrap();
-        let p = GroupPolicy::resolve("payment-ingestion", &overrides).unwrap();
-        assert_eq!(p.group, "payment-ingestion");
+        let p = GroupPolicy::resolve("fraud-screening", &overrides).unwrap();
+        assert_eq!(p.group, "fraud-screening");
         assert_eq!(p.topics, ["crypto-checkout.integration-events"]);
         assert_eq!((p.batch_size, p.guarantee), (200, Guarantee::AtLeastOnce));
         assert_eq!(p.retry.schedule(), [s(3); 4]);
@@ -563,7 +581,7 @@ mod tests {
             topics: Some(vec!["t".into()]),
             ..Default::default()
         };
-        let err = GroupPolicy::resolve("payment-ingestion", &partial).unwrap_err();
+        let err = GroupPolicy::resolve("fraud-screening", &partial).unwrap_err();
         assert!(
             err.to_string().contains("guarantee, batch_size, retry"),
             "{err}"

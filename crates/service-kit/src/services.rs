@@ -45,6 +45,10 @@ pub const SERVICES: &[ServiceSpec] = &[
         name: "bus-monitor",
         ops_port: 9108,
     },
+    ServiceSpec {
+        name: "payments",
+        ops_port: 9109,
+    },
 ];
 
 /// The spec of the service called `name`.

@@ -2,7 +2,7 @@
 //!
 //! Guarantees: `validate` applies exactly the decoders the services use — `events::decode` for domain events,
 //! `events::CheckoutViewed::decode` for a record whose `event_type` is `CheckoutViewed` (the analytics topic's
-//! contract) — so "valid here" means "accepted by its consumers"; each error is reported with its line number
+//! contract), `events::IntegrationEvent::decode` for the integration topic's scanner reports — so "valid here" means "accepted by its consumers"; each error is reported with its line number
 //! and JSON path, and the exit code is non-zero if any record is invalid or there was none. `schema` and
 //! `example` know every contract too. Results go to stdout (canonical records, schemas, examples); diagnostics
 //! and summaries to stderr, so output can be piped.
@@ -14,6 +14,7 @@ use std::path::PathBuf;
 use anyhow::{Context, bail};
 use clap::builder::{PossibleValuesParser, TypedValueParser};
 use events::analytics::{CHECKOUT_VIEWED, CHECKOUT_VIEWED_VERSION, CheckoutViewed};
+use events::integration::{self, IntegrationEvent};
 use events::notification::{
     NOTIFICATION_REQUESTED, NOTIFICATION_REQUESTED_VERSION, NotificationRequested,
 };
@@ -35,7 +36,7 @@ enum EventsCommand {
     ///
     /// Input is a file, or standard input when FILE is `-` or absent. A pretty-printed document is read as
     /// one envelope; otherwise every non-blank line is one envelope (NDJSON). A record whose event_type is
-    /// CheckoutViewed or NotificationRequested is checked against its topic's contract instead. Each invalid
+    /// CheckoutViewed, NotificationRequested or an integration record (TransactionObserved, ConfirmationsChanged, TransactionDropped) is checked against its topic's contract instead. Each invalid
     /// event is reported on stderr as `line N: <JSON path>: <kind>: <message>`, followed by a summary. Exit
     /// code: 0 if every event is valid, 1 if any is invalid or the input holds none, 2 if the input cannot be
     /// read.
@@ -46,7 +47,7 @@ enum EventsCommand {
     /// version). With TYPE, prints that type's schema at its current version, or at `--version`. These are
     /// the files committed under crates/events/schemas/.
     Schema(SchemaArgs),
-    /// Print a valid example event of TYPE (or a CheckoutViewed or NotificationRequested record), in canonical form.
+    /// Print a valid example event of TYPE (or a CheckoutViewed, NotificationRequested or an integration record (TransactionObserved, ConfirmationsChanged, TransactionDropped) record), in canonical form.
     ///
     /// Examples are deterministic and tell one story: the spec's USD 16.49 invoice, paid in USDT on Tron,
     /// settled at 1 %. Feed them to `validate`, or use them as test fixtures.
@@ -65,7 +66,7 @@ struct ValidateArgs {
 
 #[derive(Debug, clap::Args)]
 struct SchemaArgs {
-    /// Event type, CheckoutViewed or NotificationRequested; all domain events when absent.
+    /// Event type, CheckoutViewed, NotificationRequested or an integration record (TransactionObserved, ConfirmationsChanged, TransactionDropped); all domain events when absent.
     #[arg(value_name = "TYPE", value_parser = record_type_parser())]
     event_type: Option<RecordType>,
     /// Schema version (default: the current one). Needs TYPE.
@@ -78,7 +79,7 @@ struct SchemaArgs {
 
 #[derive(Debug, clap::Args)]
 struct ExampleArgs {
-    /// Event type, CheckoutViewed or NotificationRequested.
+    /// Event type, CheckoutViewed, NotificationRequested or an integration record (TransactionObserved, ConfirmationsChanged, TransactionDropped).
     #[arg(value_name = "TYPE", value_parser = record_type_parser())]
     event_type: RecordType,
     /// Indent the JSON for reading (still valid input for `validate`).
@@ -92,6 +93,8 @@ enum RecordType {
     Event(EventType),
     CheckoutViewed,
     NotificationRequested,
+    /// A record of the integration topic (a scanner's report), by its index in `integration::RECORD_TYPES`.
+    Integration(usize),
 }
 
 /// Accepts exactly the catalogue's names and `CheckoutViewed`, and lists them in `--help` and in errors.
@@ -99,11 +102,18 @@ fn record_type_parser() -> impl TypedValueParser<Value = RecordType> {
     let names = EventType::ALL
         .iter()
         .map(|t| t.as_str())
-        .chain([CHECKOUT_VIEWED, NOTIFICATION_REQUESTED]);
+        .chain([CHECKOUT_VIEWED, NOTIFICATION_REQUESTED])
+        .chain(integration::RECORD_TYPES.iter().map(|(t, _)| *t));
     PossibleValuesParser::new(names).map(|name| match name.parse::<EventType>() {
         Ok(event_type) => RecordType::Event(event_type),
         Err(_) if name == NOTIFICATION_REQUESTED => RecordType::NotificationRequested,
-        Err(_) => RecordType::CheckoutViewed,
+        Err(_) if name == CHECKOUT_VIEWED => RecordType::CheckoutViewed,
+        Err(_) => RecordType::Integration(
+            integration::RECORD_TYPES
+                .iter()
+                .position(|(t, _)| *t == name)
+                .expect("one of the possible values"),
+        ),
     })
 }
 
@@ -175,6 +185,9 @@ pub fn validate_stream(
             Some(CHECKOUT_VIEWED) => CheckoutViewed::decode(bytes).and_then(|view| view.encode()),
             Some(NOTIFICATION_REQUESTED) => {
                 NotificationRequested::decode(bytes).and_then(|request| request.encode())
+            }
+            Some(t) if integration::RECORD_TYPES.iter().any(|(r, _)| *r == t) => {
+                IntegrationEvent::decode(bytes).and_then(|record| record.encode())
             }
             _ => decode(bytes).and_then(|envelope| encode(&envelope)),
         };
@@ -287,6 +300,16 @@ fn schema(args: SchemaArgs, io: &mut Io<'_>) -> anyhow::Result<u8> {
             events::topics::NOTIFICATION_EVENTS,
             v = NOTIFICATION_REQUESTED_VERSION,
         )?;
+        for (record_type, version) in integration::RECORD_TYPES {
+            writeln!(
+                io.stdout,
+                "{:<20} {:<11} {:<13} {version}..={version}  (on {})",
+                record_type,
+                integration::AGGREGATE_TYPE,
+                "source",
+                events::topics::INTEGRATION_EVENTS,
+            )?;
+        }
         return Ok(exit::OK);
     }
     let schema = match (args.event_type, args.version) {
@@ -305,6 +328,15 @@ fn schema(args: SchemaArgs, io: &mut Io<'_>) -> anyhow::Result<u8> {
                 "{NOTIFICATION_REQUESTED} has no version {version}; its only version is {NOTIFICATION_REQUESTED_VERSION}"
             ),
         },
+        (Some(RecordType::Integration(index)), version) => {
+            let (record_type, current) = integration::RECORD_TYPES[index];
+            match version {
+                None => {}
+                Some(v) if v == current => {}
+                Some(v) => bail!("{record_type} has no version {v}; its only version is {current}"),
+            }
+            integration::record_schema(record_type).expect("a record type of the topic")
+        }
         (Some(RecordType::Event(event_type)), version) => {
             let version = version.unwrap_or(event_type.current_version());
             match event_schema(event_type, version) {
@@ -338,6 +370,15 @@ fn example(args: ExampleArgs, io: &mut Io<'_>) -> anyhow::Result<u8> {
                 serde_json::to_writer_pretty(&mut *io.stdout, &view)?;
             } else {
                 io.stdout.write_all(&view.encode()?)?;
+            }
+        }
+        RecordType::Integration(index) => {
+            let bytes = examples::integration_events()[index].encode()?;
+            if args.pretty {
+                let value: serde_json::Value = serde_json::from_slice(&bytes)?;
+                serde_json::to_writer_pretty(&mut *io.stdout, &value)?;
+            } else {
+                io.stdout.write_all(&bytes)?;
             }
         }
         RecordType::NotificationRequested => {

@@ -22,6 +22,7 @@ pub mod merchant_cmd;
 pub mod notifications_cmd;
 pub mod outbox_cmd;
 pub mod projections_cmd;
+pub mod scanner_cmd;
 pub mod settlement_cmd;
 pub mod topics_cmd;
 pub mod verify;

@@ -17,6 +17,7 @@ checkoutctl::subcommands! {
     Webhooks(checkoutctl::webhooks_cmd::WebhooksArgs),
     Notifications(checkoutctl::notifications_cmd::NotificationsArgs),
     Groups(checkoutctl::groups_cmd::GroupsArgs),
+    Scanner(checkoutctl::scanner_cmd::ScannerArgs),
 }
 
 fn main() -> std::process::ExitCode {

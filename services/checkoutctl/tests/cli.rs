@@ -194,6 +194,10 @@ fn schema_prints_the_committed_schemas() {
     assert_eq!(printed(&["events", "schema"]), read("event.schema.json"));
     assert_eq!(
         printed(&["events", "schema", "InvoiceCreated"]),
+        read("InvoiceCreated.v2.schema.json")
+    );
+    assert_eq!(
+        printed(&["events", "schema", "InvoiceCreated", "--version", "1"]),
         read("InvoiceCreated.v1.schema.json")
     );
     assert_eq!(
@@ -201,10 +205,10 @@ fn schema_prints_the_committed_schemas() {
         read("MerchantSuspended.v1.schema.json")
     );
     checkoutctl()
-        .args(["events", "schema", "InvoiceCreated", "--version", "2"])
+        .args(["events", "schema", "InvoiceCreated", "--version", "3"])
         .assert()
         .code(2)
-        .stderr(predicates::str::contains("InvoiceCreated has no version 2"));
+        .stderr(predicates::str::contains("InvoiceCreated has no version 3"));
     checkoutctl()
         .args(["events", "schema", "--list"])
         .assert()
@@ -416,4 +420,97 @@ fn topics_commands_pass_the_services_client_properties_to_the_admin_client() {
     let (code, stderr) = topics_plan_with("CHECKOUT__KAFKA__CLIENT__ENABLE__AUTO__COMMIT", "true");
     assert_ne!(code, Some(0), "{stderr}");
     assert!(stderr.contains("enable.auto.commit"), "{stderr}");
+}
+
+#[test]
+fn integration_records_have_examples_schemas_and_are_validated_by_their_contract() {
+    for record in examples::integration_events() {
+        let name = record.record_type();
+        let canonical = record.encode().unwrap();
+        let output = checkoutctl()
+            .args(["events", "example", name])
+            .output()
+            .unwrap();
+        assert!(output.status.success(), "{name}");
+        assert_eq!(output.stdout, [canonical.clone(), b"\n".to_vec()].concat());
+
+        let (code, stdout, stderr) = run(&["events", "validate", "--canonical"], &canonical);
+        assert_eq!(code, 0, "{stderr}");
+        assert_eq!(stdout.trim_end().as_bytes(), canonical);
+
+        let bad = String::from_utf8(canonical.clone())
+            .unwrap()
+            .replace("\"network\":\"tron\"", "\"network\":\"bitcoin\"");
+        let (code, _, stderr) = run(&["events", "validate"], bad.as_bytes());
+        assert_eq!(code, 1, "USDT is not paid on Bitcoin");
+        assert!(
+            stderr.contains("line 1: $.data.output.network: invalid_value"),
+            "{stderr}"
+        );
+
+        let dir =
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../crates/events/schemas");
+        let committed: serde_json::Value = serde_json::from_str(
+            &std::fs::read_to_string(dir.join(format!("{name}.v1.schema.json"))).unwrap(),
+        )
+        .unwrap();
+        let output = checkoutctl()
+            .args(["events", "schema", name])
+            .output()
+            .unwrap();
+        assert!(output.status.success());
+        assert_eq!(
+            serde_json::from_slice::<serde_json::Value>(&output.stdout).unwrap(),
+            committed
+        );
+    }
+    checkoutctl()
+        .args(["events", "schema", "--list"])
+        .assert()
+        .success()
+        .stdout(predicates::str::contains(
+            "TransactionObserved  ChainOutput source        1..=1",
+        ));
+}
+
+#[test]
+fn the_scanner_simulator_prints_valid_reports_that_validate_prints() {
+    let args = [
+        "scanner",
+        "simulate",
+        "--address",
+        events::examples::TRON_ADDRESS,
+        "--amount",
+        "10",
+        "--amount",
+        "6.49",
+        "--required",
+        "5",
+        "--fate",
+        "survives",
+        "--duplicates",
+        "--reorder",
+        "--at",
+        "2026-11-30T10:00:00Z",
+    ];
+    let output = checkoutctl().args(args).output().unwrap();
+    assert!(output.status.success(), "{output:?}");
+    let again = checkoutctl().args(args).output().unwrap();
+    assert_eq!(output.stdout, again.stdout, "deterministic");
+    let lines = String::from_utf8(output.stdout.clone()).unwrap();
+    assert!(lines.lines().count() > 18, "{lines}");
+    let (code, _, stderr) = run(&["events", "validate"], &output.stdout);
+    assert_eq!(code, 0, "{stderr}");
+    let bad = checkoutctl()
+        .args([
+            "scanner",
+            "simulate",
+            "--address",
+            "0xnope",
+            "--amount",
+            "1",
+        ])
+        .output()
+        .unwrap();
+    assert!(!bad.status.success());
 }

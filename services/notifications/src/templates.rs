@@ -51,6 +51,16 @@ const SOURCES: &[(&str, &str, &str)] = &[
         "webhook_endpoint_disabled",
         include_str!("../templates/de/webhook_endpoint_disabled.j2"),
     ),
+    (
+        "en",
+        "invoice_paid",
+        include_str!("../templates/en/invoice_paid.j2"),
+    ),
+    (
+        "de",
+        "invoice_paid",
+        include_str!("../templates/de/invoice_paid.j2"),
+    ),
 ];
 
 /// The names of every template shipped.
@@ -189,6 +199,11 @@ mod tests {
             ("endpoint_id", "whep_0194b3c2-5d1e-7a8b-9c0d-1e2f3a4b5c6d"),
             ("disabled_at", "2026-11-30T10:00:00Z"),
             ("details", "answered 410 & gone"),
+            ("amount_due", "16.49"),
+            ("amount_paid", "16.50"),
+            ("overpaid_amount", "0.01"),
+            ("crypto_currency", "USDT"),
+            ("late_payment", "no"),
         ];
         let wanted: &[&str] = match template {
             "settlement_completed" => &[
@@ -207,6 +222,14 @@ mod tests {
                 "reason",
             ],
             "webhook_endpoint_disabled" => &["endpoint_id", "reason", "disabled_at", "details"],
+            "invoice_paid" => &[
+                "invoice_id",
+                "amount_due",
+                "amount_paid",
+                "overpaid_amount",
+                "crypto_currency",
+                "late_payment",
+            ],
             other => panic!("a template without test parameters: {other}"),
         };
         all.iter()

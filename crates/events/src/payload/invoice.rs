@@ -1,6 +1,7 @@
 //! Invoice events: an invoice is created, then paid, expired or cancelled.
 //!
-//! Guarantees: amounts respect their currency's decimals; a created invoice asks for a positive amount; an
+//! Guarantees: a created invoice (version 2) names its deposit address, valid for its network, on a network that
+//! carries its asset; amounts respect their currency's decimals; a created invoice asks for a positive amount; an
 //! expired invoice was not paid in full (a partial payment is visible as `crypto_amount_paid > 0`); a paid
 //! invoice was paid at least in full, its over-payment is exactly `paid − due`, and a late payment (after
 //! expiry) is flagged. Every event names its merchant, so webhook delivery needs no lookup.
@@ -9,6 +10,7 @@ use chrono::{DateTime, Utc};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+use super::Deposit;
 use super::{check_decimals, check_details, check_positive, check_unique, invariant};
 use crate::error::ContractError;
 use crate::id::{MerchantId, PaymentId};
@@ -35,6 +37,11 @@ pub struct InvoiceCreated {
         deserialize_with = "rfc3339::deserialize"
     )]
     pub expires_at: DateTime<Utc>,
+    /// Where the customer pays: the invoice's address on one network, and the confirmations a payment needs
+    /// there (version 2). Absent only in upcast version 1 events: such an invoice cannot be matched to payments
+    /// on chain.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deposit: Option<Deposit>,
 }
 
 impl InvoiceCreated {
@@ -42,7 +49,11 @@ impl InvoiceCreated {
         check_positive(self.total_amount, "total_amount")?;
         check_decimals(self.total_amount, self.currency, "total_amount")?;
         check_positive(self.crypto_amount, "crypto_amount")?;
-        check_decimals(self.crypto_amount, self.crypto_currency, "crypto_amount")
+        check_decimals(self.crypto_amount, self.crypto_currency, "crypto_amount")?;
+        if let Some(deposit) = &self.deposit {
+            deposit.validate(self.crypto_currency, "deposit")?;
+        }
+        Ok(())
     }
 }
 

@@ -11,7 +11,7 @@
 
 mod invoice;
 mod merchant;
-mod payment;
+pub(crate) mod payment;
 mod settlement;
 
 pub use invoice::{
@@ -23,8 +23,9 @@ pub use merchant::{
     WebhookEndpointDisabled,
 };
 pub use payment::{
-    Network, PaymentConfirmed, PaymentConfirming, PaymentCoverage, PaymentDetected, PaymentFailed,
-    PaymentFailureReason, TransactionHash,
+    Address, Deposit, MAX_ADDRESS_CHARS, MAX_CONFIRMATIONS, Network, PaymentConfirmed,
+    PaymentConfirming, PaymentCoverage, PaymentDetected, PaymentFailed, PaymentFailureReason,
+    TransactionHash,
 };
 pub use settlement::{
     SettlementCompleted, SettlementCreated, SettlementFailed, SettlementFailureReason,

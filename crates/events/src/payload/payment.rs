@@ -73,7 +73,7 @@ impl TransactionHash {
         &self.0
     }
 
-    fn check_network(&self, network: Network) -> Result<(), ContractError> {
+    pub(crate) fn check_network(&self, network: Network) -> Result<(), ContractError> {
         if self.0.starts_with("0x") != network.hash_has_0x() {
             let expected = if network.hash_has_0x() {
                 "with"
@@ -122,8 +122,121 @@ impl JsonSchema for TransactionHash {
     }
 }
 
+/// Longest address accepted on the wire (untrusted input is bounded before it is checked further).
+pub const MAX_ADDRESS_CHARS: usize = 100;
+
+const BASE58: &[u8] = b"123456789ABCDEFGHJKLMNPQRSTUVWXYZabcdefghijkmnopqrstuvwxyz";
+const BECH32: &[u8] = b"qpzry9x8gf2tvdw0s3jn54khce6mua7l";
+
+/// A receiving address on a network: its form is checked against the network's address format (EVM: `0x` and 40
+/// hex digits, any case; Tron: `T` and 33 base58 characters; Bitcoin: bech32 `bc1…` or base58 `1…`/`3…`).
+/// Checksums are not verified: a scanner only reports addresses it watches, and matching is exact.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
+#[serde(transparent)]
+pub struct Address(
+    #[schemars(length(min = 26, max = 100), regex(pattern = "^[0-9A-Za-z]+$"))] pub String,
+);
+
+impl Address {
+    /// Why `self` is not an address of `network` (None: it is).
+    pub fn check(&self, network: Network) -> Option<String> {
+        let a = self.0.as_str();
+        let ok = a.len() <= MAX_ADDRESS_CHARS
+            && match network {
+                Network::Ethereum | Network::Polygon => a
+                    .strip_prefix("0x")
+                    .is_some_and(|h| h.len() == 40 && h.bytes().all(|b| b.is_ascii_hexdigit())),
+                Network::Tron => {
+                    a.len() == 34 && a.starts_with('T') && a.bytes().all(|b| BASE58.contains(&b))
+                }
+                Network::Bitcoin => {
+                    let lower = a.to_ascii_lowercase();
+                    match lower.strip_prefix("bc1") {
+                        Some(rest) => {
+                            (a == lower || a == a.to_ascii_uppercase())
+                                && (11..=71).contains(&rest.len())
+                                && rest.bytes().all(|b| BECH32.contains(&b))
+                        }
+                        None => {
+                            (a.starts_with('1') || a.starts_with('3'))
+                                && (26..=35).contains(&a.len())
+                                && a.bytes().all(|b| BASE58.contains(&b))
+                        }
+                    }
+                }
+            };
+        (!ok).then(|| format!("`{a}` is not a {network:?} address"))
+    }
+
+    /// The form addresses are matched in: EVM hex and bech32 lower-cased (they are case-insensitive), base58 as is.
+    pub fn canonical(&self, network: Network) -> String {
+        match network {
+            Network::Ethereum | Network::Polygon => self.0.to_ascii_lowercase(),
+            Network::Bitcoin if self.0.to_ascii_lowercase().starts_with("bc1") => {
+                self.0.to_ascii_lowercase()
+            }
+            Network::Bitcoin | Network::Tron => self.0.clone(),
+        }
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for Address {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// Where and how an invoice is paid: one address on one network for the invoice's one asset (`InvoiceCreated`
+/// version 2, decision 0034), and the confirmations a payment needs there — the merchant's speed policy at the
+/// invoice's creation, scaled for the network (a later settings change does not move an open invoice's bar).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Deposit {
+    /// Network the invoice is paid on; it must carry the invoice's asset.
+    pub network: Network,
+    /// The invoice's own receiving address on that network.
+    pub address: Address,
+    /// Confirmations a payment needs to be final (0: accepted when seen); at most 10000.
+    #[schemars(range(max = 10000))]
+    pub required_confirmations: u32,
+}
+
+/// Most confirmations any contract counts (a bound on untrusted input; deeper is final anyway).
+pub const MAX_CONFIRMATIONS: u32 = 10_000;
+
+impl Deposit {
+    pub(crate) fn validate(&self, asset: CryptoAsset, path: &str) -> Result<(), ContractError> {
+        if !self.network.carries(asset) {
+            return Err(ContractError::at(
+                ContractErrorKind::InvalidValue,
+                &format!("{path}.network"),
+                format!("{} is not paid on {:?}", asset.code(), self.network),
+            ));
+        }
+        if let Some(why) = self.address.check(self.network) {
+            return Err(ContractError::at(
+                ContractErrorKind::InvalidValue,
+                &format!("{path}.address"),
+                why,
+            ));
+        }
+        if self.required_confirmations > MAX_CONFIRMATIONS {
+            return Err(ContractError::at(
+                ContractErrorKind::InvalidValue,
+                &format!("{path}.required_confirmations"),
+                format!("at most {MAX_CONFIRMATIONS}"),
+            ));
+        }
+        Ok(())
+    }
+}
+
 /// Checks the asset/network pair and the hash format shared by every payment event.
-fn check_chain(
+pub(crate) fn check_chain(
     asset: CryptoAsset,
     network: Network,
     hash: &TransactionHash,

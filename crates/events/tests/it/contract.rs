@@ -81,7 +81,10 @@ fn the_specs_invoice_created_example_decodes_and_re_encodes_equivalently() {
     assert_eq!(created.crypto_currency, CryptoAsset::Usdt);
     assert_eq!(envelope.partition_key(), INV_456);
 
+    // Version 1 upcasts to version 2 without a deposit address and is written as version 2 (decision 0034).
+    assert_eq!(created.deposit, None);
     let encoded: Value = serde_json::from_slice(&encode(&envelope).unwrap()).unwrap();
+    let spec = set(spec, "/event_version", json!(2));
     assert!(equivalent(&spec, &encoded), "{spec}\n{encoded}");
     assert_eq!(encoded["event_data"]["total_amount"], json!("16.49"));
     assert_eq!(decode_value(&encoded).unwrap(), envelope);
@@ -292,7 +295,7 @@ fn unknown_event_types_are_rejected() {
 #[test]
 fn unknown_versions_are_rejected() {
     let invoice = example_json(EventType::InvoiceCreated);
-    for version in [0, 2, 99] {
+    for version in [0, 3, 99] {
         assert_rejected(
             &set(invoice.clone(), "/event_version", json!(version)),
             Kind::UnknownVersion,
@@ -479,6 +482,8 @@ fn an_18_decimal_eth_amount_given_as_a_json_number_stays_exact() {
     let mut invoice = example_json(EventType::InvoiceCreated);
     invoice["event_data"]["crypto_currency"] = json!("ETH");
     invoice["event_data"]["crypto_amount"] = number("0.004938271604938271");
+    invoice["event_data"]["deposit"] = json!({"network": "ethereum",
+        "address": "0x52908400098527886e0f7030069857d2e4169ee7", "required_confirmations": 3});
     let envelope = decode_value(&invoice).unwrap();
     let EventData::InvoiceCreated(created) = envelope.data() else {
         panic!("wrong payload")
@@ -742,7 +747,7 @@ fn kafka_headers_mirror_the_envelope() {
     let headers: std::collections::HashMap<_, _> = created.kafka_headers().into_iter().collect();
     assert_eq!(headers[headers::EVENT_ID], created.event_id().to_string());
     assert_eq!(headers[headers::EVENT_TYPE], "InvoiceCreated");
-    assert_eq!(headers[headers::EVENT_VERSION], "1");
+    assert_eq!(headers[headers::EVENT_VERSION], "2");
     assert_eq!(headers[headers::AGGREGATE_TYPE], "Invoice");
     assert_eq!(headers[headers::CONTENT_TYPE], "application/json");
     assert_eq!(

@@ -193,6 +193,42 @@ fn the_notification_example_validates_and_the_schema_refuses_what_the_decoder_re
 }
 
 #[test]
+fn the_integration_examples_validate_and_the_schemas_refuse_what_the_decoder_refuses() {
+    for record in examples::integration_events() {
+        let schema = events::integration::record_schema(record.record_type()).unwrap();
+        let validator = jsonschema::validator_for(schema.as_value()).unwrap();
+        let json: Value = serde_json::from_slice(&record.encode().unwrap()).unwrap();
+        assert_eq!(schema_errors(&validator, &json), Vec::<String>::new());
+        assert!(!VALIDATORS.combined.is_valid(&json), "not a domain event");
+        for (pointer, value) in [
+            ("/event_version", json!(2)),
+            ("/event_type", json!("InvoiceCreated")),
+            ("/source", json!("Scanner Tron")),
+            ("/data/output/network", json!("dogechain")),
+            ("/data/output/amount", json!("-1")),
+            ("/data/output/address", json!("short")),
+            ("/extra", json!(1)),
+        ] {
+            let mut bad = json.clone();
+            match bad.pointer_mut(pointer) {
+                Some(slot) => *slot = value,
+                None => bad["extra"] = value,
+            }
+            assert!(!validator.is_valid(&bad), "{pointer}");
+            assert!(
+                events::IntegrationEvent::decode(bad.to_string().as_bytes()).is_err(),
+                "{pointer}"
+            );
+        }
+        assert!(
+            schema_dir()
+                .join(events::integration::schema_file_name(record.record_type()))
+                .exists()
+        );
+    }
+}
+
+#[test]
 fn a_version_1_suspension_validates_against_the_combined_schema() {
     let mut v1 = example_json(EventType::MerchantSuspended);
     v1["event_version"] = json!(1);
@@ -227,7 +263,7 @@ fn schemas_refuse_what_the_decoder_refuses_structurally() {
             "other event type",
             Box::new(|v| v["event_type"] = json!("InvoicePaid")),
         ),
-        ("other version", Box::new(|v| v["event_version"] = json!(2))),
+        ("other version", Box::new(|v| v["event_version"] = json!(3))),
         (
             "other aggregate type",
             Box::new(|v| v["aggregate_type"] = json!("Merchant")),

@@ -178,6 +178,7 @@ fn invoice_created() -> impl Strategy<Value = Payload> {
                         crypto_amount: crypto,
                         crypto_currency: asset,
                         expires_at,
+                        deposit: None,
                     };
                     (id.into(), payload.into())
                 })

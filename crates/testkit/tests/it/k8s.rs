@@ -24,7 +24,8 @@ const ENVIRONMENTS: [&str; 4] = ["development", "staging", "production", "dr"];
 /// The spec's "Consumer Group Configuration" and "Consumer Group Monitoring" per service binary: its group, the
 /// topics it consumes, the consumers in production, the lag alert (the ScaledObject's threshold). Audit has no
 /// lag alert in the spec: it takes the read models' (same policy shape, decision 0030); notifications has none
-/// either: it takes webhook delivery's (decision 0031).
+/// either: it takes webhook delivery's (decision 0031); payment ingestion is not in the spec: settlement's (decision
+/// 0034).
 const CONSUMERS: &[(&str, &str, &[&str], i64, i64)] = &[
     (
         "projections",
@@ -70,6 +71,16 @@ const CONSUMERS: &[(&str, &str, &[&str], i64, i64)] = &[
         &["crypto-checkout.notification-events"],
         3,
         100,
+    ),
+    (
+        "payments",
+        "payment-ingestion",
+        &[
+            "crypto-checkout.integration-events",
+            "crypto-checkout.domain-events",
+        ],
+        2,
+        10,
     ),
 ];
 /// Not a consumer group: two replicas share the 64 key buckets (decision 0030).
