@@ -154,7 +154,7 @@ mod tests {
         assert_eq!(s.canary.interval, Duration::from_secs(1));
         assert_eq!(s.canary.timeout, Duration::from_secs(10));
         s.validate().unwrap();
-        assert_eq!(s.watched_groups().len(), 6);
+        assert_eq!(s.watched_groups().len(), lag::platform_groups().len());
     }
 
     #[test]
@@ -175,7 +175,8 @@ mod tests {
             ..Default::default()
         };
         let groups = s.watched_groups();
-        assert_eq!(groups.len(), 7);
+        // audit-logging replaced, `extra` added.
+        assert_eq!(groups.len(), lag::platform_groups().len() + 1);
         assert_eq!(
             groups
                 .iter()
