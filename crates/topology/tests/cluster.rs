@@ -82,7 +82,20 @@ async fn replication_factor_drift_is_reported_not_changed_and_the_printed_reassi
         "{}",
         report.plan
     );
-    let observed = observe(&bootstrap, topology.system()).await;
+    // A broker answers DescribeConfigs from its copy of the metadata log, which may trail the controller that
+    // applied the change by a moment on a freshly started cluster: read until every topic shows the applied
+    // compression (bounded), then check everything.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
+    let observed = loop {
+        let observed = observe(&bootstrap, topology.system()).await;
+        let settled = observed
+            .values()
+            .all(|t| t.overrides.get("compression.type").map(String::as_str) == Some("lz4"));
+        if settled || std::time::Instant::now() >= deadline {
+            break observed;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+    };
     for (name, topic) in &observed {
         assert_eq!(
             topic.replication_factors,
