@@ -39,3 +39,33 @@ async fn wait_for_signal() {
         let _ = tokio::signal::ctrl_c().await;
     }
 }
+
+/// The `main` of a long-running service that is not a consumer group (those use `runtime::service::main`):
+/// configuration for `service` (defaults, `file`, the environment; an error exits 2 on stderr), telemetry, then
+/// `run` until SIGTERM/Ctrl-C; a failure is logged with its cause chain and exits 1.
+pub async fn serve<S, F, Fut>(
+    service: &str,
+    file: Option<&std::path::Path>,
+    run: F,
+) -> std::process::ExitCode
+where
+    S: serde::de::DeserializeOwned + serde::Serialize + Default,
+    F: FnOnce(crate::config::Settings<S>, CancellationToken) -> Fut,
+    Fut: std::future::Future<Output = anyhow::Result<()>>,
+{
+    let config = match crate::config::Settings::<S>::load_service(service, file) {
+        Ok(config) => config,
+        Err(err) => {
+            eprintln!("{service}: {err}");
+            return std::process::ExitCode::from(2);
+        }
+    };
+    crate::telemetry::init(&config.log);
+    match run(config, on_signal()).await {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(err) => {
+            tracing::error!(error = format!("{err:#}"), "{service} failed");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}

@@ -5,7 +5,6 @@ use std::process::ExitCode;
 
 use bus_monitor::{Config, SERVICE};
 use clap::Parser;
-use service_kit::telemetry;
 
 /// Exports consumer-group lag (messages, seconds, Burrow-style status) from the broker's view and runs a
 /// KMinion-style canary through its own topic.
@@ -26,24 +25,12 @@ struct Args {
 #[tokio::main]
 async fn main() -> ExitCode {
     let args = Args::parse();
-    let config = match Config::load_service(SERVICE, args.config.as_deref()) {
-        Ok(config) => config,
-        Err(err) => {
-            eprintln!("{SERVICE}: {err}");
-            return ExitCode::from(2);
-        }
-    };
-    telemetry::init(&config.log);
-    let shutdown = service_kit::shutdown::on_signal();
-    let result = match bus_monitor::start(config, shutdown).await {
-        Ok(running) => running.wait().await,
-        Err(err) => Err(err),
-    };
-    match result {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(err) => {
-            tracing::error!(error = format!("{err:#}"), "{SERVICE} failed");
-            ExitCode::FAILURE
-        }
-    }
+    service_kit::shutdown::serve(
+        SERVICE,
+        args.config.as_deref(),
+        |config: Config, shutdown| async move {
+            bus_monitor::start(config, shutdown).await?.wait().await
+        },
+    )
+    .await
 }

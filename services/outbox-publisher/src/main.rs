@@ -5,7 +5,6 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use outbox_publisher::{Config, SERVICE};
-use service_kit::telemetry;
 
 /// Publishes the transactional outbox to Kafka with the spec's producer settings, in per-key commit order.
 ///
@@ -24,24 +23,15 @@ struct Args {
 #[tokio::main]
 async fn main() -> ExitCode {
     let args = Args::parse();
-    let config = match Config::load_service(SERVICE, args.config.as_deref()) {
-        Ok(config) => config,
-        Err(err) => {
-            eprintln!("{SERVICE}: {err}");
-            return ExitCode::from(2);
-        }
-    };
-    telemetry::init(&config.log);
-    let shutdown = service_kit::shutdown::on_signal();
-    let result = match outbox_publisher::start(config, shutdown).await {
-        Ok(running) => running.wait().await,
-        Err(err) => Err(err),
-    };
-    match result {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(err) => {
-            tracing::error!(error = format!("{err:#}"), "{SERVICE} failed");
-            ExitCode::FAILURE
-        }
-    }
+    service_kit::shutdown::serve(
+        SERVICE,
+        args.config.as_deref(),
+        |config: Config, shutdown| async move {
+            outbox_publisher::start(config, shutdown)
+                .await?
+                .wait()
+                .await
+        },
+    )
+    .await
 }
