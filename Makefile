@@ -16,7 +16,7 @@ CARGO ?= cargo
 # Run a command with the stack's environment (.dev/env) exported.
 WITH_ENV := set -a && . ./.dev/env && set +a &&
 
-.PHONY: help up down clean build tools test test-cluster deploy-check deploy-topics run fmt fmt-check lint ci bench bench-events bench-outbox bench-runtime bench-e2e bench-verify bench-webhooks
+.PHONY: help up down clean build tools test test-cluster deploy-check deploy-topics deploy-rules run fmt fmt-check lint ci bench bench-events bench-outbox bench-runtime bench-e2e bench-verify bench-webhooks
 
 help: ## Show the targets.
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | expand -t 14
@@ -48,6 +48,9 @@ deploy-topics: ## Rewrite deploy/k8s/overlays/*/kafka-topics.yaml from deploy/ka
 	for env in development staging production dr; do \
 	  $(CARGO) run -q -p checkoutctl -- topics export --format strimzi --env $$env -o deploy/k8s/overlays/$$env/kafka-topics.yaml || exit 1; \
 	done
+
+deploy-rules: ## Rewrite deploy/k8s/base/prometheus-rules.yaml and kafka-metrics.yaml from deploy/monitoring (the alert rules and the brokers' JMX exporter rules).
+	./deploy/monitoring/export-k8s
 
 test-cluster: ## Tests that need the 3-broker cluster (production profile: RF 3, min ISR 2).
 	@BROKERS=3 SKIP_MIGRATE=1 ./deploy/local/up

@@ -768,3 +768,169 @@ fn each_services_config_and_variables_pass_the_configuration_loader() {
         }
     }
 }
+
+/// The rule files Prometheus loads in `make run`, parsed: the `groups` of every deploy/monitoring/rules/*.yaml,
+/// in file-name order.
+fn monitoring_rule_groups() -> Vec<Value> {
+    let dir = workspace_root().join("deploy/monitoring/rules");
+    let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "yaml"))
+        .collect();
+    files.sort();
+    assert!(!files.is_empty(), "no rule file in {}", dir.display());
+    files
+        .iter()
+        .flat_map(|file| {
+            let doc: Value = serde_yaml::from_str(&std::fs::read_to_string(file).unwrap()).unwrap();
+            doc["groups"]
+                .as_sequence()
+                .unwrap_or_else(|| panic!("{}: no groups", file.display()))
+                .clone()
+        })
+        .collect()
+}
+
+#[test]
+fn the_prometheus_rule_and_the_brokers_exporter_rules_are_generated_from_deploy_monitoring() {
+    // The committed files are what deploy/monitoring/export-k8s writes now (`make deploy-rules` after editing a
+    // rule file).
+    let out = std::env::temp_dir().join(format!("k8s-export-{}", std::process::id()));
+    std::fs::create_dir_all(&out).unwrap();
+    run(Command::new(workspace_root().join("deploy/monitoring/export-k8s")).arg(&out));
+    for file in ["prometheus-rules.yaml", "kafka-metrics.yaml"] {
+        let committed =
+            std::fs::read_to_string(workspace_root().join("deploy/k8s/base").join(file)).unwrap();
+        let fresh = std::fs::read_to_string(out.join(file)).unwrap();
+        assert!(
+            committed == fresh,
+            "deploy/k8s/base/{file} is stale: run `make deploy-rules` (deploy/monitoring/export-k8s)"
+        );
+    }
+    std::fs::remove_dir_all(&out).unwrap();
+
+    // And what it writes means the same as the sources, read independently of the script: in every environment
+    // one PrometheusRule carrying exactly the rule files' groups, and the brokers' exporter rules equal to
+    // deploy/monitoring/jmx-exporter.yaml, referenced by the environment's Kafka.
+    let groups = monitoring_rule_groups();
+    let jmx: Value = serde_yaml::from_str(
+        &std::fs::read_to_string(workspace_root().join("deploy/monitoring/jmx-exporter.yaml"))
+            .unwrap(),
+    )
+    .unwrap();
+    for env in ENVIRONMENTS {
+        let docs = resources(env);
+        let rules = of_kind(&docs, "PrometheusRule");
+        assert_eq!(rules.len(), 1, "{env}: one PrometheusRule");
+        assert_eq!(
+            rules[0]["spec"]["groups"].as_sequence().unwrap(),
+            &groups,
+            "{env}: the PrometheusRule's groups are deploy/monitoring/rules'"
+        );
+        assert_eq!(
+            rules[0]["metadata"]["labels"]["app.kubernetes.io/part-of"], "crypto-checkout",
+            "{env}: the label a ruleSelector matches"
+        );
+        let kafka = of_kind(&docs, "Kafka");
+        assert_eq!(kafka.len(), 1, "{env}: one Kafka");
+        let reference = &kafka[0]["spec"]["kafka"]["metricsConfig"]["valueFrom"]["configMapKeyRef"];
+        let map = of_kind(&docs, "ConfigMap")
+            .into_iter()
+            .find(|m| m["metadata"]["name"] == reference["name"])
+            .unwrap_or_else(|| {
+                panic!(
+                    "{env}: the Kafka's metricsConfig names no rendered ConfigMap: {reference:?}"
+                )
+            });
+        let text = map["data"][reference["key"].as_str().unwrap()]
+            .as_str()
+            .unwrap_or_else(|| {
+                panic!(
+                    "{env}: no key {:?} in the metrics ConfigMap",
+                    reference["key"]
+                )
+            });
+        assert_eq!(
+            serde_yaml::from_str::<Value>(text).unwrap(),
+            jmx,
+            "{env}: the brokers run deploy/monitoring/jmx-exporter.yaml"
+        );
+    }
+}
+
+/// Every `job="…"` an alert expression selects on.
+fn jobs_the_rules_select() -> BTreeSet<String> {
+    let job = regex::Regex::new(r#"job\s*=\s*"([^"]+)""#).unwrap();
+    let mut jobs = BTreeSet::new();
+    for group in monitoring_rule_groups() {
+        for rule in group["rules"].as_sequence().unwrap() {
+            let expr = rule["expr"].as_str().unwrap();
+            jobs.extend(job.captures_iter(expr).map(|c| c[1].to_string()));
+        }
+    }
+    jobs
+}
+
+#[test]
+fn the_pod_monitors_label_targets_as_the_rules_expect() {
+    // The rules were written against deploy/monitoring/prometheus.yml's job names and its `service` label; the
+    // Prometheus Operator would name the job "<namespace>/<PodMonitor>" and set no `service`, and every `up{job=…}`
+    // alert would then watch nothing. Each PodMonitor relabels its targets to the local names.
+    let relabelled = |monitor: &Value, label: &str| -> Option<String> {
+        monitor["spec"]["podMetricsEndpoints"][0]["relabelings"]
+            .as_sequence()?
+            .iter()
+            .find(|r| r["targetLabel"] == label && r["sourceLabels"].is_null())
+            .and_then(|r| r["replacement"].as_str().map(str::to_string))
+    };
+    let wanted = jobs_the_rules_select();
+    assert!(
+        wanted.contains("kafka") && wanted.contains("checkout-services"),
+        "{wanted:?}"
+    );
+    for env in ENVIRONMENTS {
+        let docs = resources(env);
+        let monitors = of_kind(&docs, "PodMonitor");
+        let jobs: BTreeSet<String> = monitors
+            .iter()
+            .map(|m| {
+                relabelled(m, "job")
+                    .unwrap_or_else(|| panic!("{env}: PodMonitor {} sets no job", name(m)))
+            })
+            .collect();
+        assert!(
+            wanted.is_subset(&jobs),
+            "{env}: the rules select jobs {wanted:?}; the PodMonitors make {jobs:?}"
+        );
+        for deployment in of_kind(&docs, "Deployment") {
+            let service = name(deployment);
+            let labels = &deployment["spec"]["template"]["metadata"]["labels"];
+            let monitor = monitors
+                .iter()
+                .find(|m| {
+                    m["spec"]["selector"]["matchLabels"]
+                        .as_mapping()
+                        .unwrap()
+                        .iter()
+                        .all(|(k, v)| &labels[k] == v)
+                })
+                .unwrap_or_else(|| panic!("{env}: {service}: no PodMonitor"));
+            let job = if service == "bus-monitor" {
+                "bus-monitor"
+            } else {
+                "checkout-services"
+            };
+            assert_eq!(
+                relabelled(monitor, "job").as_deref(),
+                Some(job),
+                "{env}: {service}: job"
+            );
+            assert_eq!(
+                relabelled(monitor, "service").as_deref(),
+                Some(service),
+                "{env}: {service}: the label `service`"
+            );
+        }
+    }
+}
