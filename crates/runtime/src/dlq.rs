@@ -7,8 +7,16 @@
 //! acknowledgement (or, in mode (a), puts it in the same transaction as the offsets) before the source offset
 //! is committed; a failed DLQ write is an infrastructure error — retried, never skipped.
 //!
+//! One exception keeps a partition from stalling on a record the DLQ cannot hold: when the dead letter would
+//! exceed [`MAX_DEAD_LETTER_BYTES`] (a foreign producer may write up to the topic's 1 MiB, the contract allows
+//! 1 MB, and the provenance headers add up to ~5 KB), its value keeps only its first [`TRUNCATED_VALUE_BYTES`] and
+//! the headers [`VALUE_TRUNCATED`] (the original size) and [`VALUE_SHA256`] say so; the whole original stays
+//! at `dlq.original.topic`/partition/offset for the topic's retention. Refused whole by the broker, it would be
+//! refused forever, and the partition would wait behind it.
+//!
 //! Replaying: a DLQ record is the original plus `dlq.*` headers, so a replay tool strips the `dlq.` headers and
-//! produces key/value/headers back to `dlq.original.topic`.
+//! produces key/value/headers back to `dlq.original.topic` — except a truncated one, which must be fetched from
+//! its original position instead.
 
 use std::time::SystemTime;
 
@@ -51,6 +59,16 @@ pub const PROVENANCE_HEADERS: [&str; 10] = [
 /// Longest error message kept in a header (bytes, cut on a character boundary).
 pub const MAX_MESSAGE_BYTES: usize = 4096;
 
+/// Largest dead letter (key + value + headers) written whole: under librdkafka's default `message.max.bytes`
+/// (1 000 000, which the record's framing also counts) and the topics' 1 MiB `max.message.bytes`.
+pub const MAX_DEAD_LETTER_BYTES: usize = 960_000;
+/// What the value of a dead letter over [`MAX_DEAD_LETTER_BYTES`] keeps: its first bytes, for a human to read.
+pub const TRUNCATED_VALUE_BYTES: usize = 64 * 1024;
+/// On a truncated dead letter: the original value's size in bytes.
+pub const VALUE_TRUNCATED: &str = "dlq.value.truncated";
+/// On a truncated dead letter: the SHA-256 of the original value (lowercase hex), to check a fetched original.
+pub const VALUE_SHA256: &str = "dlq.value.sha256";
+
 /// The dead-letter record of `record`, which failed with `error` after the failures in `log`.
 pub fn dead_letter(
     record: &Record,
@@ -73,15 +91,41 @@ pub fn dead_letter(
     add(ATTEMPTS, log.attempts.to_string());
     add(FIRST_FAILURE, rfc3339(log.first_failure));
     add(LAST_FAILURE, rfc3339(log.last_failure));
+    let mut value = record.value.clone();
+    let size = |value: &Option<Vec<u8>>, headers: &[(String, Option<Vec<u8>>)]| {
+        let bytes = |v: &Option<Vec<u8>>| v.as_ref().map_or(0, Vec::len);
+        bytes(&record.key)
+            + bytes(value)
+            + headers
+                .iter()
+                .map(|(k, v)| k.len() + bytes(v))
+                .sum::<usize>()
+    };
+    let too_large = size(&value, &headers) > MAX_DEAD_LETTER_BYTES;
+    if let Some(whole) = value.as_mut().filter(|_| too_large) {
+        use sha2::Digest;
+        let digest = sha2::Sha256::digest(whole.as_slice());
+        let original = whole.len();
+        whole.truncate(TRUNCATED_VALUE_BYTES);
+        headers.push((
+            VALUE_TRUNCATED.into(),
+            Some(original.to_string().into_bytes()),
+        ));
+        headers.push((VALUE_SHA256.into(), Some(hex(&digest).into_bytes())));
+    }
     OutputRecord {
         topic: dead_letter_topic(&record.topic),
         // Same partition when the DLQ has as many partitions; otherwise the key decides. We let the key decide:
         // DLQ topics may have fewer partitions than their source.
         partition: None,
         key: record.key.clone(),
-        value: record.value.clone(),
+        value,
         headers,
     }
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 fn rfc3339(t: SystemTime) -> String {
@@ -159,6 +203,54 @@ mod tests {
         assert_eq!(get(ATTEMPTS), "2");
         assert_eq!(get(FIRST_FAILURE), "2025-01-15T10:00:00.123Z");
         assert_eq!(get(LAST_FAILURE), "2025-01-15T10:00:01.123Z");
+    }
+
+    #[test]
+    fn a_value_the_dlq_cannot_hold_is_cut_and_its_size_and_digest_kept() {
+        let record = |len: usize| Record {
+            topic: "crypto-checkout.domain-events".into(),
+            partition: 1,
+            offset: 9,
+            timestamp: None,
+            key: Some(b"inv_1".to_vec()),
+            value: Some(vec![b'x'; len]),
+            headers: vec![],
+        };
+        let log = FailureLog::first(ErrorClass::Schema, SystemTime::UNIX_EPOCH);
+        let err = HandlerError::schema("too large");
+        let header = |letter: &OutputRecord, name: &str| {
+            letter
+                .headers
+                .iter()
+                .find(|(k, _)| k == name)
+                .map(|(_, v)| String::from_utf8(v.clone().unwrap()).unwrap())
+        };
+
+        let fits = dead_letter(&record(900_000), "g", &err, &log);
+        assert_eq!(fits.value.as_ref().unwrap().len(), 900_000, "kept whole");
+        assert_eq!(header(&fits, VALUE_TRUNCATED), None);
+
+        let big = dead_letter(&record(1_040_000), "g", &err, &log);
+        assert_eq!(
+            big.value.as_deref(),
+            Some(&vec![b'x'; TRUNCATED_VALUE_BYTES][..])
+        );
+        assert_eq!(header(&big, VALUE_TRUNCATED).as_deref(), Some("1040000"));
+        use sha2::Digest;
+        let digest = sha2::Sha256::digest(vec![b'x'; 1_040_000]);
+        assert_eq!(header(&big, VALUE_SHA256), Some(hex(&digest)));
+        assert_eq!(
+            header(&big, ORIGINAL_OFFSET).as_deref(),
+            Some("9"),
+            "where the original is"
+        );
+        let total: usize = big.value.as_ref().unwrap().len()
+            + big
+                .headers
+                .iter()
+                .map(|(k, v)| k.len() + v.as_ref().map_or(0, Vec::len))
+                .sum::<usize>();
+        assert!(total < MAX_DEAD_LETTER_BYTES);
     }
 
     #[test]

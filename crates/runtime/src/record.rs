@@ -86,9 +86,26 @@ impl Record {
         decode(self.value_bytes()?).map_err(|e| HandlerError::Schema(e.into()))
     }
 
-    /// The event of the contract (decoded, upcast, validated); any contract violation is a schema error.
+    /// The event of the contract (decoded, upcast, validated) on a record keyed by the event's partition key (the
+    /// spec's "Partition Key Selection"); any contract violation is a schema error, and so is a record keyed
+    /// otherwise or not at all: it may sit in another partition than its aggregate's other events, so per-key
+    /// order cannot hold for it.
     pub fn decode_event(&self) -> Result<events::Envelope, HandlerError> {
-        self.decode_with(events::decode)
+        let event = self.decode_with(events::decode)?;
+        let expected = event.partition_key();
+        match self.key.as_deref() {
+            Some(key) if key == expected.as_bytes() => Ok(event),
+            Some(key) => Err(HandlerError::schema(format!(
+                "the record's key {:?} is not the partition key of its {} event ({expected}): it may sit in \
+                 another partition than its aggregate's events, out of their order",
+                String::from_utf8_lossy(&key[..key.len().min(128)]),
+                event.event_type(),
+            ))),
+            None => Err(HandlerError::schema(format!(
+                "the record has no key; its {} event's partition key is {expected}",
+                event.event_type(),
+            ))),
+        }
     }
 
     /// When the event happened, for the end-to-end latency metric: the envelope's `timestamp` field when the
@@ -199,7 +216,18 @@ mod tests {
         assert_eq!(err.class(), crate::ErrorClass::Schema);
         let example = events::examples::example(events::EventType::InvoiceCreated);
         let bytes = events::encode(&example).unwrap();
-        assert_eq!(record(&bytes).decode_event().unwrap(), example);
+        let keyed = |key: Option<&str>| Record {
+            key: key.map(|k| k.as_bytes().to_vec()),
+            ..record(&bytes)
+        };
+        let own_key = example.partition_key();
+        assert_eq!(keyed(Some(&own_key)).decode_event().unwrap(), example);
+        for wrong in [None, Some("mer_someone_else")] {
+            let err = keyed(wrong).decode_event().unwrap_err();
+            assert_eq!(err.class(), crate::ErrorClass::Schema, "key {wrong:?}");
+            let cause = std::error::Error::source(&err).unwrap().to_string();
+            assert!(cause.contains(&own_key), "{cause}");
+        }
         assert_eq!(
             record(&bytes).event_time(),
             Some(example.timestamp()),

@@ -214,7 +214,7 @@ struct Decoded {
 }
 
 fn decode(record: &Record) -> Result<Decoded, HandlerError> {
-    let envelope = record.decode_with(events::decode)?;
+    let envelope = record.decode_event()?;
     // `decode` accepted it, so it is UTF-8 JSON.
     let text = String::from_utf8(record.value_bytes()?.to_vec()).map_err(HandlerError::schema)?;
     Ok(Decoded {

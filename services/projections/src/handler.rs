@@ -67,11 +67,7 @@ impl BatchHandler for Projector {
         let events = records
             .iter()
             .enumerate()
-            .map(|(i, record)| {
-                record
-                    .decode_with(events::decode)
-                    .map_err(|e| BatchError::at(i, e))
-            })
+            .map(|(i, record)| record.decode_event().map_err(|e| BatchError::at(i, e)))
             .collect::<Result<Vec<_>, _>>()?;
         let mut tx = self
             .pool

@@ -9,6 +9,7 @@ mod oracle;
 mod batches;
 mod dlq;
 mod duplicates;
+mod edges;
 mod flows_e2e;
 mod rebuild;
 mod sigkill;
