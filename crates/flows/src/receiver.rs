@@ -36,6 +36,10 @@ pub enum Behaviour {
     Hang(Duration),
     /// Answers 200 after this delay.
     Slow(Duration),
+    /// Answers 200 with a body of this many bytes (a receiver that sends far more than anyone reads).
+    Huge(usize),
+    /// Slow loris: answers 200 at once, then sends its body one byte per this interval, forever.
+    Trickle(Duration),
 }
 
 /// One request as received.
@@ -168,7 +172,9 @@ async fn handle(
         (behaviour, *seen - 1)
     };
     let status = match &behaviour {
-        Behaviour::Ok | Behaviour::Slow(_) => Some(200),
+        Behaviour::Ok | Behaviour::Slow(_) | Behaviour::Huge(_) | Behaviour::Trickle(_) => {
+            Some(200)
+        }
         Behaviour::FailFirst { n, status } if index < *n => Some(*status),
         Behaviour::FailFirst { .. } => Some(200),
         Behaviour::Always(status) => Some(*status),
@@ -226,6 +232,17 @@ async fn handle(
             (StatusCode::OK, "ok").into_response()
         }
         Behaviour::Redirect => (StatusCode::FOUND, [("location", "/ok")]).into_response(),
+        Behaviour::Huge(n) => (StatusCode::OK, vec![b'x'; n]).into_response(),
+        Behaviour::Trickle(every) => {
+            let bytes = futures_util::stream::unfold((), move |()| async move {
+                tokio::time::sleep(every).await;
+                Some((
+                    Ok::<_, std::io::Error>(axum::body::Bytes::from_static(b"x")),
+                    (),
+                ))
+            });
+            (StatusCode::OK, axum::body::Body::from_stream(bytes)).into_response()
+        }
         _ => {
             let status = StatusCode::from_u16(status.unwrap_or(200)).unwrap_or(StatusCode::OK);
             (status, format!("answered {}", status.as_u16())).into_response()

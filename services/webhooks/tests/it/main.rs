@@ -5,6 +5,7 @@
 mod helpers;
 
 mod delivery;
+mod edges;
 mod failures;
 mod isolation;
 mod sigkill;
