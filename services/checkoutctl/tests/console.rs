@@ -563,3 +563,50 @@ fn the_dom_parser_reads_the_page_attributes() {
     );
     assert_eq!(page.verify.as_deref(), Some("ok"));
 }
+
+/// `status --watch --for` without a terminal: a plain block per interval, then a last one deciding the exit code;
+/// an unreachable Prometheus is named on every block and is exit 2 (never a pass), the database's part still
+/// shows.
+#[test]
+fn status_watch_without_a_terminal_prints_plain_blocks_and_names_what_it_cannot_read() {
+    let db = testkit::infra().database_url.clone();
+    let dead = format!("http://127.0.0.1:{}", free_port());
+    let output = Command::new(env!("CARGO_BIN_EXE_checkoutctl"))
+        .args([
+            "status",
+            "--watch",
+            "--interval",
+            "1s",
+            "--for",
+            "3s",
+            "--no-verify",
+        ])
+        .args(["--prometheus", &dead, "--database-url", &db])
+        .output()
+        .expect("run checkoutctl status");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert_eq!(output.status.code(), Some(2), "{stdout}");
+    assert!(
+        !stdout.contains('\x1b'),
+        "no terminal control off a terminal: {stdout:?}"
+    );
+    let blocks: Vec<&str> = stdout
+        .split("\n\n")
+        .filter(|b| !b.trim().is_empty())
+        .collect();
+    assert!(
+        blocks.len() >= 3,
+        "a block per second for 3s, then the last: {stdout}"
+    );
+    for block in blocks {
+        assert!(block.contains("verify off"), "{block}");
+        assert!(
+            block.contains("  invoices  "),
+            "the database's part: {block}"
+        );
+        assert!(
+            block.contains(&format!("  ! Prometheus at {dead}/ is unreachable")),
+            "{block}"
+        );
+    }
+}
