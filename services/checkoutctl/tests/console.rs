@@ -461,8 +461,8 @@ async fn the_console_draws_the_live_platform_in_headless_chromium() {
     }
 
     // Caught up: the summary says what the truth says.
-    system::wait_for_settlements(system.pool(), &[&flows], Duration::from_secs(180)).await;
-    system.wait_quiescent(Duration::from_secs(180)).await;
+    system::wait_for_settlements(system.pool(), &[&flows], Duration::from_secs(300)).await;
+    system.wait_quiescent(Duration::from_secs(300)).await;
     let output = Command::new(env!("CARGO_BIN_EXE_checkoutctl"))
         .args(["status", "--json", "--grace", "0"])
         .args(&args)
