@@ -18,6 +18,8 @@ checkoutctl::subcommands! {
     Notifications(checkoutctl::notifications_cmd::NotificationsArgs),
     Groups(checkoutctl::groups_cmd::GroupsArgs),
     Scanner(checkoutctl::scanner_cmd::ScannerArgs),
+    Status(checkoutctl::status_cmd::StatusArgs),
+    Console(checkoutctl::console_cmd::ConsoleArgs),
 }
 
 fn main() -> std::process::ExitCode {
