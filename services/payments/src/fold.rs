@@ -33,18 +33,15 @@ use events::{
 };
 use uuid::Uuid;
 
-/// Namespace of payment ids (UUID v5 of `network:hash:index`). Never change it.
-pub const PAYMENT_NAMESPACE: Uuid = Uuid::from_u128(0x7b1c_44e2_9a0d_4f53_8c61_2d9e_5a3f_0b17);
+/// Namespace of payment ids (UUID v5 of `network:hash:index`): [`events::integration::PAYMENT_NAMESPACE`].
+pub const PAYMENT_NAMESPACE: Uuid = events::integration::PAYMENT_NAMESPACE;
 /// Namespace of the ids of the events the service emits. Never change it.
 pub const PAYMENT_EVENT_NAMESPACE: Uuid =
     Uuid::from_u128(0x2e8a_6f10_c4b3_4d97_a512_8f0c_3b6e_d941);
 
-/// The payment id of an output.
+/// The payment id of an output ([`events::integration::payment_id`]).
 pub fn payment_id(network: Network, hash: &str, index: u32) -> Uuid {
-    Uuid::new_v5(
-        &PAYMENT_NAMESPACE,
-        format!("{}:{hash}:{index}", network_name(network)).as_bytes(),
-    )
+    events::integration::payment_id(network, hash, index)
 }
 
 /// The id of the event emitted for `of` (a payment or an invoice) at `step` (`detected`, `confirming:3`, …).

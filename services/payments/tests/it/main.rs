@@ -2,6 +2,7 @@
 //! the scenario (never from the service), SIGKILLs of the process, and an unknown address dead-lettered with its
 //! reason. Kafka and PostgreSQL must be running (`make up`); a test that cannot reach them fails.
 
+mod flows_e2e;
 mod scenario;
 
 use std::collections::{BTreeMap, BTreeSet};
