@@ -598,6 +598,18 @@ pub fn analytics_records(plan: &Plan) -> Vec<AnalyticsRecord> {
     out
 }
 
+/// The plan's checkout views up to its horizon as contract values ([`events::analytics::CheckoutViewed`]), in
+/// time order, with the ids of [`analytics_records`]: what a producer hands to `outbox::checkout::record_views`.
+pub fn checkout_views(plan: &Plan) -> Vec<events::analytics::CheckoutViewed> {
+    analytics_records(plan)
+        .iter()
+        .map(|r| {
+            events::analytics::CheckoutViewed::decode(&r.value)
+                .expect("the generator's records are valid")
+        })
+        .collect()
+}
+
 /// One `CheckoutViewed` record (the format of decision 0011).
 pub fn checkout_viewed(
     event_id: uuid::Uuid,
