@@ -93,3 +93,29 @@ pub async fn record_views(pool: &PgPool, views: &[CheckoutViewed]) -> Result<usi
     }
     Ok(appended)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_views_id_is_the_same_on_every_retry_and_differs_per_invoice_and_instant() {
+        let invoice = events::examples::invoice_id();
+        let at: DateTime<Utc> = "2025-01-15T10:01:12.345678Z".parse().unwrap();
+        assert_eq!(view_id(invoice, at), view_id(invoice, at));
+        assert_ne!(
+            view_id(invoice, at),
+            view_id(invoice, at + chrono::TimeDelta::microseconds(1))
+        );
+        let other = InvoiceId::from_uuid(Uuid::from_u128(7)).unwrap();
+        assert_ne!(view_id(invoice, at), view_id(other, at));
+        let view = CheckoutViewed {
+            event_id: view_id(invoice, at),
+            merchant_id: events::examples::merchant_id(),
+            invoice_id: invoice,
+            occurred_at: at,
+        };
+        assert_eq!(view.partition_key(), "2025-01-15");
+        view.encode().expect("a valid record");
+    }
+}
