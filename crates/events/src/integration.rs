@@ -441,6 +441,20 @@ pub fn network_name(network: Network) -> &'static str {
     }
 }
 
+/// Namespace of payment ids: the payment of a chain output is UUID v5 of `network:hash:index` under it, so the
+/// payments service and anyone predicting its events (the flow generator's scanner mode) derive the same id.
+/// Never change it.
+pub const PAYMENT_NAMESPACE: uuid::Uuid =
+    uuid::Uuid::from_u128(0x7b1c_44e2_9a0d_4f53_8c61_2d9e_5a3f_0b17);
+
+/// The payment id of the output `index` of transaction `hash` on `network` (UUID v5 under [`PAYMENT_NAMESPACE`]).
+pub fn payment_id(network: Network, hash: &str, index: u32) -> uuid::Uuid {
+    uuid::Uuid::new_v5(
+        &PAYMENT_NAMESPACE,
+        format!("{}:{hash}:{index}", network_name(network)).as_bytes(),
+    )
+}
+
 /// The JSON Schema (draft 2020-12) of one record type of the topic, or `None` for another name.
 pub fn record_schema(record_type: &str) -> Option<Schema> {
     let mut generator = crate::schema::generator();

@@ -40,6 +40,8 @@ struct Emitter {
     aside: StdRng,
     horizon: DateTime<Utc>,
     out: Vec<(DateTime<Utc>, Envelope)>,
+    /// A scanner plays the chain ([`domain_events_scanned`]): no payment event and no `InvoicePaid` here.
+    scanned: bool,
 }
 
 impl Emitter {
@@ -102,7 +104,19 @@ fn actor(kind: ActorKind, id: &str) -> Actor {
 
 /// Every domain event of the plan up to its horizon, in commit order.
 pub fn domain_events(plan: &Plan) -> Vec<Envelope> {
+    events_of(plan, false)
+}
+
+/// The domain events of a plan whose chain a scanner plays ([`crate::plan::plan_scanned`]): those of
+/// [`domain_events`] but the payment events and `InvoicePaid`, which the payments service derives from the
+/// scanner's reports ([`crate::scanner::reports`]). Settlement events (in `Generated` mode) name no cause then.
+pub fn domain_events_scanned(plan: &Plan) -> Vec<Envelope> {
+    events_of(plan, true)
+}
+
+fn events_of(plan: &Plan, scanned: bool) -> Vec<Envelope> {
     let mut emitter = Emitter {
+        scanned,
         rng: StdRng::seed_from_u64(plan.scenario.seed ^ 0x0e0e_0e0e),
         aside: StdRng::seed_from_u64(plan.scenario.seed ^ 0x4e14_57a7),
         horizon: plan.horizon,
@@ -283,6 +297,9 @@ fn invoice_events(e: &mut Emitter, i: &InvoicePlan, m: &MerchantPlan) {
     let mut last_detection: Option<Envelope> = None;
     let mut paid_event = None;
     for (at, _, step) in steps {
+        if e.scanned && !matches!(step, Step::Expired | Step::Cancelled) {
+            continue; // the payments service's, from the scanner's reports
+        }
         match step {
             Step::Detected(p) => {
                 let coverage = match p.amount.cmp(&p.due_before) {
@@ -414,7 +431,12 @@ fn invoice_events(e: &mut Emitter, i: &InvoicePlan, m: &MerchantPlan) {
         }
     }
 
-    if let (Some(s), Some(paid_event)) = (&i.settlement, paid_event) {
+    let settlement = match (&i.settlement, paid_event) {
+        (Some(s), Some(paid_event)) => Some((s, Some(paid_event))),
+        (Some(s), None) if e.scanned => Some((s, None)),
+        _ => None,
+    };
+    if let Some((s, paid_event)) = settlement {
         let meta = || system("settlement-processor", "payment-confirmation");
         let created = SettlementCreated {
             invoice_id: i.id,
@@ -431,7 +453,7 @@ fn invoice_events(e: &mut Emitter, i: &InvoicePlan, m: &MerchantPlan) {
             created,
             meta(),
             None,
-            Some(&paid_event),
+            paid_event.as_ref(),
         ) else {
             return;
         };
@@ -574,6 +596,18 @@ pub fn analytics_records(plan: &Plan) -> Vec<AnalyticsRecord> {
     }
     out.sort_by_key(|r| r.at);
     out
+}
+
+/// The plan's checkout views up to its horizon as contract values ([`events::analytics::CheckoutViewed`]), in
+/// time order, with the ids of [`analytics_records`]: what a producer hands to `outbox::checkout::record_views`.
+pub fn checkout_views(plan: &Plan) -> Vec<events::analytics::CheckoutViewed> {
+    analytics_records(plan)
+        .iter()
+        .map(|r| {
+            events::analytics::CheckoutViewed::decode(&r.value)
+                .expect("the generator's records are valid")
+        })
+        .collect()
 }
 
 /// One `CheckoutViewed` record (the format of decision 0011).

@@ -88,7 +88,8 @@ impl Bus {
         &self.db.pool
     }
 
-    /// Publisher configuration routing `crypto-checkout.domain-events` to this bus's topic.
+    /// Publisher configuration routing `crypto-checkout.domain-events`, `notification-events` and `analytics-events`
+    /// to this bus's topics.
     pub fn publisher_config(&self) -> outbox_publisher::Config {
         let mut service = PublisherSettings {
             batch_size: 1000,
@@ -103,6 +104,10 @@ impl Bus {
         service.topic_routes.insert(
             events::topics::NOTIFICATION_EVENTS.to_string(),
             self.notification_topic.clone(),
+        );
+        service.topic_routes.insert(
+            events::topics::ANALYTICS_EVENTS.to_string(),
+            self.analytics_topic.clone(),
         );
         let mut config: outbox_publisher::Config = Settings {
             kafka: kafka(),
@@ -212,6 +217,60 @@ impl Bus {
             }
         })
         .await;
+    }
+}
+
+/// Partitions of the test copy of `crypto-checkout.integration-events` (the spec's 6, key = source system).
+pub const INTEGRATION_PARTITIONS: i32 = 6;
+
+/// A fresh integration topic (6 partitions) with its `<topic>.dlq`, for the payments service of a scanner-mode
+/// test ([`crate::generate_scanned`]); not part of every [`Bus`], as most tests need none.
+pub async fn create_integration_topic() -> String {
+    let topic =
+        testkit::create_topic_with(testkit::infra(), "integration", INTEGRATION_PARTITIONS, &[])
+            .await;
+    create_named_topic(&format!("{topic}.dlq"), INTEGRATION_PARTITIONS).await;
+    topic
+}
+
+impl Bus {
+    /// Scanner mode: feeds `phases` ([`crate::Flows::scanner_phases`]) — each phase's generator events through
+    /// the outbox (published, and read by the payments service in `payments_group`), then its reports to
+    /// `integration` (until the group stored its position past them, with its own events in the outbox) — so that
+    /// every invoice's and merchant's events reach the domain topic in the order they happened. Needs a running
+    /// publisher and payments service; panics naming what it waited for after `timeout` per wait.
+    pub async fn feed_scanned(
+        &self,
+        integration: &str,
+        payments_group: &str,
+        phases: &[crate::scanner::Phase],
+        timeout: Duration,
+    ) {
+        for phase in phases {
+            if !phase.events.is_empty() {
+                self.append(&phase.events, 500).await;
+                self.wait_outbox_empty(timeout).await;
+            }
+            if phase.reports.is_empty() {
+                continue;
+            }
+            // Their invoices known to the service first.
+            wait_stored(
+                self.pool(),
+                payments_group,
+                &[self.domain_topic.as_str()],
+                timeout,
+            )
+            .await;
+            let records: Vec<(String, Vec<u8>)> = phase
+                .reports
+                .iter()
+                .map(|r| (r.partition_key(), r.encode().expect("valid reports")))
+                .collect();
+            produce(integration, &records).await;
+            wait_stored(self.pool(), payments_group, &[integration], timeout).await;
+        }
+        self.wait_outbox_empty(timeout).await;
     }
 }
 

@@ -14,6 +14,10 @@
 //!   causation and correlation; [`Flows::analytics`] are the checkout page's `CheckoutViewed` records.
 //! - [`Flows::truth`] is computed from the plan's intent ([`plan`]), not from the events and not by any
 //!   handler: it is the independent expectation tests compare the services' state with ([`check`]).
+//! - [`generate_scanned`] (scanner mode): the generator plays the chain instead of the payment processor — its
+//!   events hold no payment event and no `InvoicePaid`, [`Flows::scanner_reports`] are the chain scanners' records
+//!   for `integration-events`, and the truth is what the real payments service and everything downstream must
+//!   make of them ([`scanner`]).
 //!
 //! Layout: [`plan`] (the intent), [`emit`] (plan → events), [`truth`] (plan → expected state), [`check`] (read
 //! the services' tables, diff), [`harness`] (a private bus per test: database, topics, outbox publisher),
@@ -26,6 +30,7 @@ pub mod emit;
 pub mod harness;
 pub mod plan;
 pub mod receiver;
+pub mod scanner;
 pub mod service;
 pub mod smtp;
 pub mod truth;
@@ -67,6 +72,37 @@ impl Flows {
     /// to the customers ([`truth::owed_back`]); over-payments are in [`Flows::expected_settlements`].
     pub fn owed_back(&self) -> Vec<OwedBack> {
         truth::owed_back(&self.plan)
+    }
+}
+
+impl Flows {
+    /// Scanner mode ([`generate_scanned`]): the chain scanners' reports of the plan's payments for
+    /// `integration-events`, in observation order up to the horizon ([`scanner::reports`]).
+    pub fn scanner_reports(&self) -> Vec<events::integration::IntegrationEvent> {
+        scanner::reports(&self.plan)
+    }
+
+    /// Scanner mode: [`Flows::events`] and [`Flows::scanner_reports`] cut into phases to feed in order
+    /// ([`scanner::phases`], [`harness::Bus::feed_scanned`]).
+    pub fn scanner_phases(&self) -> Vec<scanner::Phase> {
+        scanner::phases(&self.plan, &self.events, &self.scanner_reports())
+    }
+}
+
+/// Generates `scenario` in scanner mode: the same plan draws as [`generate`], the chain played by scanners
+/// ([`scanner`]); `events` are the generator's domain events without payment events and `InvoicePaid`, and the
+/// truth (and [`Flows::expected_settlements`]) is what the payments service, the settlement service and the
+/// consumers must produce from them and [`Flows::scanner_reports`].
+pub fn generate_scanned(scenario: &Scenario) -> Flows {
+    let plan = plan::plan_scanned(scenario);
+    let events = emit::domain_events_scanned(&plan);
+    let analytics = emit::analytics_records(&plan);
+    let truth = truth::truth(&plan);
+    Flows {
+        plan,
+        events,
+        analytics,
+        truth,
     }
 }
 

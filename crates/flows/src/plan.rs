@@ -441,7 +441,7 @@ fn networks(asset: CryptoAsset) -> &'static [Network] {
 }
 
 /// Seconds per block, and how the merchant's (Bitcoin) speed policy scales on the network.
-fn chain(network: Network) -> (i64, u32, u64) {
+pub(crate) fn chain(network: Network) -> (i64, u32, u64) {
     match network {
         Network::Bitcoin => (600, 1, 880_000),
         Network::Ethereum => (12, 3, 21_500_000),
@@ -531,6 +531,17 @@ fn ip(rng: &mut StdRng) -> std::net::IpAddr {
 
 /// Builds the plan of a scenario.
 pub fn plan(scenario: &Scenario) -> Plan {
+    plan_with(scenario, false)
+}
+
+/// Builds the plan of a scenario whose chain a scanner plays ([`crate::scanner`]): the same draws as [`plan`],
+/// then each invoice's payments and `InvoicePaid` as the payments service realises them from the scanner's reports
+/// ([`crate::scanner::ingest`], no draw), before the settlement policy is applied to them.
+pub fn plan_scanned(scenario: &Scenario) -> Plan {
+    plan_with(scenario, true)
+}
+
+fn plan_with(scenario: &Scenario, scanned: bool) -> Plan {
     let mut rng = StdRng::seed_from_u64(scenario.seed);
     let horizon = scenario.horizon();
     let span_ms = (horizon - scenario.start).num_milliseconds();
@@ -570,6 +581,9 @@ pub fn plan(scenario: &Scenario) -> Plan {
     // Everything below draws from streams of its own, so the draws above (ids, times, amounts) are the same in
     // both modes and as before reinstatements existed.
     reinstate(&mut plan);
+    if scanned {
+        crate::scanner::ingest(&mut plan);
+    }
     if scenario.settlements == Settlements::ByService {
         for invoice in &mut plan.invoices {
             invoice.settlement = None;

@@ -13,10 +13,13 @@
 //!   to drop.
 //! - [`lease`]: replicas share the 64 key buckets through PostgreSQL advisory locks, so several publishers run at
 //!   once and a key is only ever published by the replica owning its bucket.
+//! - [`checkout`]: the checkout page's producer API for the analytics topic (`record_view` in the caller's
+//!   transaction, `record_views` in short transactions), with retry-safe derived record ids.
 //! - [`store`]: every SQL statement on the outbox tables, in one place; [`admin`]: backlog status and the
 //!   release/drop of quarantined (poison) rows for operators.
 
 pub mod admin;
+pub mod checkout;
 pub mod error;
 pub mod lease;
 pub mod metrics;

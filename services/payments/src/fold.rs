@@ -13,9 +13,17 @@
 //! - **Derived ids.** Every id is a UUID v5 of what it is about: a payment's of its output (network, hash,
 //!   index), an event's of its payment (or invoice) and step, the e-mail's of its event — so replaying any prefix
 //!   of the topics re-derives the same ids, and event times are the reports' `observed_at`, never the clock.
-//! - **Refusals are typed** ([`FoldError`]): an address no invoice has (or not on that network), a payment in
-//!   another asset than the invoice's, or a report contradicting an earlier one about the same output (another
-//!   amount or address) — business errors, retried per the group's policy, then dead-lettered with the reason.
+//! - **A payment in another asset** than its invoice's never counts towards it: `PaymentDetected` in the asset
+//!   paid (`amount_due` 0, coverage `over`) and `PaymentFailed` (`other`, details naming both assets) at once, so
+//!   the merchant and the customer see it; the money is returned by hand.
+//! - **A paid invoice no longer covered** (a payment `InvoicePaid` counted fails — a reorganisation deeper than
+//!   the required confirmations, a zero-confirmation payment dropped — and the other confirmed payments fall
+//!   short): `InvoicePaid` stands (the contract has no event to retract it, and settlement acts on it at once),
+//!   the `PaymentFailed` says so in its details and [`Outcomes::paid_invoice_uncovered`] counts it for the alert
+//!   (decision 0034).
+//! - **Refusals are typed** ([`FoldError`]): an address no invoice has (or not on that network), or a report
+//!   contradicting an earlier one about the same output (another amount or address) — business errors, retried
+//!   per the group's policy, then dead-lettered with the reason.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
@@ -33,18 +41,15 @@ use events::{
 };
 use uuid::Uuid;
 
-/// Namespace of payment ids (UUID v5 of `network:hash:index`). Never change it.
-pub const PAYMENT_NAMESPACE: Uuid = Uuid::from_u128(0x7b1c_44e2_9a0d_4f53_8c61_2d9e_5a3f_0b17);
+/// Namespace of payment ids (UUID v5 of `network:hash:index`): [`events::integration::PAYMENT_NAMESPACE`].
+pub const PAYMENT_NAMESPACE: Uuid = events::integration::PAYMENT_NAMESPACE;
 /// Namespace of the ids of the events the service emits. Never change it.
 pub const PAYMENT_EVENT_NAMESPACE: Uuid =
     Uuid::from_u128(0x2e8a_6f10_c4b3_4d97_a512_8f0c_3b6e_d941);
 
-/// The payment id of an output.
+/// The payment id of an output ([`events::integration::payment_id`]).
 pub fn payment_id(network: Network, hash: &str, index: u32) -> Uuid {
-    Uuid::new_v5(
-        &PAYMENT_NAMESPACE,
-        format!("{}:{hash}:{index}", network_name(network)).as_bytes(),
-    )
+    events::integration::payment_id(network, hash, index)
 }
 
 /// The id of the event emitted for `of` (a payment or an invoice) at `step` (`detected`, `confirming:3`, …).
@@ -118,17 +123,6 @@ pub enum FoldError {
          arrived yet)"
     )]
     UnknownAddress { network: String, address: String },
-    #[error(
-        "{paid} paid to {address} on {network}, but invoice {invoice} is paid in {expected}: a payment in the wrong \
-         asset, to be handled by hand"
-    )]
-    WrongAsset {
-        network: String,
-        address: String,
-        invoice: String,
-        paid: String,
-        expected: String,
-    },
     #[error("the report on output {output} contradicts an earlier one: {why}")]
     Contradiction { output: String, why: String },
 }
@@ -142,6 +136,11 @@ pub struct Outcomes {
     pub failed: u64,
     pub invoices_paid: u64,
     pub ignored: u64,
+    /// Outputs in another asset than their invoice's: detected and failed at once (also counted there).
+    pub wrong_asset: u64,
+    /// Failures of a payment an `InvoicePaid` counted that leave the invoice no longer covered (also counted as
+    /// failed): a reorganisation deeper than the required confirmations, or a zero-confirmation payment dropped.
+    pub paid_invoice_uncovered: u64,
 }
 
 /// A batch in progress.
@@ -181,15 +180,7 @@ impl Fold {
         };
         let invoice = self.rows.invoices[&invoice_id].clone();
         if invoice.crypto_currency != out.crypto_currency {
-            return Err(FoldError::WrongAsset {
-                network: network_name(out.network).into(),
-                address: out.address.to_string(),
-                invoice: InvoiceId::from_uuid(invoice_id)
-                    .map(|i| i.to_string())
-                    .unwrap_or_default(),
-                paid: out.crypto_currency.code().into(),
-                expected: invoice.crypto_currency.code().into(),
-            });
+            return self.wrong_asset(report, &invoice);
         }
         let id = payment_id(out.network, out.transaction_hash.as_str(), out.output_index);
         let at = report.observed_at;
@@ -240,6 +231,27 @@ impl Fold {
                         DropReason::Reorganized => PaymentFailureReason::ChainReorganization,
                         DropReason::DoubleSpent => PaymentFailureReason::DoubleSpent,
                     };
+                    let mut details = d.details.clone();
+                    if let Some(paid) = invoice.paid_event_id
+                        && o.confirmed_at.is_some()
+                    {
+                        let covered = self.confirmed_without(invoice_id, o.payment_id);
+                        if covered < invoice.crypto_amount {
+                            // InvoicePaid counted it and nothing replaces it: say so on the event, count it
+                            // for the alert (decision 0034: a paid invoice no longer covered).
+                            details = Some(format!(
+                                "paid invoice no longer covered: InvoicePaid {} counted this payment; the \
+                                 confirmed payments now cover {covered} of {} {} — review the invoice's \
+                                 settlement",
+                                EventId::from_uuid(paid)
+                                    .map(|e| e.to_string())
+                                    .unwrap_or_default(),
+                                invoice.crypto_amount,
+                                invoice.crypto_currency.code()
+                            ));
+                            self.outcomes.paid_invoice_uncovered += 1;
+                        }
+                    }
                     let data = PaymentFailed {
                         invoice_id: inv(invoice_id),
                         merchant_id: mer(invoice.merchant_id),
@@ -248,7 +260,7 @@ impl Fold {
                         transaction_hash: hash(&o.transaction_hash),
                         amount: o.amount,
                         reason,
-                        details: d.details.clone(),
+                        details,
                         failed_at: at,
                     };
                     self.emit(
@@ -366,6 +378,116 @@ impl Fold {
         self.rows.outputs.insert(id, o);
         self.dirty_outputs.insert(id);
         self.check_paid(invoice_id, at, cause, source);
+        Ok(())
+    }
+
+    /// Confirmed, not failed payments of `invoice` but `except`.
+    fn confirmed_without(&self, invoice: Uuid, except: Uuid) -> Amount {
+        self.rows
+            .outputs
+            .values()
+            .filter(|o| {
+                o.invoice_id == invoice
+                    && o.payment_id != except
+                    && o.confirmed_at.is_some()
+                    && o.failed_at.is_none()
+            })
+            .fold(Amount::ZERO, |sum, o| {
+                sum.checked_add(o.amount)
+                    .expect("amounts stay far below the maximum")
+            })
+    }
+
+    /// An output paying `invoice`'s address in another asset: it never counts towards the invoice, and the
+    /// merchant and the customer must see it — `PaymentDetected` in the asset paid (nothing of it was due:
+    /// `amount_due` 0, coverage `over`) and, in the same transaction, `PaymentFailed` (`other`, the details
+    /// saying what was paid and what the invoice wants). Any later report on the output is ignored; a drop
+    /// reported first records the output, emitting nothing (as for any output).
+    fn wrong_asset(
+        &mut self,
+        report: &IntegrationEvent,
+        invoice: &Invoice,
+    ) -> Result<(), FoldError> {
+        let out = report.data.output();
+        let id = payment_id(out.network, out.transaction_hash.as_str(), out.output_index);
+        if let Some(o) = self.rows.outputs.get(&id) {
+            if o.amount != out.amount || o.invoice_id != invoice.invoice_id {
+                return Err(FoldError::Contradiction {
+                    output: report.output_id(),
+                    why: format!(
+                        "{} {} to invoice {}, earlier {} to invoice {}",
+                        out.amount,
+                        out.crypto_currency.code(),
+                        invoice.invoice_id,
+                        o.amount,
+                        o.invoice_id
+                    ),
+                });
+            }
+            self.outcomes.ignored += 1;
+            return Ok(());
+        }
+        let at = report.observed_at;
+        let seen = !matches!(report.data, IntegrationData::TransactionDropped(_));
+        let o = Output {
+            payment_id: id,
+            invoice_id: invoice.invoice_id,
+            network: out.network,
+            transaction_hash: out.transaction_hash.to_string(),
+            output_index: out.output_index,
+            amount: out.amount,
+            detected_at: seen.then_some(at),
+            late: at > invoice.expires_at,
+            confirmations: 0,
+            block_height: None,
+            confirmed_at: None,
+            failed_at: Some(at),
+        };
+        if seen {
+            let (cause, source) = (report.event_id, report.source.as_str());
+            let detected = PaymentDetected {
+                invoice_id: inv(invoice.invoice_id),
+                merchant_id: mer(invoice.merchant_id),
+                crypto_currency: out.crypto_currency,
+                network: out.network,
+                transaction_hash: out.transaction_hash.clone(),
+                amount: out.amount,
+                amount_due: Amount::ZERO,
+                coverage: PaymentCoverage::Over,
+                late: o.late,
+                required_confirmations: invoice.required_confirmations,
+                detected_at: at,
+            };
+            self.emit(invoice, id, "detected", detected.into(), at, cause, source);
+            let failed = PaymentFailed {
+                invoice_id: inv(invoice.invoice_id),
+                merchant_id: mer(invoice.merchant_id),
+                crypto_currency: out.crypto_currency,
+                network: out.network,
+                transaction_hash: out.transaction_hash.clone(),
+                amount: out.amount,
+                reason: PaymentFailureReason::Other,
+                details: Some(format!(
+                    "wrong asset: {} {} paid to {} on {}, but invoice {} is priced in {} — it does not count \
+                     towards the invoice and must be returned by hand",
+                    out.amount,
+                    out.crypto_currency.code(),
+                    out.address,
+                    network_name(out.network),
+                    inv(invoice.invoice_id),
+                    invoice.crypto_currency.code()
+                )),
+                failed_at: at,
+            };
+            self.emit(invoice, id, "failed", failed.into(), at, cause, source);
+            self.outcomes.detected += 1;
+            self.outcomes.failed += 1;
+            self.outcomes.wrong_asset += 1;
+        } else {
+            self.outcomes.ignored += 1;
+        }
+        self.rows.outputs.insert(id, o);
+        self.dirty_outputs.insert(id);
         Ok(())
     }
 
@@ -770,7 +892,7 @@ mod tests {
     }
 
     #[test]
-    fn unknown_addresses_and_wrong_assets_are_refused_with_the_reason() {
+    fn unknown_addresses_are_refused_with_the_reason() {
         let mut other = pay("16.49", 5, Fate::Confirms);
         other.address = Address("TXYZopYRdj2D9XRtbG411XZZ3kM5VkAeBf".into());
         let reports = play(1, "scanner:tron", &[other], Chaos::default());
@@ -780,19 +902,103 @@ mod tests {
             err.to_string()
                 .contains("TXYZopYRdj2D9XRtbG411XZZ3kM5VkAeBf")
         );
+    }
+
+    #[test]
+    fn a_payment_in_the_wrong_asset_is_detected_and_failed_at_once_and_never_counts() {
         let mut usdc = rows("16.49", 5);
         usdc.invoices
             .get_mut(&Uuid::from_u128(1))
             .unwrap()
             .crypto_currency = CryptoAsset::Usdc;
-        let reports = play(
-            1,
-            "scanner:tron",
-            &[pay("16.49", 5, Fate::Confirms)],
-            Chaos::default(),
+        let chaos = Chaos {
+            duplicates: true,
+            reorder: true,
+        };
+        let fold = run(
+            usdc,
+            &play(1, "scanner:tron", &[pay("16.49", 5, Fate::Confirms)], chaos),
         );
-        let err = Fold::new(usdc).apply(&reports[0]).unwrap_err();
-        assert!(matches!(err, FoldError::WrongAsset { .. }), "{err}");
+        assert_eq!(
+            types(&fold),
+            ["Detected", "Failed"],
+            "once, whatever follows"
+        );
+        let EventData::PaymentDetected(d) = fold.emitted[0].data() else {
+            unreachable!()
+        };
+        assert_eq!(d.crypto_currency, CryptoAsset::Usdt, "the asset paid");
+        assert_eq!(
+            (d.amount_due, d.coverage),
+            (Amount::ZERO, PaymentCoverage::Over)
+        );
+        let EventData::PaymentFailed(f) = fold.emitted[1].data() else {
+            unreachable!()
+        };
+        assert_eq!(f.reason, PaymentFailureReason::Other);
+        let details = f.details.as_deref().unwrap();
+        assert!(
+            details.contains("wrong asset") && details.contains("USDT") && details.contains("USDC"),
+            "{details}"
+        );
+        assert_eq!(fold.outcomes.wrong_asset, 1);
+        assert!(fold.notifications.is_empty());
+    }
+
+    #[test]
+    fn a_reorganisation_after_invoice_paid_says_the_invoice_is_no_longer_covered() {
+        // Confirmed at 5, paid, then reorganised out after 6 confirmations.
+        let fold = run(
+            rows("16.49", 5),
+            &play(
+                1,
+                "scanner:tron",
+                &[pay("16.49", 5, Fate::ReorganizedOut { after: 6 })],
+                Chaos::default(),
+            ),
+        );
+        let t = types(&fold);
+        assert_eq!(
+            &t[t.len() - 3..],
+            ["Confirmed", "InvoicePaid", "Failed"],
+            "{t:?}"
+        );
+        let EventData::PaymentFailed(f) = fold.emitted.last().unwrap().data() else {
+            unreachable!()
+        };
+        assert_eq!(f.reason, PaymentFailureReason::ChainReorganization);
+        let details = f.details.as_deref().unwrap();
+        assert!(
+            details.contains("no longer covered") && details.contains("cover 0 of 16.49 USDT"),
+            "{details}"
+        );
+        assert_eq!(fold.outcomes.paid_invoice_uncovered, 1);
+        assert_eq!(fold.outcomes.invoices_paid, 1, "InvoicePaid stands, once");
+
+        // Another confirmed payment still covers it: a plain failure, no alert.
+        let fold = run(
+            rows("16.49", 5),
+            &play(
+                1,
+                "scanner:tron",
+                &[
+                    pay("16.49", 5, Fate::Confirms),
+                    pay("16.49", 5, Fate::ReorganizedOut { after: 6 }),
+                ],
+                Chaos::default(),
+            ),
+        );
+        assert!(types(&fold).contains(&"Failed".to_string()));
+        assert_eq!(fold.outcomes.paid_invoice_uncovered, 0);
+        let f = fold
+            .emitted
+            .iter()
+            .find_map(|e| match e.data() {
+                EventData::PaymentFailed(f) => Some(f),
+                _ => None,
+            })
+            .unwrap();
+        assert_eq!(f.details, None);
     }
 
     #[test]

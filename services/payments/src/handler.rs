@@ -7,7 +7,7 @@
 //! transaction, or not at all. A batch of `domain-events` keeps the invoices the reports are matched against
 //! (`InvoiceCreated` v2 with a deposit; `InvoiceCancelled`), every other event type is skipped without decoding
 //! it fully. A record that does not decode is a schema error at its index (DLQ at once); a report the fold refuses
-//! ([`crate::fold::FoldError`]: unknown address, wrong asset, contradiction) is a business error at its index (the
+//! ([`crate::fold::FoldError`]: unknown address, contradiction) is a business error at its index (the
 //! group's retries, then the DLQ with the reason); a database failure is classified by the runtime (lost
 //! connection: circuit breaker; serialization failure: transient).
 
@@ -31,8 +31,10 @@ impl PaymentMetrics {
             Opts::new(
                 "payments_reports_total",
                 "Scanner reports applied by payment ingestion, by what they caused (detected | confirming | confirmed \
-                 | failed | invoice_paid | ignored: a duplicate, a step backwards, a report after a failure); counted \
-                 when the unit is handed back for commit.",
+                 | failed | invoice_paid | ignored: a duplicate, a step backwards, a report after a failure; and, \
+                 also counted above, wrong_asset: a payment in another asset than its invoice's, \
+                 paid_invoice_uncovered: a failure leaving a paid invoice no longer covered); counted when the \
+                 unit is handed back for commit.",
             ),
             &["outcome"],
         )?;
@@ -44,6 +46,8 @@ impl PaymentMetrics {
             "failed",
             "invoice_paid",
             "ignored",
+            "wrong_asset",
+            "paid_invoice_uncovered",
         ] {
             outcomes.with_label_values(&[o]);
         }
@@ -164,6 +168,8 @@ impl BatchHandler for Ingestor {
             ("failed", o.failed),
             ("invoice_paid", o.invoices_paid),
             ("ignored", o.ignored),
+            ("wrong_asset", o.wrong_asset),
+            ("paid_invoice_uncovered", o.paid_invoice_uncovered),
         ] {
             if n > 0 {
                 self.metrics

@@ -6,4 +6,5 @@ mod helpers;
 
 mod aggregates;
 mod batch;
+mod producers;
 mod sigkill;

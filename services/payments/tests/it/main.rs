@@ -2,6 +2,7 @@
 //! the scenario (never from the service), SIGKILLs of the process, and an unknown address dead-lettered with its
 //! reason. Kafka and PostgreSQL must be running (`make up`); a test that cannot reach them fails.
 
+mod flows_e2e;
 mod scenario;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -205,6 +206,14 @@ async fn every_payment_path_gives_the_scenarios_events_once() {
     let service =
         InProcess::start::<Payments>(&bus, &[integration.clone(), bus.domain_topic.clone()]).await;
     wait_and_check(&bus, &scenario, Duration::from_secs(90)).await;
+    // The wrong asset and the paid invoice that lost its cover are counted for their alerts, once each.
+    for outcome in ["wrong_asset", "paid_invoice_uncovered"] {
+        assert_eq!(
+            service.counter("payments_reports_total", Some(("outcome", outcome))),
+            1.0,
+            "{outcome}"
+        );
+    }
     let refused = flows::service::refusals(&bus, &service.group).await;
     assert!(refused.is_empty(), "{}", refused.join("\n"));
     assert_no_dead_letters(&integration).await;
@@ -377,4 +386,63 @@ fn the_scenarios_cover_every_path() {
         .collect();
     assert_eq!(kinds.len(), Kind::ALL.len());
     let _ = (Chaos::default(), Fate::Confirms);
+}
+
+/// The events of a payment in the wrong asset and of a paid invoice that lost its cover are accepted downstream:
+/// the read models show the wrong-asset payment detected and failed, nothing received; the projections refuse
+/// nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn wrong_asset_and_uncovered_payments_reach_the_read_models() {
+    let bus = Bus::new().await;
+    let integration = integration_topic().await;
+    let scenario = Scenario::every_path(13);
+    let publisher = bus.start_publisher().await;
+    let payments =
+        InProcess::start::<Payments>(&bus, &[integration.clone(), bus.domain_topic.clone()]).await;
+    let projections =
+        InProcess::start::<projections::Projections>(&bus, std::slice::from_ref(&bus.domain_topic))
+            .await;
+    produce_scenario(&bus, &integration, &scenario).await;
+    let expected = scenario.expected();
+    let wrong = scenario
+        .invoices
+        .iter()
+        .find(|i| i.kind == Kind::WrongAsset)
+        .unwrap();
+    let started = Instant::now();
+    loop {
+        let actual = flows::check::projections(bus.pool()).await.unwrap();
+        let detected: i32 = actual.invoices.values().map(|i| i.payments_detected).sum();
+        let want: usize = expected.values().map(|e| e.detected).sum();
+        if detected as usize == want
+            && actual
+                .invoices
+                .get(&wrong.id)
+                .is_some_and(|i| i.payments_failed == 1)
+        {
+            let row = &actual.invoices[&wrong.id];
+            assert_eq!(
+                (row.status, row.amount_paid.is_zero(), row.payments_detected),
+                ("new", true, 1),
+                "{row:?}"
+            );
+            let payment = actual
+                .payments
+                .values()
+                .find(|p| p.invoice_id == wrong.id)
+                .expect("the wrong-asset payment's row");
+            assert_eq!(payment.status, "failed");
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(90),
+            "the read models did not show every payment: {detected} of {want} detected"
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    let refused = flows::service::refusals(&bus, &projections.group).await;
+    assert!(refused.is_empty(), "{}", refused.join("\n"));
+    projections.stop().await;
+    payments.stop().await;
+    publisher.stop().await;
 }

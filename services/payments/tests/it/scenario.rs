@@ -34,10 +34,15 @@ pub enum Kind {
     Duplicated,
     /// An exact payment whose confirmations arrive 2 before 1.
     Reordered,
+    /// A USDT invoice on Ethereum paid in USDC: detected and failed at once, never paid.
+    WrongAsset,
+    /// An exact payment confirmed (the invoice paid), then reorganised out one block later: the invoice is no
+    /// longer covered, InvoicePaid stands.
+    PaidThenReorged,
 }
 
 impl Kind {
-    pub const ALL: [Kind; 10] = [
+    pub const ALL: [Kind; 12] = [
         Kind::Exact,
         Kind::Split,
         Kind::Partial,
@@ -48,6 +53,8 @@ impl Kind {
         Kind::SurvivesReorg,
         Kind::Duplicated,
         Kind::Reordered,
+        Kind::WrongAsset,
+        Kind::PaidThenReorged,
     ];
 }
 
@@ -57,6 +64,8 @@ pub struct Invoice {
     pub merchant: MerchantId,
     pub kind: Kind,
     pub due: Amount,
+    pub network: Network,
+    pub asset: CryptoAsset,
     pub address: Address,
     pub created_at: DateTime<Utc>,
     pub expires_at: DateTime<Utc>,
@@ -103,9 +112,14 @@ impl Scenario {
         let due = amount(&format!("{}.49", 10 + n));
         let created_at = t0() + TimeDelta::seconds(n as i64);
         let expires_at = created_at + TimeDelta::minutes(30);
-        let address = flows::plan::deposit_address(id, Network::Tron);
+        let network = if kind == Kind::WrongAsset {
+            Network::Ethereum
+        } else {
+            Network::Tron
+        };
+        let address = flows::plan::deposit_address(id, network);
         let pay = |amount: Amount, minutes: i64, fate: Fate| SimPayment {
-            network: Network::Tron,
+            network,
             asset: CryptoAsset::Usdt,
             address: address.clone(),
             amount,
@@ -131,12 +145,26 @@ impl Scenario {
                 pay(due, 10, Fate::Confirms),
             ],
             Kind::SurvivesReorg => vec![pay(due, 5, Fate::SurvivesReorg { peak: 2 })],
+            Kind::WrongAsset => {
+                let mut p = pay(due, 5, Fate::Confirms);
+                p.asset = CryptoAsset::Usdc;
+                vec![p]
+            }
+            Kind::PaidThenReorged => vec![pay(
+                due,
+                5,
+                Fate::ReorganizedOut {
+                    after: REQUIRED + 1,
+                },
+            )],
         };
         Invoice {
             id,
             merchant,
             kind,
             due,
+            network,
+            asset: CryptoAsset::Usdt,
             address,
             created_at,
             expires_at,
@@ -195,10 +223,10 @@ impl Scenario {
                         total_amount: i.due,
                         currency: FiatCurrency::USD,
                         crypto_amount: i.due,
-                        crypto_currency: CryptoAsset::Usdt,
+                        crypto_currency: i.asset,
                         expires_at: i.expires_at,
                         deposit: Some(Deposit {
-                            network: Network::Tron,
+                            network: i.network,
                             address: i.address.clone(),
                             required_confirmations: REQUIRED,
                         }),
@@ -258,15 +286,30 @@ impl Scenario {
             .iter()
             .map(|i| {
                 let confirms = |f: &Fate| matches!(f, Fate::Confirms | Fate::SurvivesReorg { .. });
-                let counted: Vec<&SimPayment> =
-                    i.payments.iter().filter(|p| confirms(&p.fate)).collect();
+                // What InvoicePaid counts: confirmed payments in the invoice's asset (a later failure does not
+                // take back an InvoicePaid).
+                let counted: Vec<&SimPayment> = i
+                    .payments
+                    .iter()
+                    .filter(|p| p.asset == i.asset)
+                    .filter(|p| {
+                        confirms(&p.fate)
+                            || matches!(p.fate, Fate::ReorganizedOut { after } if after >= REQUIRED)
+                    })
+                    .collect();
+                let failed = i
+                    .payments
+                    .iter()
+                    .filter(|p| p.asset != i.asset || !confirms(&p.fate))
+                    .count();
                 let sum = counted
                     .iter()
                     .fold(Amount::ZERO, |s, p| s.checked_add(p.amount).unwrap());
                 let paid = sum >= i.due;
                 // Confirmations announced below the required count, one event per new height reached.
                 let confirming = match i.kind {
-                    Kind::Reordered => 1, // 2 arrives before 1: only 2 is announced
+                    Kind::Reordered => 1,  // 2 arrives before 1: only 2 is announced
+                    Kind::WrongAsset => 0, // detected and failed at once
                     _ => i
                         .payments
                         .iter()
@@ -282,7 +325,7 @@ impl Scenario {
                     detected: i.payments.len(),
                     confirming: Some(confirming),
                     confirmed: counted.len(),
-                    failed: i.payments.len() - counted.len(),
+                    failed,
                     paid,
                     overpaid: if paid {
                         sum.checked_sub(i.due).unwrap().to_string()
