@@ -27,6 +27,8 @@ const MAX_INT: u64 = i32::MAX as u64;
 #[derive(Debug, Clone, PartialEq)]
 pub struct Topology {
     file: TopologyFile,
+    /// `<dlq>.parked` of every dead-letter topic, in file order (decision 0035).
+    parked: Vec<String>,
 }
 
 impl Topology {
@@ -75,6 +77,7 @@ impl Topology {
     pub fn topic_names(&self) -> impl Iterator<Item = &str> {
         let core = self.file.topics.iter().map(|t| t.name.as_str());
         core.chain(self.file.dead_letter_topics.iter().map(|d| d.name.as_str()))
+            .chain(self.parked.iter().map(String::as_str))
             .chain(self.file.operational_topics.iter().map(|t| t.name.as_str()))
     }
 }
@@ -84,7 +87,12 @@ impl TopologyFile {
     pub fn validate(self, origin: &str) -> Result<Topology, TopologyError> {
         let problems = problems(&self);
         if problems.is_empty() {
-            Ok(Topology { file: self })
+            let parked = self
+                .dead_letter_topics
+                .iter()
+                .map(|d| d.parked_name())
+                .collect();
+            Ok(Topology { file: self, parked })
         } else {
             Err(TopologyError::Invalid {
                 origin: origin.to_string(),
@@ -185,7 +193,7 @@ fn problems(file: &TopologyFile) -> Vec<Problem> {
                 "name",
                 format!("must be `{expected}` (`<source>.dlq`)"),
             ));
-        } else if dlq.name.len() > MAX_TOPIC_NAME {
+        } else if dlq.parked_name().len() > MAX_TOPIC_NAME {
             out.push(Problem::new(
                 &subject,
                 "name",
@@ -194,6 +202,13 @@ fn problems(file: &TopologyFile) -> Vec<Problem> {
         }
         if dlq.retention.as_millis() == 0 {
             out.push(Problem::new(&subject, "retention", "must be longer than 0"));
+        }
+        if dlq.parked_retention.as_millis() == 0 {
+            out.push(Problem::new(
+                &subject,
+                "parked_retention",
+                "must be longer than 0",
+            ));
         }
         require_text(&subject, "purpose", &dlq.purpose, &mut out);
     }
@@ -411,6 +426,7 @@ mod tests {
             source: "crypto-checkout.nothing".into(),
             retention: crate::units::TimeSpan::from_days(1),
             purpose: "x".into(),
+            parked_retention: crate::units::TimeSpan::from_days(1),
         });
         assert!(has(
             &problems_of(file),
