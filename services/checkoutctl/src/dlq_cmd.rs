@@ -471,7 +471,11 @@ async fn list(
     )?;
     for r in &rows {
         if !r.exists {
-            writeln!(io.stdout, "{:<52} (missing on the cluster)", r.topic)?;
+            writeln!(
+                io.stdout,
+                "{:<52} (missing on the cluster: `checkoutctl topics apply --env ENV` creates it)",
+                r.topic
+            )?;
             continue;
         }
         let fmt = |m: &BTreeMap<String, u64>| {
