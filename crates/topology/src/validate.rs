@@ -4,7 +4,8 @@
 //! Naming convention (spec "Topic Naming Convention"): `{system}.{context}.{event-type}`, where the spec's own
 //! names (`crypto-checkout.domain-events`) write context and event type as one segment. So a core topic is
 //! `{system}` followed by one or two lower-case kebab-case segments (`[a-z0-9]+(-[a-z0-9]+)*`), never ending in
-//! `.dlq`; a dead-letter topic is exactly `<source>.dlq` for a declared core topic, one per source. No
+//! `.dlq`; a dead-letter topic is exactly `<source>.dlq` for a declared core topic, one per source, and
+//! brings its parking lot `<source>.dlq.parked` (decision 0035; the whole name within Kafka's limit). No
 //! underscores (Kafka treats `.` and `_` as colliding in metric names) and at most 249 characters (Kafka's
 //! limit). Kebab-case segments also make every name a valid Kubernetes resource name for the Strimzi export.
 //!
@@ -397,6 +398,17 @@ mod tests {
     fn the_three_segment_form_of_the_convention_is_accepted() {
         assert!(check_core_name("crypto-checkout.payments.confirmed", "crypto-checkout").is_ok());
         assert!(check_core_name("crypto-checkout.domain-events", "crypto-checkout").is_ok());
+    }
+
+    #[test]
+    fn a_parking_lot_needs_a_retention() {
+        let mut file = real();
+        file.dead_letter_topics[0].parked_retention = crate::units::TimeSpan::from_days(0);
+        assert!(has(
+            &problems_of(file),
+            "dead-letter topic `crypto-checkout.domain-events.dlq`",
+            "parked_retention"
+        ));
     }
 
     #[test]
