@@ -4,7 +4,8 @@
 //! Guarantees: these constants are the only spelling of topic names in the workspace, and the same set as
 //! `deploy/kafka/topics.yaml` (a test in `crates/topology` compares them); every core topic has a dead-letter
 //! topic, and a dead-letter topic is always named by the one rule [`dead_letter_topic`] (`<source>.dlq`), for the
-//! spec's topics and for tests' private topics alike. Every domain event goes to [`DOMAIN_EVENTS`] (see
+//! spec's topics and for tests' private topics alike; its parking lot (decision 0035) likewise by [`parked_topic`]
+//! (`<source>.dlq.parked`). Every domain event goes to [`DOMAIN_EVENTS`] (see
 //! [`crate::Envelope::topic`]); every other contract names its topic through [`crate::Publishable::topic`].
 
 /// All business domain events; 12 partitions, keyed per [`crate::PartitionKeyField`].
@@ -64,6 +65,30 @@ pub fn is_dead_letter_topic(topic: &str) -> bool {
     topic.ends_with(DLQ_SUFFIX)
 }
 
+/// Suffix of every parking-lot topic (decision 0035): `<source>.dlq.parked`.
+pub const PARKED_SUFFIX: &str = ".parked";
+
+/// The parking lot of dead-letter topic `dlq`: `<dlq>.parked`. A record that fails again after an operator
+/// replayed it from `dlq` goes there instead of back to `dlq`, so a replay never loops (decision 0035).
+pub fn parked_topic(dlq: &str) -> String {
+    format!("{dlq}{PARKED_SUFFIX}")
+}
+
+/// Whether `topic` is a parking-lot topic (`<source>.dlq.parked`).
+pub fn is_parked_topic(topic: &str) -> bool {
+    topic
+        .strip_suffix(PARKED_SUFFIX)
+        .is_some_and(is_dead_letter_topic)
+}
+
+/// The parking lots of [`DEAD_LETTER_TOPICS`], in the same order.
+pub const PARKED_TOPICS: [&str; 4] = [
+    "crypto-checkout.domain-events.dlq.parked",
+    "crypto-checkout.integration-events.dlq.parked",
+    "crypto-checkout.notification-events.dlq.parked",
+    "crypto-checkout.analytics-events.dlq.parked",
+];
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -82,10 +107,21 @@ mod tests {
     }
 
     #[test]
+    fn every_dead_letter_topic_has_its_parking_lot_by_the_one_rule() {
+        for (dlq, parked) in DEAD_LETTER_TOPICS.iter().zip(PARKED_TOPICS) {
+            assert_eq!(parked_topic(dlq), parked);
+            assert!(is_parked_topic(parked) && !is_parked_topic(dlq));
+            assert!(!is_dead_letter_topic(parked));
+        }
+        assert!(!is_parked_topic("crypto-checkout.domain-events.parked"));
+    }
+
+    #[test]
     fn names_follow_the_naming_convention() {
         for name in CORE_TOPICS
             .iter()
             .chain(DEAD_LETTER_TOPICS.iter())
+            .chain(PARKED_TOPICS.iter())
             .chain(OPERATIONAL_TOPICS.iter())
         {
             assert!(name.starts_with("crypto-checkout."), "{name}");

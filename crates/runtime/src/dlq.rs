@@ -14,9 +14,15 @@
 //! at `dlq.original.topic`/partition/offset for the topic's retention. Refused whole by the broker, it would be
 //! refused forever, and the partition would wait behind it.
 //!
-//! Replaying: a DLQ record is the original plus `dlq.*` headers, so a replay tool strips the `dlq.` headers and
-//! produces key/value/headers back to `dlq.original.topic` — except a truncated one, which must be fetched from
-//! its original position instead.
+//! Replaying (`checkoutctl dlq replay`, decision 0035): a DLQ record is the original plus `dlq.*` headers, so the
+//! replay tool strips the `dlq.` headers (and the `replay.` headers of an earlier replay), produces
+//! key/value/headers back to `dlq.original.topic` and appends the [`REPLAY_HEADERS`] — except a truncated letter
+//! ([`VALUE_TRUNCATED`]), which it refuses: its original must be fetched from its original position.
+//!
+//! Parking lot: a record that carries [`REPLAY_ID`] — it was replayed by an operator — and fails again is written
+//! to `<source>.dlq.parked` ([`events::topics::parked_topic`]) instead of `<source>.dlq`, with the same provenance
+//! headers (and its replay headers kept), so a replay can never feed the DLQ it came from: no loop. A missing
+//! parking-lot topic is a refused write like a missing DLQ: the partition stalls loudly, nothing is skipped.
 
 use std::time::SystemTime;
 
@@ -41,6 +47,39 @@ pub const ERROR_MESSAGE: &str = "dlq.error.message";
 pub const ATTEMPTS: &str = "dlq.attempts";
 pub const FIRST_FAILURE: &str = "dlq.first.failure";
 pub const LAST_FAILURE: &str = "dlq.last.failure";
+
+/// Set by `checkoutctl dlq replay` on every record it produces: one id per replay run (a UUID).
+pub const REPLAY_ID: &str = "replay.id";
+/// The dead-letter (or parking-lot) topic, partition and offset the replayed record was read from.
+pub const REPLAY_FROM_TOPIC: &str = "replay.from.topic";
+pub const REPLAY_FROM_PARTITION: &str = "replay.from.partition";
+pub const REPLAY_FROM_OFFSET: &str = "replay.from.offset";
+/// How many times this record has been replayed (1 for the first replay; an earlier replay's count plus one).
+pub const REPLAY_COUNT: &str = "replay.count";
+/// Who ran the replay (`--operator` or `$USER`).
+pub const REPLAY_OPERATOR: &str = "replay.operator";
+/// When, RFC 3339 UTC.
+pub const REPLAY_AT: &str = "replay.at";
+/// The consumer group whose failure was replayed (from [`CONSUMER_GROUP`]); informational — every group of the
+/// topic sees the record, the others skip it by their idempotency.
+pub const REPLAY_GROUP: &str = "replay.group";
+
+/// Every replay header, in the order the replay tool appends them.
+pub const REPLAY_HEADERS: [&str; 8] = [
+    REPLAY_ID,
+    REPLAY_FROM_TOPIC,
+    REPLAY_FROM_PARTITION,
+    REPLAY_FROM_OFFSET,
+    REPLAY_COUNT,
+    REPLAY_OPERATOR,
+    REPLAY_AT,
+    REPLAY_GROUP,
+];
+
+/// Prefix of the provenance headers.
+pub const PROVENANCE_PREFIX: &str = "dlq.";
+/// Prefix of the replay headers.
+pub const REPLAY_PREFIX: &str = "replay.";
 
 /// Every provenance header, in the order they are appended.
 pub const PROVENANCE_HEADERS: [&str; 10] = [
@@ -69,7 +108,18 @@ pub const VALUE_TRUNCATED: &str = "dlq.value.truncated";
 /// On a truncated dead letter: the SHA-256 of the original value (lowercase hex), to check a fetched original.
 pub const VALUE_SHA256: &str = "dlq.value.sha256";
 
-/// The dead-letter record of `record`, which failed with `error` after the failures in `log`.
+/// Where a failed `record` goes: `<source>.dlq`, or `<source>.dlq.parked` when it was replayed ([`REPLAY_ID`]).
+pub fn dead_letter_destination(record: &Record) -> String {
+    let dlq = dead_letter_topic(&record.topic);
+    if record.header(REPLAY_ID).is_some() {
+        events::topics::parked_topic(&dlq)
+    } else {
+        dlq
+    }
+}
+
+/// The dead-letter record of `record`, which failed with `error` after the failures in `log`: to its DLQ, or to
+/// the DLQ's parking lot when the record was replayed (see the module docs).
 pub fn dead_letter(
     record: &Record,
     group: &str,
@@ -114,7 +164,7 @@ pub fn dead_letter(
         headers.push((VALUE_SHA256.into(), Some(hex(&digest).into_bytes())));
     }
     OutputRecord {
-        topic: dead_letter_topic(&record.topic),
+        topic: dead_letter_destination(record),
         // Same partition when the DLQ has as many partitions; otherwise the key decides. We let the key decide:
         // DLQ topics may have fewer partitions than their source.
         partition: None,
@@ -251,6 +301,47 @@ mod tests {
                 .map(|(k, v)| k.len() + v.as_ref().map_or(0, Vec::len))
                 .sum::<usize>();
         assert!(total < MAX_DEAD_LETTER_BYTES);
+    }
+
+    #[test]
+    fn a_replayed_record_that_fails_again_is_parked_not_dead_lettered_again() {
+        let mut record = Record {
+            topic: "crypto-checkout.notification-events".into(),
+            partition: 1,
+            offset: 9,
+            timestamp: Some(1),
+            key: Some(b"k".to_vec()),
+            value: Some(b"{}".to_vec()),
+            headers: vec![("event_id".into(), Some(b"e1".to_vec()))],
+        };
+        let t0 = SystemTime::UNIX_EPOCH;
+        let log = FailureLog::first(ErrorClass::Business, t0);
+        let err = HandlerError::business("still broken");
+        assert_eq!(
+            dead_letter(&record, "g", &err, &log).topic,
+            "crypto-checkout.notification-events.dlq"
+        );
+        record
+            .headers
+            .push((REPLAY_ID.into(), Some(b"r-1".to_vec())));
+        record
+            .headers
+            .push((REPLAY_COUNT.into(), Some(b"1".to_vec())));
+        let parked = dead_letter(&record, "g", &err, &log);
+        assert_eq!(
+            parked.topic,
+            "crypto-checkout.notification-events.dlq.parked"
+        );
+        assert_eq!(
+            parked.headers[..3],
+            record.headers[..],
+            "replay headers kept"
+        );
+        let names: Vec<&str> = parked.headers[3..]
+            .iter()
+            .map(|(k, _)| k.as_str())
+            .collect();
+        assert_eq!(names, PROVENANCE_HEADERS);
     }
 
     #[test]

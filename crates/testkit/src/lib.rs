@@ -165,13 +165,29 @@ pub async fn create_topic_with(
     partitions: i32,
     configs: &[(&str, &str)],
 ) -> String {
-    require_kafka(&infra.bootstrap_servers);
     let name = unique_name(prefix);
+    create_named_topic_with(infra, &name, partitions, configs).await;
+    name
+}
+
+/// Creates topic `name` (e.g. the `<topic>.dlq` and `<topic>.dlq.parked` of a test's topic) with `partitions`
+/// partitions on the default cluster and waits until every partition has a leader.
+pub async fn create_named_topic(name: &str, partitions: i32) {
+    create_named_topic_with(infra(), name, partitions, &[]).await;
+}
+
+async fn create_named_topic_with(
+    infra: &Infra,
+    name: &str,
+    partitions: i32,
+    configs: &[(&str, &str)],
+) {
+    require_kafka(&infra.bootstrap_servers);
     let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
         .set("bootstrap.servers", &infra.bootstrap_servers)
         .create()
         .expect("admin client");
-    let mut topic = NewTopic::new(&name, partitions, TopicReplication::Fixed(infra.brokers));
+    let mut topic = NewTopic::new(name, partitions, TopicReplication::Fixed(infra.brokers));
     for (k, v) in configs {
         topic = topic.set(k, v);
     }
@@ -185,8 +201,7 @@ pub async fn create_topic_with(
             panic!("creating topic {topic} failed: {code}");
         }
     }
-    wait_for_leaders(&infra.bootstrap_servers, &name, partitions);
-    name
+    wait_for_leaders(&infra.bootstrap_servers, name, partitions);
 }
 
 fn wait_for_leaders(bootstrap_servers: &str, topic: &str, partitions: i32) {

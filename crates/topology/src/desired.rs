@@ -15,7 +15,8 @@
 //! in this map is removed by `apply`.
 //!
 //! Dead-letter topics are event logs with their source's partition count (a failed record keeps its
-//! partition number and so its key's order).
+//! partition number and so its key's order); so are their parking lots `<dlq>.parked` (decision 0035), with the
+//! DLQ entry's `parked_retention`.
 
 use std::collections::BTreeMap;
 
@@ -41,11 +42,13 @@ pub struct DesiredTopic {
     pub configs: BTreeMap<&'static str, String>,
     /// The source topic when this is a dead-letter topic.
     pub dead_letter_of: Option<String>,
+    /// The dead-letter topic when this is its parking lot (`<dlq>.parked`, decision 0035).
+    pub parking_lot_of: Option<String>,
 }
 
 impl Topology {
-    /// Every declared topic for environment `env`: core topics in file order, then dead-letter topics, then
-    /// operational topics.
+    /// Every declared topic for environment `env`: core topics in file order, then dead-letter topics, then their
+    /// parking lots, then operational topics.
     pub fn desired(&self, env: &str) -> Result<Vec<DesiredTopic>, TopologyError> {
         let profile = self.environment(env)?;
         let file = self.file();
@@ -77,6 +80,7 @@ impl Topology {
                 replication_factor: profile.replication_factor as i32,
                 configs,
                 dead_letter_of: dead_letter_of.map(str::to_string),
+                parking_lot_of: None,
             }
         };
         let mut out: Vec<DesiredTopic> = file
@@ -97,6 +101,22 @@ impl Topology {
                 dlq.retention.as_millis(),
                 Some(&dlq.source),
             ));
+        }
+        for dlq in &file.dead_letter_topics {
+            let source = file
+                .topics
+                .iter()
+                .find(|t| t.name == dlq.source)
+                .expect("validated: the source is declared");
+            let mut parked = topic(
+                &dlq.parked_name(),
+                TopicKind::EventLog,
+                source.partitions,
+                dlq.parked_retention.as_millis(),
+                None,
+            );
+            parked.parking_lot_of = Some(dlq.name.clone());
+            out.push(parked);
         }
         out.extend(
             file.operational_topics
@@ -152,8 +172,22 @@ mod tests {
             ("crypto-checkout.notification-events.dlq", 6, 7),
             ("crypto-checkout.analytics-events.dlq", 3, 90),
         ];
-        // Plus the operational canary topic (decision 0033): 3 partitions, an hour.
-        assert_eq!(topics.len(), expected.len() + 1);
+        // Plus the 4 parking lots (decision 0035: 180 days) and the operational canary topic (decision 0033).
+        assert_eq!(topics.len(), expected.len() + 4 + 1);
+        for parked in events::topics::PARKED_TOPICS {
+            let topic = by_name(&topics, parked);
+            let dlq = parked.strip_suffix(".parked").unwrap();
+            assert_eq!(topic.parking_lot_of.as_deref(), Some(dlq));
+            assert_eq!(
+                topic.partitions,
+                by_name(&topics, dlq).partitions,
+                "{parked}"
+            );
+            assert_eq!(
+                topic.configs[RETENTION_MS],
+                (180 * 86_400_000u64).to_string()
+            );
+        }
         for (name, partitions, days) in expected {
             let topic = by_name(&topics, name);
             assert_eq!(topic.partitions, partitions, "{name}");

@@ -87,6 +87,16 @@ pub struct DeadLetterSpec {
     pub source: String,
     pub retention: TimeSpan,
     pub purpose: String,
+    /// Retention of its parking lot `<name>.parked` (decision 0035): where a record that fails again after an
+    /// operator replayed it goes. Same partition count as the DLQ, an event log too.
+    pub parked_retention: TimeSpan,
+}
+
+impl DeadLetterSpec {
+    /// `<name>.parked`: the parking lot of this DLQ.
+    pub fn parked_name(&self) -> String {
+        format!("{}.parked", self.name)
+    }
 }
 
 impl TopologyFile {
@@ -322,6 +332,7 @@ dead_letter_topics: []
             source: "demo.domain-events".into(),
             retention: TimeSpan::from_days(30),
             purpose: "Failed".into(),
+            parked_retention: TimeSpan::from_days(180),
         });
         let renamed = file.with_system("cc-1234");
         assert_eq!(renamed.system, "cc-1234");

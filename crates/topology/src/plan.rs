@@ -578,8 +578,8 @@ mod tests {
         )
         .unwrap();
         assert!(plan.is_in_sync(), "{plan}");
-        // 4 core topics, their 4 DLQs and the canary.
-        assert_eq!(plan.in_sync.len(), 9);
+        // 4 core topics, their 4 DLQs, the DLQs' 4 parking lots and the canary.
+        assert_eq!(plan.in_sync.len(), 13);
     }
 
     #[test]
@@ -591,7 +591,7 @@ mod tests {
             broker_defaults: BTreeMap::new(),
         };
         let plan = Plan::compute(&topology, "development", &empty, "k").unwrap();
-        assert_eq!(plan.count(Disposition::Automatic), 9);
+        assert_eq!(plan.count(Disposition::Automatic), 13);
         assert!(plan.changes.iter().all(|c| matches!(c, Change::Create(_))));
     }
 
@@ -658,13 +658,21 @@ mod tests {
             .with(Disposition::NeedsApproval)
             .map(Change::topic)
             .collect();
-        assert_eq!(approvals, [DOMAIN, "crypto-checkout.domain-events.dlq"]);
+        assert_eq!(
+            approvals,
+            [
+                DOMAIN,
+                "crypto-checkout.domain-events.dlq",
+                "crypto-checkout.domain-events.dlq.parked"
+            ]
+        );
         let refused: Vec<&Change> = plan.with(Disposition::Refused).collect();
-        // The topic and its dead-letter topic, which follows its source's partition count.
+        // The topic, its dead-letter topic and its parking lot, which follow the source's partition count.
         assert!(
             matches!(
                 refused.as_slice(),
                 [
+                    Change::DecreasePartitions { from: 3, to: 2, .. },
                     Change::DecreasePartitions { from: 3, to: 2, .. },
                     Change::DecreasePartitions { from: 3, to: 2, .. }
                 ]
@@ -675,7 +683,8 @@ mod tests {
             refused.iter().map(|c| c.topic()).collect::<Vec<_>>(),
             [
                 "crypto-checkout.analytics-events",
-                "crypto-checkout.analytics-events.dlq"
+                "crypto-checkout.analytics-events.dlq",
+                "crypto-checkout.analytics-events.dlq.parked"
             ]
         );
     }
@@ -686,7 +695,7 @@ mod tests {
         // Created with the development profile (RF 1) on a 3-broker cluster, planned as production (RF 3).
         let state = matching(&topology, "development", &[1, 2, 3]);
         let plan = Plan::compute(&topology, "production", &state, "k").unwrap();
-        assert_eq!(plan.count(Disposition::Manual), 9, "{plan}");
+        assert_eq!(plan.count(Disposition::Manual), 13, "{plan}");
         let rf = plan
             .changes
             .iter()

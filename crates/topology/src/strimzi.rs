@@ -83,6 +83,12 @@ pub fn export_strimzi(
     );
     for topic in topology.desired(env)? {
         let purpose = match &topic.dead_letter_of {
+            None if topic.parking_lot_of.is_some() => {
+                let dlq = topic.parking_lot_of.as_deref().unwrap_or_default();
+                Some(format!(
+                    "Parking lot of {dlq}: records that failed again after a replay"
+                ))
+            }
             Some(_) => file
                 .dead_letter_topics
                 .iter()
@@ -168,7 +174,7 @@ mod tests {
     fn every_topic_becomes_a_kafka_topic_with_the_profiles_settings() {
         let yaml = export_strimzi(&real(), "production", &options()).unwrap();
         let docs = documents(&yaml);
-        assert_eq!(docs.len(), 9, "{yaml}");
+        assert_eq!(docs.len(), 13, "{yaml}");
         let domain = &docs[0];
         assert_eq!(domain["apiVersion"], "kafka.strimzi.io/v1beta2");
         assert_eq!(domain["kind"], "KafkaTopic");
@@ -191,6 +197,13 @@ mod tests {
         let dlq = &docs[4];
         assert_eq!(dlq["metadata"]["name"], "crypto-checkout.domain-events.dlq");
         assert_eq!(dlq["spec"]["partitions"], 12);
+        let parked = &docs[8];
+        assert_eq!(
+            parked["metadata"]["name"],
+            "crypto-checkout.domain-events.dlq.parked"
+        );
+        assert_eq!(parked["spec"]["partitions"], 12);
+        assert_eq!(parked["spec"]["config"]["retention.ms"], 15_552_000_000i64);
     }
 
     #[test]

@@ -4,7 +4,8 @@
 //! Naming convention (spec "Topic Naming Convention"): `{system}.{context}.{event-type}`, where the spec's own
 //! names (`crypto-checkout.domain-events`) write context and event type as one segment. So a core topic is
 //! `{system}` followed by one or two lower-case kebab-case segments (`[a-z0-9]+(-[a-z0-9]+)*`), never ending in
-//! `.dlq`; a dead-letter topic is exactly `<source>.dlq` for a declared core topic, one per source. No
+//! `.dlq`; a dead-letter topic is exactly `<source>.dlq` for a declared core topic, one per source, and
+//! brings its parking lot `<source>.dlq.parked` (decision 0035; the whole name within Kafka's limit). No
 //! underscores (Kafka treats `.` and `_` as colliding in metric names) and at most 249 characters (Kafka's
 //! limit). Kebab-case segments also make every name a valid Kubernetes resource name for the Strimzi export.
 //!
@@ -27,6 +28,8 @@ const MAX_INT: u64 = i32::MAX as u64;
 #[derive(Debug, Clone, PartialEq)]
 pub struct Topology {
     file: TopologyFile,
+    /// `<dlq>.parked` of every dead-letter topic, in file order (decision 0035).
+    parked: Vec<String>,
 }
 
 impl Topology {
@@ -75,6 +78,7 @@ impl Topology {
     pub fn topic_names(&self) -> impl Iterator<Item = &str> {
         let core = self.file.topics.iter().map(|t| t.name.as_str());
         core.chain(self.file.dead_letter_topics.iter().map(|d| d.name.as_str()))
+            .chain(self.parked.iter().map(String::as_str))
             .chain(self.file.operational_topics.iter().map(|t| t.name.as_str()))
     }
 }
@@ -84,7 +88,12 @@ impl TopologyFile {
     pub fn validate(self, origin: &str) -> Result<Topology, TopologyError> {
         let problems = problems(&self);
         if problems.is_empty() {
-            Ok(Topology { file: self })
+            let parked = self
+                .dead_letter_topics
+                .iter()
+                .map(|d| d.parked_name())
+                .collect();
+            Ok(Topology { file: self, parked })
         } else {
             Err(TopologyError::Invalid {
                 origin: origin.to_string(),
@@ -185,7 +194,7 @@ fn problems(file: &TopologyFile) -> Vec<Problem> {
                 "name",
                 format!("must be `{expected}` (`<source>.dlq`)"),
             ));
-        } else if dlq.name.len() > MAX_TOPIC_NAME {
+        } else if dlq.parked_name().len() > MAX_TOPIC_NAME {
             out.push(Problem::new(
                 &subject,
                 "name",
@@ -194,6 +203,13 @@ fn problems(file: &TopologyFile) -> Vec<Problem> {
         }
         if dlq.retention.as_millis() == 0 {
             out.push(Problem::new(&subject, "retention", "must be longer than 0"));
+        }
+        if dlq.parked_retention.as_millis() == 0 {
+            out.push(Problem::new(
+                &subject,
+                "parked_retention",
+                "must be longer than 0",
+            ));
         }
         require_text(&subject, "purpose", &dlq.purpose, &mut out);
     }
@@ -385,6 +401,17 @@ mod tests {
     }
 
     #[test]
+    fn a_parking_lot_needs_a_retention() {
+        let mut file = real();
+        file.dead_letter_topics[0].parked_retention = crate::units::TimeSpan::from_days(0);
+        assert!(has(
+            &problems_of(file),
+            "dead-letter topic `crypto-checkout.domain-events.dlq`",
+            "parked_retention"
+        ));
+    }
+
+    #[test]
     fn a_core_topic_ending_in_dlq_is_refused() {
         let mut file = real();
         file.topics[3].name = "crypto-checkout.analytics.dlq".into();
@@ -411,6 +438,7 @@ mod tests {
             source: "crypto-checkout.nothing".into(),
             retention: crate::units::TimeSpan::from_days(1),
             purpose: "x".into(),
+            parked_retention: crate::units::TimeSpan::from_days(1),
         });
         assert!(has(
             &problems_of(file),

@@ -73,7 +73,12 @@ async fn replication_factor_drift_is_reported_not_changed_and_the_printed_reassi
         .await
         .unwrap();
     assert_eq!(report.outcome(), Outcome::NeedsApproval, "{report}");
-    assert_eq!(report.plan.count(Disposition::Manual), 9, "{}", report.plan);
+    assert_eq!(
+        report.plan.count(Disposition::Manual),
+        13,
+        "{}",
+        report.plan
+    );
     assert!(
         report
             .plan

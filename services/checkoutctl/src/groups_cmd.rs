@@ -102,18 +102,7 @@ enum Source {
 
 impl Run for GroupsArgs {
     fn run(self, io: &mut Io<'_>) -> anyhow::Result<u8> {
-        let bootstrap = self.bootstrap_servers.context(
-            "KAFKA_BOOTSTRAP_SERVERS is not set (pass --bootstrap-servers or source .dev/env)",
-        )?;
-        let mut config = rdkafka::ClientConfig::new();
-        config.set("bootstrap.servers", &bootstrap);
-        // The credentials a service would use (CHECKOUT__KAFKA__CLIENT__…: SASL, TLS).
-        for (key, value) in service_kit::config::client_properties_from(std::env::vars())
-            .context("CHECKOUT__KAFKA__CLIENT__* properties")?
-            .iter()
-        {
-            config.set(key, value);
-        }
+        let config = crate::kafka_client_config(self.bootstrap_servers)?;
         let reader = Reader::new(config.clone(), self.timeout)?;
         let timeout = self.timeout;
         let database_url = self.database_url;

@@ -249,7 +249,7 @@ pub async fn run(
     }
     let target = request.to.target();
     let by_time = match target {
-        Target::Time(ms) => offsets_for_time(base.clone(), &partitions, ms, timeout).await?,
+        Target::Time(ms) => offsets_for_time(base.clone(), partitions.keys(), ms, timeout).await?,
         _ => BTreeMap::new(),
     };
     let moves = plan(target, &partitions, &by_time);
@@ -276,11 +276,7 @@ pub async fn run(
             );
         }
         let pool = pool.as_ref().expect("checked above");
-        let actor = request
-            .actor
-            .clone()
-            .or_else(|| std::env::var("USER").ok())
-            .unwrap_or_else(|| "unknown".into());
+        let actor = actor_or_user(request.actor.clone());
         apply(pool, base, &request.group, offsets, &moves, &actor).await?;
         true
     } else {
@@ -336,15 +332,65 @@ pub async fn run(
     Ok(0)
 }
 
-/// The broker's first offset at or after `ms` per partition (`None`: no record that late).
-async fn offsets_for_time(
+/// Who is acting, for `operator_actions`: `explicit` (`--actor` / `--operator`), else `$USER`, else `unknown`.
+pub(crate) fn actor_or_user(explicit: Option<String>) -> String {
+    explicit
+        .filter(|a| !a.trim().is_empty())
+        .or_else(|| std::env::var("USER").ok())
+        .unwrap_or_else(|| "unknown".into())
+}
+
+/// Appends one row to `operator_actions` (who, what, on which subject, the details; `at` is the database's now).
+pub(crate) async fn record_action(
+    db: impl sqlx::PgExecutor<'_>,
+    actor: &str,
+    action: &str,
+    subject: &str,
+    details: serde_json::Value,
+) -> anyhow::Result<()> {
+    sqlx::query(
+        "INSERT INTO operator_actions (actor, action, subject, details) VALUES ($1, $2, $3, $4)",
+    )
+    .bind(actor)
+    .bind(action)
+    .bind(subject)
+    .bind(details)
+    .execute(db)
+    .await
+    .with_context(|| format!("recording {action} in operator_actions"))?;
+    Ok(())
+}
+
+/// Commits `tpl` as `group` without joining it (an OffsetCommit from a client carrying the group's id); the
+/// broker refuses it while the group has live members of another generation.
+pub(crate) async fn commit_as_group(
     base: ClientConfig,
-    partitions: &BTreeMap<Tp, (Option<i64>, Ends)>,
+    group: &str,
+    tpl: TopicPartitionList,
+) -> anyhow::Result<()> {
+    let mut config = base;
+    config
+        .set("group.id", group)
+        .set("enable.auto.commit", "false");
+    tokio::task::spawn_blocking(move || -> anyhow::Result<()> {
+        let consumer: BaseConsumer = config.create().context("creating a Kafka client")?;
+        consumer
+            .commit(&tpl, CommitMode::Sync)
+            .context("committing the new positions (is the group still empty?)")?;
+        Ok(())
+    })
+    .await?
+}
+
+/// The broker's first offset at or after `ms` per partition (`None`: no record that late).
+pub(crate) async fn offsets_for_time<'a>(
+    base: ClientConfig,
+    partitions: impl IntoIterator<Item = &'a Tp>,
     ms: i64,
     timeout: Duration,
 ) -> anyhow::Result<BTreeMap<Tp, Option<i64>>> {
     let mut tpl = TopicPartitionList::new();
-    for (topic, partition) in partitions.keys() {
+    for (topic, partition) in partitions {
         tpl.add_partition_offset(topic, *partition, Offset::Offset(ms))?;
     }
     tokio::task::spawn_blocking(move || -> anyhow::Result<BTreeMap<Tp, Option<i64>>> {
@@ -379,15 +425,14 @@ async fn apply(
     actor: &str,
 ) -> anyhow::Result<()> {
     let mut tx = pool.begin().await?;
-    sqlx::query(
-        "INSERT INTO operator_actions (actor, action, subject, details) VALUES ($1, 'groups.reset-offsets', $2, $3)",
+    record_action(
+        &mut *tx,
+        actor,
+        "groups.reset-offsets",
+        group,
+        serde_json::json!({ "offsets": offsets, "moves": moves }),
     )
-    .bind(actor)
-    .bind(group)
-    .bind(serde_json::json!({ "offsets": offsets, "moves": moves }))
-    .execute(&mut *tx)
-    .await
-    .context("recording the reset in operator_actions")?;
+    .await?;
     if offsets == OffsetSource::Database {
         let (topics, partitions, targets): (Vec<String>, Vec<i32>, Vec<i64>) = moves.iter().fold(
             (Vec::new(), Vec::new(), Vec::new()),
@@ -419,18 +464,7 @@ async fn apply(
     for m in moves {
         tpl.add_partition_offset(&m.topic, m.partition, Offset::Offset(m.target))?;
     }
-    let mut config = base;
-    config
-        .set("group.id", group)
-        .set("enable.auto.commit", "false");
-    tokio::task::spawn_blocking(move || -> anyhow::Result<()> {
-        let consumer: BaseConsumer = config.create().context("creating a Kafka client")?;
-        consumer
-            .commit(&tpl, CommitMode::Sync)
-            .context("committing the new positions (is the group still empty?)")?;
-        Ok(())
-    })
-    .await?
+    commit_as_group(base, group, tpl).await
 }
 
 #[cfg(test)]

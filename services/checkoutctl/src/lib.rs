@@ -15,6 +15,8 @@ pub mod analytics_cmd;
 pub mod audit_cmd;
 pub mod console_cmd;
 pub mod db_cmd;
+pub mod dlq_cmd;
+pub mod dlq_replay;
 pub mod events_cmd;
 pub mod groups_cmd;
 pub mod groups_reset;
@@ -61,6 +63,24 @@ pub async fn connect(database_url: Option<String>) -> anyhow::Result<sqlx::PgCon
     sqlx::PgConnection::connect(&url)
         .await
         .context("connecting to PostgreSQL")
+}
+
+/// A Kafka client configuration for `--bootstrap-servers` / `KAFKA_BOOTSTRAP_SERVERS`, with the client properties
+/// a service would use (`CHECKOUT__KAFKA__CLIENT__…`: SASL, TLS), or says how to set it.
+pub fn kafka_client_config(bootstrap: Option<String>) -> anyhow::Result<rdkafka::ClientConfig> {
+    use anyhow::Context;
+    let bootstrap = bootstrap.context(
+        "KAFKA_BOOTSTRAP_SERVERS is not set (pass --bootstrap-servers or source .dev/env)",
+    )?;
+    let mut config = rdkafka::ClientConfig::new();
+    config.set("bootstrap.servers", &bootstrap);
+    for (key, value) in service_kit::config::client_properties_from(std::env::vars())
+        .context("CHECKOUT__KAFKA__CLIENT__* properties")?
+        .iter()
+    {
+        config.set(key, value);
+    }
+    Ok(config)
 }
 
 /// The standard streams, injectable for tests.

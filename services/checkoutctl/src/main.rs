@@ -17,6 +17,7 @@ checkoutctl::subcommands! {
     Webhooks(checkoutctl::webhooks_cmd::WebhooksArgs),
     Notifications(checkoutctl::notifications_cmd::NotificationsArgs),
     Groups(checkoutctl::groups_cmd::GroupsArgs),
+    Dlq(checkoutctl::dlq_cmd::DlqArgs),
     Scanner(checkoutctl::scanner_cmd::ScannerArgs),
     Status(checkoutctl::status_cmd::StatusArgs),
     Console(checkoutctl::console_cmd::ConsoleArgs),

@@ -1,6 +1,6 @@
-//! Creation and automatic changes: an empty namespace gets all nine topics (4 core, 4 DLQs, the canary) exactly
-//! as the file says, a second apply changes nothing, a retention change is applied, and a hand-made override is
-//! replaced by the file's set.
+//! Creation and automatic changes: an empty namespace gets all thirteen topics (4 core, 4 DLQs, their 4 parking
+//! lots, the canary) exactly as the file says, a second apply changes nothing, a retention change is applied, and
+//! a hand-made override is replaced by the file's set.
 
 use std::time::Duration;
 
@@ -16,14 +16,15 @@ use crate::helpers::{
 const DEV: &str = "development";
 
 #[tokio::test]
-async fn apply_on_an_empty_cluster_creates_all_nine_topics_and_a_second_apply_changes_nothing() {
+async fn apply_on_an_empty_cluster_creates_all_thirteen_topics_and_a_second_apply_changes_nothing()
+{
     let cluster = cluster();
     let topology = isolated(real_file());
     let bootstrap = cluster.bootstrap_servers().to_string();
 
-    // plan shows nine creations and changes nothing.
+    // plan shows thirteen creations and changes nothing.
     let plan = Plan::read(&cluster, &topology, DEV).await.unwrap();
-    assert_eq!(plan.changes.len(), 9, "{plan}");
+    assert_eq!(plan.changes.len(), 13, "{plan}");
     assert!(
         plan.changes.iter().all(|c| matches!(c, Change::Create(_))),
         "{plan}"
@@ -37,7 +38,7 @@ async fn apply_on_an_empty_cluster_creates_all_nine_topics_and_a_second_apply_ch
         .await
         .unwrap();
     assert_eq!(report.outcome(), Outcome::Applied, "{report}");
-    assert_eq!(report.applied.len(), 9);
+    assert_eq!(report.applied.len(), 13);
     assert_cluster_matches(&bootstrap, &topology, DEV).await;
 
     let again = apply(&cluster, &topology, DEV, &ApplyOptions::default())
@@ -45,7 +46,7 @@ async fn apply_on_an_empty_cluster_creates_all_nine_topics_and_a_second_apply_ch
         .unwrap();
     assert_eq!(again.outcome(), Outcome::InSync, "{}\n{again}", again.plan);
     assert!(again.applied.is_empty() && again.pending.is_empty());
-    assert_eq!(again.plan.in_sync.len(), 9);
+    assert_eq!(again.plan.in_sync.len(), 13);
     assert_cluster_matches(&bootstrap, &topology, DEV).await;
 
     delete_namespace(&bootstrap, topology.system()).await;

@@ -138,7 +138,7 @@ async fn export_writes_strimzi_resources_from_the_real_file() {
         Outcome::InSync
     );
     let yaml = std::fs::read_to_string(&output).unwrap();
-    assert_eq!(yaml.matches("kind: KafkaTopic").count(), 9, "{yaml}");
+    assert_eq!(yaml.matches("kind: KafkaTopic").count(), 13, "{yaml}");
     assert!(
         yaml.contains("strimzi.io/cluster: crypto-checkout"),
         "{yaml}"

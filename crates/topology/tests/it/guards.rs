@@ -28,11 +28,12 @@ async fn a_partition_increase_is_refused_without_approval_and_applied_with_it() 
         .unwrap();
     assert_eq!(report.outcome(), Outcome::NeedsApproval, "{report}");
     assert!(report.applied.is_empty(), "{report}");
-    // The topic and its dead-letter topic, which follows its source's partition count.
+    // The topic, its dead-letter topic and its parking lot, which follow the source's partition count.
     assert!(
         matches!(
             report.pending.as_slice(),
             [
+                Change::IncreasePartitions { from: 3, to: 5, .. },
                 Change::IncreasePartitions { from: 3, to: 5, .. },
                 Change::IncreasePartitions { from: 3, to: 5, .. }
             ]
@@ -83,8 +84,8 @@ async fn a_partition_decrease_is_refused_and_nothing_else_is_applied_either() {
     });
 
     let plan = Plan::read(&cluster, &narrower, DEV).await.unwrap();
-    // The topic and its dead-letter topic (which follows its source's partition count).
-    assert_eq!(plan.count(Disposition::Refused), 2, "{plan}");
+    // The topic, its dead-letter topic and its parking lot (which follow the source's partition count).
+    assert_eq!(plan.count(Disposition::Refused), 3, "{plan}");
     let approved = ApplyOptions {
         approve_partition_increase: true,
         ..ApplyOptions::default()
@@ -119,10 +120,15 @@ async fn a_topic_removed_from_the_file_is_reported_and_not_deleted() {
         file.dead_letter_topics.retain(|d| d.name != analytics)
     });
 
+    // Its parking lot goes with it (it is declared by the DLQ's entry).
     let plan = Plan::read(&cluster, &without, DEV).await.unwrap();
     let [
         Change::Unknown {
             topic,
+            partitions: 3,
+        },
+        Change::Unknown {
+            topic: parked,
             partitions: 3,
         },
     ] = plan.changes.as_slice()
@@ -130,6 +136,7 @@ async fn a_topic_removed_from_the_file_is_reported_and_not_deleted() {
         panic!("{plan}")
     };
     assert_eq!(topic, &analytics);
+    assert_eq!(parked, &events::topics::parked_topic(&analytics));
     assert!(
         plan.to_string()
             .contains(&format!("--delete --topic {analytics}")),

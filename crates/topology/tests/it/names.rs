@@ -26,6 +26,22 @@ fn the_file_declares_exactly_the_topics_of_events_topics() {
         BTreeSet::from(events::topics::DEAD_LETTER_TOPICS),
         "dead-letter topics: deploy/kafka/topics.yaml vs events::topics::DEAD_LETTER_TOPICS"
     );
+    let parked: BTreeSet<String> = file
+        .dead_letter_topics
+        .iter()
+        .map(|d| d.parked_name())
+        .collect();
+    assert_eq!(
+        parked,
+        events::topics::PARKED_TOPICS
+            .iter()
+            .map(|t| t.to_string())
+            .collect::<BTreeSet<_>>(),
+        "parking lots: deploy/kafka/topics.yaml vs events::topics::PARKED_TOPICS"
+    );
+    for d in &file.dead_letter_topics {
+        assert_eq!(d.parked_name(), events::topics::parked_topic(&d.name));
+    }
     let operational: BTreeSet<&str> = file
         .operational_topics
         .iter()
