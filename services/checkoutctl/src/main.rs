@@ -18,6 +18,7 @@ checkoutctl::subcommands! {
     Notifications(checkoutctl::notifications_cmd::NotificationsArgs),
     Groups(checkoutctl::groups_cmd::GroupsArgs),
     Scanner(checkoutctl::scanner_cmd::ScannerArgs),
+    Simulate(checkoutctl::simulate_cmd::SimulateArgs),
 }
 
 fn main() -> std::process::ExitCode {
