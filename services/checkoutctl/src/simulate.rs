@@ -443,45 +443,71 @@ fn floor_to(value: Decimal, decimals: u32) -> Decimal {
         .max(Decimal::new(1, decimals))
 }
 
-/// The read models' expectation for an invoice with these payments, from the plan alone: payments count when
-/// their chain fate confirms; the invoice is paid when the counted payments cover what is due, late when the
-/// payment that covered it was first seen after expiry; `expire_with` is what was received (detected, not yet
-/// failed) at expiry when the invoice was not covered by then.
+/// A payment as planned: its amount, its first sighting, and when it fails on chain (if it does).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Planned {
+    pub amount: Decimal,
+    pub seen: DateTime<Utc>,
+    pub fails_at: Option<DateTime<Utc>>,
+}
+
+/// What the read models must show for an invoice with these payments, computed from the plan alone.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Expected {
+    /// `confirmed`, `expired` or `cancelled`.
+    pub status: &'static str,
+    /// Detected and never failed.
+    pub paid: Decimal,
+    pub overpaid: Decimal,
+    pub late: bool,
+    /// When the invoice must be expired (not cancelled, not covered by its window's end): what had been received
+    /// then — detected by `expires_at` and not failed by then (`InvoiceExpired.crypto_amount_paid`). Never when
+    /// that covers what is due (a full payment still confirming, which fails later): the invoice API keeps such an
+    /// invoice open, and the contract refuses an expired invoice paid in full.
+    pub expire_with: Option<Decimal>,
+}
+
+/// The payments service's rules applied to the plan: payments that never fail count; the invoice is paid when
+/// the counted payments cover what is due, late when the payment that covered it was first seen after expiry.
 pub fn expected(
     due: Decimal,
-    pays: &[(Decimal, DateTime<Utc>, bool)],
+    pays: &[Planned],
     expires_at: DateTime<Utc>,
     cancelled: bool,
-) -> (&'static str, Decimal, Decimal, bool, Option<Decimal>) {
-    let mut counted: Vec<&(Decimal, DateTime<Utc>, bool)> = pays.iter().filter(|p| p.2).collect();
-    counted.sort_by_key(|p| p.1);
+) -> Expected {
+    let mut counted: Vec<&Planned> = pays.iter().filter(|p| p.fails_at.is_none()).collect();
+    counted.sort_by_key(|p| p.seen);
     let mut sum = Decimal::ZERO;
     let mut covered_at = None;
     for p in &counted {
-        sum += p.0;
+        sum += p.amount;
         if sum >= due && covered_at.is_none() {
-            covered_at = Some(p.1);
+            covered_at = Some(p.seen);
         }
     }
     let paid = !cancelled && covered_at.is_some();
-    let late = paid && covered_at.is_some_and(|at| at > expires_at);
     let on_time = covered_at.is_some_and(|at| at <= expires_at);
-    let expire_with = (!cancelled && !on_time).then(|| {
-        counted
-            .iter()
-            .filter(|p| p.1 <= expires_at)
-            .map(|p| p.0)
-            .sum::<Decimal>()
-    });
-    let status = if cancelled {
-        "cancelled"
-    } else if paid {
-        "confirmed"
-    } else {
-        "expired"
-    };
-    let overpaid = if paid { sum - due } else { Decimal::ZERO };
-    (status, sum, overpaid, late, expire_with)
+    let expire_with = (!cancelled && !on_time)
+        .then(|| {
+            pays.iter()
+                .filter(|p| p.seen <= expires_at && p.fails_at.is_none_or(|f| f > expires_at))
+                .map(|p| p.amount)
+                .sum::<Decimal>()
+        })
+        .filter(|received| *received < due);
+    Expected {
+        status: if cancelled {
+            "cancelled"
+        } else if paid {
+            "confirmed"
+        } else {
+            "expired"
+        },
+        paid: sum,
+        overpaid: if paid { sum - due } else { Decimal::ZERO },
+        late: paid && !on_time,
+        expire_with,
+    }
 }
 
 impl Sim<'_> {
@@ -762,22 +788,30 @@ impl Sim<'_> {
             ],
         };
         let to_wall = |d: Duration| now + TimeDelta::from_std(d).expect("short");
-        let plan: Vec<(Decimal, DateTime<Utc>, bool)> = pays
+        // When the scanner simulator's fates fail (`payments::simulate`'s timeline: mined a block after the
+        // sighting, dropped from the mempool after 20 blocks, reorganised out `after` blocks after mining).
+        let plan: Vec<Planned> = pays
             .iter()
-            .map(|p| {
-                (
-                    p.amount,
-                    to_wall(p.at),
-                    !matches!(
-                        p.fate,
-                        ChainFate::ReorganizedOut { .. } | ChainFate::Dropped
-                    ),
-                )
+            .map(|p| Planned {
+                amount: p.amount,
+                seen: to_wall(p.at),
+                fails_at: match p.fate {
+                    ChainFate::ReorganizedOut { after } => {
+                        Some(to_wall(p.at + block * (1 + after)))
+                    }
+                    ChainFate::Dropped => Some(to_wall(p.at + block * 20)),
+                    ChainFate::Confirms | ChainFate::SurvivesReorg { .. } => None,
+                },
             })
             .collect();
         let cancelled = fate == Fate::Cancelled;
-        let (status, paid, overpaid, late, expire_with) =
-            expected(due, &plan, expires_at, cancelled);
+        let Expected {
+            status,
+            paid,
+            overpaid,
+            late,
+            expire_with,
+        } = expected(due, &plan, expires_at, cancelled);
         let n = self.next_invoice;
         self.next_invoice += 1;
         let truth = InvoiceTruth {
@@ -791,7 +825,7 @@ impl Sim<'_> {
             overpaid_amount: overpaid,
             late_payment: late,
             payments_detected: pays.len() as i32,
-            payments_failed: plan.iter().filter(|p| !p.2).count() as i32,
+            payments_failed: plan.iter().filter(|p| p.fails_at.is_some()).count() as i32,
             currency: fiat.code().to_string(),
             total_amount: total,
         };
@@ -1031,53 +1065,66 @@ mod tests {
         DateTime::from_timestamp(1_800_000_000 + s, 0).unwrap()
     }
 
+    fn pay(amount: &str, seen: i64, fails_at: Option<i64>) -> Planned {
+        Planned {
+            amount: decimal(amount),
+            seen: t(seen),
+            fails_at: fails_at.map(t),
+        }
+    }
+
+    fn summary(e: Expected) -> (&'static str, String, String, bool, Option<String>) {
+        (
+            e.status,
+            e.paid.normalize().to_string(),
+            e.overpaid.normalize().to_string(),
+            e.late,
+            e.expire_with.map(|d| d.normalize().to_string()),
+        )
+    }
+
     #[test]
     fn the_truth_follows_the_plan() {
         let due = decimal("10");
         let exp = t(60);
-        // Paid on time, exactly.
+        let s = |pays: &[Planned], cancelled| summary(expected(due, pays, exp, cancelled));
+        let some = |s: &str| Some(s.to_string());
+        // Paid on time, exactly; in two parts; over-paid.
         assert_eq!(
-            expected(due, &[(due, t(5), true)], exp, false),
-            ("confirmed", due, Decimal::ZERO, false, None)
-        );
-        // In two parts; over-paid.
-        assert_eq!(
-            expected(
-                due,
-                &[(decimal("4"), t(5), true), (decimal("6"), t(9), true)],
-                exp,
-                false
-            )
-            .0,
-            "confirmed"
+            s(&[pay("10", 5, None)], false),
+            ("confirmed", "10".into(), "0".into(), false, None)
         );
         assert_eq!(
-            expected(due, &[(decimal("10.5"), t(5), true)], exp, false).2,
-            decimal("0.5")
+            s(&[pay("4", 5, None), pay("6", 9, None)], false),
+            ("confirmed", "10".into(), "0".into(), false, None)
         );
+        assert_eq!(s(&[pay("10.5", 5, None)], false).2, "0.5");
         // Late: expired with nothing, then paid.
         assert_eq!(
-            expected(due, &[(due, t(64), true)], exp, false),
-            ("confirmed", due, Decimal::ZERO, true, Some(Decimal::ZERO))
+            s(&[pay("10", 64, None)], false),
+            ("confirmed", "10".into(), "0".into(), true, some("0"))
         );
         // Partial: expired with what was received.
         assert_eq!(
-            expected(due, &[(decimal("4"), t(5), true)], exp, false),
-            (
-                "expired",
-                decimal("4"),
-                Decimal::ZERO,
-                false,
-                Some(decimal("4"))
-            )
+            s(&[pay("4", 5, None)], false),
+            ("expired", "4".into(), "0".into(), false, some("4"))
         );
-        // Reorganised out, then paid: the failed one does not count.
+        // Reorganised out, then paid on time: the failed one never counts.
         assert_eq!(
-            expected(due, &[(due, t(5), false), (due, t(15), true)], exp, false),
-            ("confirmed", due, Decimal::ZERO, false, None)
+            s(&[pay("10", 5, Some(20)), pay("10", 25, None)], false),
+            ("confirmed", "10".into(), "0".into(), false, None)
         );
-        assert_eq!(expected(due, &[], exp, true).0, "cancelled");
-        assert_eq!(expected(due, &[], exp, false).0, "expired");
+        // Reorganised out after expiry, paid again late: at expiry the first covered the invoice and had not failed
+        // yet, so it is not expired.
+        assert_eq!(
+            s(&[pay("10", 50, Some(70)), pay("10", 75, None)], false),
+            ("confirmed", "10".into(), "0".into(), true, None)
+        );
+        assert_eq!(s(&[], true).0, "cancelled");
+        assert_eq!(
+            s(&[], false),
+            ("expired", "0".into(), "0".into(), false, some("0"))
+        );
     }
 
     #[test]
