@@ -40,6 +40,7 @@ use events::{Actor, ActorKind, Envelope, InvoiceId, MerchantId, Metadata};
 use payments::simulate::{Chaos, Fate as ChainFate, SimPayment, block_seconds, play};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use serde::Serialize;
 use sqlx::PgPool;
@@ -49,6 +50,8 @@ use tokio::sync::watch;
 pub const MIN_SIGHTING_DELAY: Duration = Duration::from_secs(3);
 /// The shortest payment window the simulator accepts: an invoice's whole on-time story must fit in it.
 pub const MIN_WINDOW: Duration = Duration::from_secs(30);
+/// Reports handed to the producer and not acknowledged yet, at most (then the loop waits for the broker).
+pub const MAX_UNACKNOWLEDGED: usize = 10_000;
 
 /// What to simulate.
 #[derive(Debug, Clone)]
@@ -288,6 +291,9 @@ struct Sim<'d> {
     counts: Counts,
     finished: Vec<InvoiceTruth>,
     views: BTreeMap<MerchantId, u64>,
+    /// Reports handed to the producer, not acknowledged yet: the loop never waits for the broker's round trip
+    /// (the producer keeps each key's order), only for a refusal or when too many are outstanding.
+    deliveries: futures_util::stream::FuturesUnordered<rdkafka::producer::DeliveryFuture>,
 }
 
 /// Runs the simulator until `stop` (or the duration), then lets what is in flight play out unless `abort`;
@@ -332,6 +338,7 @@ pub async fn run(
         counts: Counts::default(),
         finished: Vec::new(),
         views: BTreeMap::new(),
+        deliveries: Default::default(),
     };
     for _ in 0..sim.options.merchants {
         sim.sign_up().await?;
@@ -387,6 +394,8 @@ pub async fn run(
             _ = abort.changed() => {}
         }
     }
+    // Every report sent is acknowledged before the run counts as done.
+    sim.settle_deliveries(usize::MAX).await?;
     let aborted = !sim.schedule.is_empty();
     let counts = sim.counts_now();
     progress(&counts);
@@ -1003,24 +1012,52 @@ impl Sim<'_> {
     /// Produces reports to the scanners' topic keyed by their source, in order, and waits for every
     /// acknowledgement.
     async fn send_reports(&mut self, reports: &[IntegrationEvent]) -> anyhow::Result<()> {
-        let mut encoded = Vec::with_capacity(reports.len());
-        for r in reports {
-            encoded.push((r.partition_key(), r.encode()?));
-        }
         let topic = self.options.integration_topic.clone();
-        let sends = encoded.iter().map(|(key, value)| {
-            self.deps.producer.send(
-                FutureRecord::to(&topic).key(key).payload(value),
-                Duration::from_secs(30),
-            )
-        });
-        for result in futures_util::future::join_all(sends).await {
+        for r in reports {
+            let (key, value) = (r.partition_key(), r.encode()?);
+            loop {
+                let record = FutureRecord::to(&topic).key(&key).payload(&value);
+                match self.deps.producer.send_result(record) {
+                    Ok(delivery) => {
+                        self.deliveries.push(delivery);
+                        break;
+                    }
+                    Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), _)) => {
+                        // The producer's queue is full: wait for one acknowledgement, then try again.
+                        self.settle_deliveries(1).await?;
+                    }
+                    Err((e, _)) => return Err(e).context("producing a scanner report"),
+                }
+            }
+        }
+        self.counts.scanner_reports += reports.len() as u64;
+        self.settle_deliveries(0).await
+    }
+
+    /// Checks the acknowledgements that have come (failing on a refused report), waiting for at least `wait` of
+    /// them — or for all when more than [`MAX_UNACKNOWLEDGED`] are outstanding.
+    async fn settle_deliveries(&mut self, wait: usize) -> anyhow::Result<()> {
+        use futures_util::{FutureExt as _, StreamExt as _};
+        let mut waited = 0;
+        loop {
+            let must_wait = waited < wait || self.deliveries.len() > MAX_UNACKNOWLEDGED;
+            let next = if must_wait {
+                self.deliveries.next().await
+            } else {
+                match self.deliveries.next().now_or_never() {
+                    Some(next) => next,
+                    None => return Ok(()),
+                }
+            };
+            let Some(result) = next else {
+                return Ok(());
+            };
+            waited += 1;
             result
+                .context("the producer went away")?
                 .map_err(|(e, _)| e)
                 .context("producing a scanner report")?;
         }
-        self.counts.scanner_reports += reports.len() as u64;
-        Ok(())
     }
 }
 
