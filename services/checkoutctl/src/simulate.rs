@@ -83,7 +83,7 @@ pub struct Options {
 impl Default for Options {
     fn default() -> Self {
         Options {
-            rate: 2.0,
+            rate: 4.0,
             duration: None,
             seed: 1,
             merchants: 8,
