@@ -12,6 +12,10 @@ export CARGO_INCREMENTAL ?= 0
 endif
 TEST_THREADS ?= 4
 BROKERS ?= 1
+# make run: the simulator's invoices per second (empty: deploy/local/run's default) and how long to run (empty:
+# until Ctrl-C).
+RATE ?=
+RUN_FOR ?=
 CARGO ?= cargo
 # Run a command with the stack's environment (.dev/env) exported.
 WITH_ENV := set -a && . ./.dev/env && set +a &&
@@ -56,9 +60,9 @@ test-cluster: ## Tests that need the 3-broker cluster (production profile: RF 3,
 	@BROKERS=3 SKIP_MIGRATE=1 ./deploy/local/up
 	$(WITH_ENV) $(CARGO) test -p topology --test cluster -- --test-threads=1
 
-run: up tools ## Start every service binary that exists and a Prometheus (127.0.0.1:9090, rules loaded), with logs in .dev/logs; Ctrl-C stops them.
+run: up tools ## Start every service, Prometheus (127.0.0.1:9090), the dev-sandbox and the checkout simulator at RATE invoices/s (4); RUN_FOR=SECONDS stops by itself and exits with checkoutctl verify's status; Ctrl-C stops them.
 	$(CARGO) build --workspace --bins
-	@./deploy/local/run
+	@RATE=$(RATE) RUN_FOR=$(RUN_FOR) ./deploy/local/run
 
 bench: bench-events bench-outbox bench-runtime bench-e2e bench-verify bench-webhooks ## Every benchmark; figures are printed, never asserted.
 

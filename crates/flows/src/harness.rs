@@ -88,8 +88,7 @@ impl Bus {
         &self.db.pool
     }
 
-    /// Publisher configuration routing `crypto-checkout.domain-events`, `notification-events` and `analytics-events`
-    /// to this bus's topics.
+    /// Publisher configuration routing the domain, notification and analytics topics to this bus's topics.
     pub fn publisher_config(&self) -> outbox_publisher::Config {
         let mut service = PublisherSettings {
             batch_size: 1000,
@@ -105,6 +104,7 @@ impl Bus {
             events::topics::NOTIFICATION_EVENTS.to_string(),
             self.notification_topic.clone(),
         );
+        // Checkout views appended through the outbox (`checkoutctl simulate`) go to this bus's analytics topic.
         service.topic_routes.insert(
             events::topics::ANALYTICS_EVENTS.to_string(),
             self.analytics_topic.clone(),

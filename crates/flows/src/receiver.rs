@@ -6,7 +6,9 @@
 //! from SHA-256 here), independent of the service's.
 //!
 //! Guarantees: every request is recorded with its time, path, headers and body before it is answered; a path's
-//! behaviour can be changed while the server runs; dropping the [`Receiver`] stops the server.
+//! behaviour can be changed while the server runs, and a path prefix can carry a behaviour for every path under
+//! it (`make run`'s webhook receiver: `/hooks/flaky/<merchant>`); with [`Receiver::keep_at_most`] the record is
+//! bounded (the oldest half is forgotten when it is full); dropping the [`Receiver`] stops the server.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -63,6 +65,10 @@ pub struct Received {
 #[derive(Default)]
 struct Inner {
     behaviours: HashMap<String, Behaviour>,
+    /// Behaviours of every path under a prefix, first match wins (an exact path's behaviour comes first).
+    prefixes: Vec<(String, Behaviour)>,
+    /// At most this many requests (and `webhook-id` counts) are remembered, when set.
+    keep: Option<usize>,
     received: Vec<Received>,
     seen: HashMap<(String, String), usize>,
     /// Where each request is also written as `<n>.json` (`make run`'s SMS sandbox), when set.
@@ -119,6 +125,21 @@ impl Receiver {
             .insert(format!("/{name}"), behaviour);
     }
 
+    /// Makes every path starting with `/{prefix}` that has no behaviour of its own behave as `behaviour`.
+    pub fn set_prefix(&self, prefix: &str, behaviour: Behaviour) {
+        self.inner
+            .lock()
+            .unwrap()
+            .prefixes
+            .push((format!("/{prefix}"), behaviour));
+    }
+
+    /// Remembers at most `n` requests (and `n` `webhook-id` counts of [`Behaviour::FailFirst`]): when full, the
+    /// oldest half is forgotten. For long runs (`make run`).
+    pub fn keep_at_most(&self, n: usize) {
+        self.inner.lock().unwrap().keep = Some(n.max(2));
+    }
+
     /// Every request so far (of path `name`, when given), in arrival order.
     pub fn received(&self, name: Option<&str>) -> Vec<Received> {
         let path = name.map(|n| format!("/{n}"));
@@ -162,8 +183,18 @@ async fn handle(
         let behaviour = inner
             .behaviours
             .get(&path)
+            .or_else(|| {
+                inner
+                    .prefixes
+                    .iter()
+                    .find(|(prefix, _)| path.starts_with(prefix.as_str()))
+                    .map(|(_, b)| b)
+            })
             .cloned()
             .unwrap_or(Behaviour::Ok);
+        if inner.keep.is_some_and(|keep| inner.seen.len() >= keep) {
+            inner.seen.clear();
+        }
         let seen = inner
             .seen
             .entry((path.clone(), webhook_id.clone().unwrap_or_default()))
@@ -209,6 +240,11 @@ async fn handle(
                 "answered": received.answered,
             });
             let _ = std::fs::write(file, serde_json::to_vec_pretty(&json).unwrap_or_default());
+        }
+        if let Some(keep) = inner.keep
+            && inner.received.len() >= keep
+        {
+            inner.received.drain(..keep / 2);
         }
         inner.received.push(received);
     }

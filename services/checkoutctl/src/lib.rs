@@ -28,6 +28,8 @@ pub mod outbox_cmd;
 pub mod projections_cmd;
 pub mod scanner_cmd;
 pub mod settlement_cmd;
+pub mod simulate;
+pub mod simulate_cmd;
 pub mod status_cmd;
 pub mod topics_cmd;
 pub mod verify;

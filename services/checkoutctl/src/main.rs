@@ -21,6 +21,7 @@ checkoutctl::subcommands! {
     Scanner(checkoutctl::scanner_cmd::ScannerArgs),
     Status(checkoutctl::status_cmd::StatusArgs),
     Console(checkoutctl::console_cmd::ConsoleArgs),
+    Simulate(checkoutctl::simulate_cmd::SimulateArgs),
 }
 
 fn main() -> std::process::ExitCode {
