@@ -157,6 +157,8 @@ struct Inner {
     /// (part of a recipient address, reply line) for RCPT.
     refusals: Vec<(String, String)>,
     delay: Duration,
+    /// New sessions get no greeting while set: a server that accepts and never answers.
+    silent: bool,
     dir: Option<PathBuf>,
     written: usize,
 }
@@ -211,6 +213,9 @@ impl SmtpSink {
                 };
                 let inner = inner.clone();
                 sessions.spawn(async move {
+                    while inner.lock().unwrap().silent {
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                    }
                     let _ = session(stream, inner).await;
                 });
                 while sessions.try_join_next().is_some() {}
@@ -242,6 +247,11 @@ impl SmtpSink {
     /// Waits this long before answering each message's data.
     pub fn delay(&self, delay: Duration) {
         self.inner.lock().unwrap().delay = delay;
+    }
+
+    /// While `on`, connections are accepted and never greeted: a server that never answers.
+    pub fn silence(&self, on: bool) {
+        self.inner.lock().unwrap().silent = on;
     }
 
     /// Stops listening and drops every session: the server is down.

@@ -11,3 +11,4 @@ mod failures;
 mod idempotency;
 mod outage;
 mod producers;
+mod silent;
