@@ -14,6 +14,7 @@ use std::process::ExitCode;
 pub mod analytics_cmd;
 pub mod audit_cmd;
 pub mod db_cmd;
+pub mod dr_cmd;
 pub mod events_cmd;
 pub mod groups_cmd;
 pub mod groups_reset;

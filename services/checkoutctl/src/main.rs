@@ -18,6 +18,7 @@ checkoutctl::subcommands! {
     Notifications(checkoutctl::notifications_cmd::NotificationsArgs),
     Groups(checkoutctl::groups_cmd::GroupsArgs),
     Scanner(checkoutctl::scanner_cmd::ScannerArgs),
+    Dr(checkoutctl::dr_cmd::DrArgs),
 }
 
 fn main() -> std::process::ExitCode {
