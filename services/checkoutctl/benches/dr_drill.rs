@@ -369,7 +369,12 @@ async fn main() -> ExitCode {
     ];
     plan.groups.retain(|g| ours.contains(&g.group));
     for g in &plan.groups {
-        let replayed: i64 = g.moves.iter().map(|m| m.upstream - m.target).sum();
+        let replayed: i64 = g
+            .moves
+            .iter()
+            .filter(|m| m.upstream >= 0)
+            .map(|m| m.upstream - m.target)
+            .sum();
         println!(
             "  {} ({:?}): {} partition(s), primary positions − DR positions = {replayed}",
             g.group,

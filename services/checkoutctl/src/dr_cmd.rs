@@ -11,7 +11,8 @@
 //!   are translated here from the offset syncs (`mm2-offset-syncs.<source>.internal`, kept on the DR cluster) with
 //!   MirrorMaker's own rule ([`translate`]): the last sync at or below the position, plus one when past it. The
 //!   records between are replayed; the services' idempotency (decision 0007) absorbs them. A position older than
-//!   every sync goes to the partition's earliest offset. Every target is clamped to the DR partition's
+//!   every sync, and a partition of a checkpointed topic without a checkpoint, go to the partition's earliest
+//!   offset (`upstream` -1 in the plan: unknown). Every target is clamped to the DR partition's
 //!   `[earliest, end]`. A group with database positions is planned from them alone (its Kafka commits, which
 //!   MirrorMaker also checkpoints, are not what it resumes from).
 //! - **Only empty groups are moved**: `--execute` is refused while a group has members on the DR cluster.
@@ -261,7 +262,7 @@ pub enum Source {
 pub struct Move {
     pub topic: String,
     pub partition: i32,
-    /// The group's position on the primary.
+    /// The group's position on the primary (-1: unknown, no checkpoint for this partition).
     pub upstream: i64,
     /// Its position on the DR cluster (clamped to the partition's `[earliest, end]`).
     pub target: i64,
@@ -500,6 +501,21 @@ pub async fn plan(
                 source: Source::Checkpoint,
             });
         }
+        // A partition of the same topics without a checkpoint (nothing translatable yet when the primary died):
+        // its earliest offset, explicitly — never the consumer's reset policy, which may say "latest".
+        let group_topics: BTreeSet<&String> = positions.keys().map(|(t, _)| t).collect();
+        for (tp, ends) in &snapshot.ends {
+            if group_topics.contains(&tp.0) && !positions.contains_key(tp) {
+                moves.push(Move {
+                    topic: tp.0.clone(),
+                    partition: tp.1,
+                    upstream: -1,
+                    target: ends.earliest,
+                    source: Source::Earliest,
+                });
+            }
+        }
+        moves.sort_by(|a, b| (&a.topic, a.partition).cmp(&(&b.topic, b.partition)));
         groups.push(GroupPlan {
             group: group.clone(),
             offsets: OffsetSource::Kafka,
@@ -782,6 +798,46 @@ mod tests {
     fn string(out: &mut Vec<u8>, s: &str) {
         out.extend_from_slice(&(s.len() as i16).to_be_bytes());
         out.extend_from_slice(s.as_bytes());
+    }
+
+    fn hex(s: &str) -> Vec<u8> {
+        (0..s.len())
+            .step_by(2)
+            .map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap())
+            .collect()
+    }
+
+    /// The bytes MirrorMaker 2 itself (connect-mirror-client 4.3.1: `new Checkpoint("settlement-processing",
+    /// new TopicPartition("crypto-checkout.domain-events", 7), 1500, 1234, "").recordKey()/recordValue()`, and
+    /// `new OffsetSync(tp, 1400, 1150)`) writes, captured with Kafka's own classes.
+    const CHECKPOINT_KEY: &str = "0015736574746c656d656e742d70726f63657373696e67001d63727970746f2d636865636b6f75742e646f6d61696e2d6576656e747300000007";
+    const CHECKPOINT_VALUE: &str = "000000000000000005dc00000000000004d20000";
+    const SYNC_KEY: &str = "001d63727970746f2d636865636b6f75742e646f6d61696e2d6576656e747300000007";
+    const SYNC_VALUE: &str = "0000000000000578000000000000047e";
+
+    #[test]
+    fn decodes_what_mirror_maker_writes() {
+        assert_eq!(
+            decode_checkpoint(&hex(CHECKPOINT_KEY), &hex(CHECKPOINT_VALUE)).unwrap(),
+            Checkpoint {
+                group: "settlement-processing".into(),
+                topic: "crypto-checkout.domain-events".into(),
+                partition: 7,
+                upstream: 1500,
+                downstream: 1234,
+                metadata: String::new(),
+            }
+        );
+        assert_eq!(
+            decode_offset_sync(&hex(SYNC_KEY), &hex(SYNC_VALUE)).unwrap(),
+            (
+                ("crypto-checkout.domain-events".to_string(), 7),
+                OffsetSync {
+                    upstream: 1400,
+                    downstream: 1150
+                }
+            )
+        );
     }
 
     #[test]
