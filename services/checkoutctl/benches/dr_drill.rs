@@ -261,6 +261,14 @@ fn secs(d: Duration) -> String {
 
 #[tokio::main(flavor = "multi_thread")]
 async fn main() -> ExitCode {
+    assert_eq!(
+        testkit::infra().brokers,
+        3,
+        "KAFKA_BROKERS must be 3 (deploy/local/dr writes it to drill.env): the drill's topics need RF 3"
+    );
+    if std::env::var("DR_DRILL_MODE").is_ok_and(|m| m == "broker") {
+        return broker_failure().await;
+    }
     let invoices: usize = env("DR_DRILL_INVOICES", 3000);
     let merchants: usize = env("DR_DRILL_MERCHANTS", 60);
     let rate: u32 = env("DR_DRILL_RATE", 150);
@@ -680,4 +688,185 @@ async fn append_paced(
         out.extend(chunk.iter().map(|e| (e.event_id().as_uuid(), at)));
     }
     out
+}
+
+/// The leader (node id) of `topic`/`partition` on `bootstrap`.
+async fn leader(bootstrap: &str, topic: &str, partition: i32) -> i32 {
+    let (b, t) = (bootstrap.to_string(), topic.to_string());
+    tokio::task::spawn_blocking(move || {
+        let c = consumer(&b, None);
+        let md = c
+            .fetch_metadata(Some(&t), Duration::from_secs(10))
+            .expect("metadata");
+        md.topics()[0]
+            .partitions()
+            .iter()
+            .find(|p| p.id() == partition)
+            .expect("the partition")
+            .leader()
+    })
+    .await
+    .expect("metadata task")
+}
+
+/// Item 2 of issue 18 (`make chaos-broker`): on the 3-broker primary (RF 3, min ISR 2) under traffic, SIGKILL the
+/// leader of partition 0 of the domain topic (every partition is busy: keys spread evenly) and measure the time
+/// until the outbox publisher writes to that partition again and every group's position in it moves (RTO), and
+/// the events acknowledged but missing from the topic at the end (RPO), against the spec's < 30 s / 0. The
+/// services run on through the failure (no restart: the clients must recover by themselves). Ends with verify
+/// (grace 0) and the settlements against the truth.
+async fn broker_failure() -> ExitCode {
+    let invoices: usize = env("DR_DRILL_INVOICES", 3000);
+    let merchants: usize = env("DR_DRILL_MERCHANTS", 60);
+    let rate: u32 = env("DR_DRILL_RATE", 150);
+    let kill_after = Duration::from_secs(env("DR_DRILL_KILL_AFTER", 25));
+    let pidfiles = required("DR_PRIMARY_PIDFILES");
+    let primary = required("KAFKA_BOOTSTRAP_SERVERS");
+    let flows = flows::generate(&Scenario::new(0xb40c, merchants, invoices).settled_by_service());
+    println!(
+        "broker failure on {primary}: {invoices} invoices, {} domain events at {rate} events/s",
+        flows.events.len()
+    );
+    let system = system::System::start().await;
+    let topic = system.bus.domain_topic.clone();
+    let pool = system.pool().clone();
+    let started = Instant::now();
+    let traffic = {
+        let (events, pool) = (flows.events.clone(), pool.clone());
+        tokio::spawn(async move { append_paced(pool, events, rate).await })
+    };
+    tokio::time::sleep(kill_after).await;
+
+    let partition = 0;
+    let victim = leader(&primary, &topic, partition).await;
+    let file = pidfiles
+        .split(',')
+        .find(|f| f.ends_with(&format!("-{victim}.pid")))
+        .unwrap_or_else(|| panic!("no pidfile of node {victim} in {pidfiles}"))
+        .to_string();
+    let groups = [
+        (system.projections_group.clone(), true),
+        (system.audit_group.clone(), true),
+        (system.settlement_group.clone(), false),
+    ];
+    let position = |group: String, kafka: bool| {
+        let (primary, topic, pool) = (primary.clone(), topic.clone(), pool.clone());
+        async move {
+            if kafka {
+                committed(&primary, &group, &topic).await[partition as usize]
+            } else {
+                stored(&pool, &group, &topic)
+                    .await
+                    .get(&partition)
+                    .copied()
+                    .unwrap_or(-1)
+            }
+        }
+    };
+    let mut before = BTreeMap::new();
+    for (g, kafka) in &groups {
+        before.insert(g.clone(), position(g.clone(), *kafka).await);
+    }
+    let end_before = ends(&primary, &topic).await[partition as usize];
+    let kill = Instant::now();
+    assert_eq!(kill_brokers(&file), 1, "SIGKILL node {victim} ({file})");
+    println!(
+        "SIGKILLed node {victim}, leader of {topic}/{partition}, after {} (end {end_before}, positions {before:?})",
+        secs(started.elapsed())
+    );
+    let mut produced = None;
+    let mut consuming: BTreeMap<String, Duration> = BTreeMap::new();
+    while produced.is_none() || consuming.len() < groups.len() {
+        assert!(
+            kill.elapsed() < Duration::from_secs(300),
+            "no progress within 300 s (produced {produced:?}, consuming {consuming:?})"
+        );
+        if produced.is_none() {
+            let end = ends(&primary, &topic).await;
+            if end.get(partition as usize).is_some_and(|e| *e > end_before) {
+                produced = Some(kill.elapsed());
+            }
+        }
+        for (g, kafka) in &groups {
+            if !consuming.contains_key(g) && position(g.clone(), *kafka).await > before[g] {
+                consuming.insert(g.clone(), kill.elapsed());
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let produced = produced.expect("measured");
+    let rto = consuming
+        .values()
+        .copied()
+        .max()
+        .unwrap_or_default()
+        .max(produced);
+    println!(
+        "producer writing to {topic}/{partition} again at +{}; groups moving: {}",
+        secs(produced),
+        consuming
+            .iter()
+            .map(|(g, d)| format!("{g} +{}", secs(*d)))
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    let committed_at = traffic.await.expect("the writers");
+    let timeout = Duration::from_secs(600);
+    system.wait_quiescent(timeout).await;
+    let in_topic = event_ids(&primary, &topic).await;
+    let lost = committed_at
+        .iter()
+        .filter(|(id, _)| !in_topic.contains(id))
+        .count();
+    let truth = flows.expected_settlements();
+    let expected = flows::check::expected_settlement_rows(&truth);
+    let actual = flows::check::settlement_rows(&pool)
+        .await
+        .expect("read settlements");
+    let differences = flows::check::settlement_rows_diff(&expected, &actual);
+    let options = Options {
+        grace: Duration::ZERO,
+        topic: topic.clone(),
+        projections_group: system.projections_group.clone(),
+        audit_group: system.audit_group.clone(),
+        settlement_group: system.settlement_group.clone(),
+        audit_chain: true,
+        ..Options::default()
+    };
+    let kafka = KafkaSettings {
+        bootstrap_servers: primary.clone(),
+        client: Default::default(),
+    };
+    let verified = match verify::verify(&system.bus.db.url, &kafka, &options).await {
+        Ok(r) => r.ok,
+        Err(e) => {
+            println!("  verify could not run: {e}");
+            false
+        }
+    };
+    system.stop().await;
+    let rto_ok = rto < Duration::from_secs(30);
+    println!("\nBROKER FAILURE (leader of a busy partition SIGKILLed; RF 3, min ISR 2)");
+    println!(
+        "  RTO {} (spec < 30s): producer {}, every group {}  [{}]",
+        secs(rto),
+        secs(produced),
+        secs(consuming.values().copied().max().unwrap_or_default()),
+        if rto_ok { "ok" } else { "VIOLATED" }
+    );
+    println!(
+        "  RPO {lost} acknowledged event(s) missing of {} (spec 0)  [{}]",
+        committed_at.len(),
+        if lost == 0 { "ok" } else { "VIOLATED" }
+    );
+    println!(
+        "  verify (grace 0): {}; settlements vs the truth: {} difference(s)",
+        if verified { "passed" } else { "FAILED" },
+        differences.len()
+    );
+    if rto_ok && lost == 0 && verified && differences.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
 }

@@ -297,6 +297,9 @@ pub struct Mirror {
     pub syncs: BTreeMap<Tp, Vec<OffsetSync>>,
 }
 
+/// A record's key and value.
+type KeyValue = (Vec<u8>, Vec<u8>);
+
 fn base_config(bootstrap: &str) -> ClientConfig {
     let mut config = ClientConfig::new();
     config.set("bootstrap.servers", bootstrap);
@@ -309,7 +312,7 @@ fn read_all(
     bootstrap: &str,
     topic: &str,
     timeout: Duration,
-) -> anyhow::Result<Option<Vec<(Vec<u8>, Vec<u8>)>>> {
+) -> anyhow::Result<Option<Vec<KeyValue>>> {
     let consumer: BaseConsumer = base_config(bootstrap)
         .set("group.id", "checkoutctl-dr-reader")
         .set("enable.auto.commit", "false")
