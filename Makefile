@@ -63,7 +63,7 @@ dr-drill: ## Disaster-recovery drill: primary and DR 3-broker clusters + MirrorM
 	  rc=0 && $(CARGO) test -q -p checkoutctl --bench dr_drill || rc=$$?; ./deploy/local/dr down; exit $$rc
 
 chaos-broker: ## Broker failure measured: on the 3-broker primary of deploy/local/dr (RF 3, min ISR 2) under traffic, SIGKILL the leader of a busy partition; RTO until producer and every group progress, RPO = acknowledged events lost, vs the spec (< 30 s / 0); verify. Not part of `make test`.
-	@set -a && . ./.dev/env && set +a && ./deploy/local/dr up --fresh
+	@set -a && . ./.dev/env && set +a && DR_PRIMARY_ONLY=1 ./deploy/local/dr up --fresh
 	@set -a && . ./.dev/env && . ./.dev-dr/drill.env && set +a && export KAFKA_BOOTSTRAP_SERVERS="$$DR_PRIMARY_BOOTSTRAP" DR_DRILL_MODE=broker && \
 	  rc=0 && $(CARGO) test -q -p checkoutctl --bench dr_drill || rc=$$?; ./deploy/local/dr down; exit $$rc
 
