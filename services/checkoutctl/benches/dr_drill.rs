@@ -81,21 +81,32 @@ fn partitions(c: &BaseConsumer, topic: &str) -> i32 {
         .map_or(0, |t| t.partitions().len() as i32)
 }
 
-/// High watermarks of `topic` on `bootstrap` (empty when the topic does not exist there).
+/// High watermarks of `topic` on `bootstrap` (empty when the topic does not exist there). A partition whose
+/// leader is being elected answers with an error: asked again (within 5 min) rather than failing the measurement.
 async fn ends(bootstrap: &str, topic: &str) -> Vec<i64> {
-    let (b, t) = (bootstrap.to_string(), topic.to_string());
-    tokio::task::spawn_blocking(move || {
-        let c = consumer(&b, None);
-        (0..partitions(&c, &t))
-            .map(|p| {
-                c.fetch_watermarks(&t, p, Duration::from_secs(10))
-                    .expect("watermarks")
-                    .1
-            })
-            .collect()
-    })
-    .await
-    .expect("watermarks task")
+    let started = Instant::now();
+    loop {
+        let (b, t) = (bootstrap.to_string(), topic.to_string());
+        let read = tokio::task::spawn_blocking(move || {
+            let c = consumer(&b, None);
+            (0..partitions(&c, &t))
+                .map(|p| {
+                    c.fetch_watermarks(&t, p, Duration::from_secs(10))
+                        .map(|w| w.1)
+                })
+                .collect::<Result<Vec<i64>, _>>()
+        })
+        .await
+        .expect("watermarks task");
+        match read {
+            Ok(ends) => return ends,
+            Err(e) => assert!(
+                started.elapsed() < Duration::from_secs(300),
+                "the watermarks of {topic}: {e}"
+            ),
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
 }
 
 /// Kafka-committed offsets of `group` in `topic` on `bootstrap` (-1: none).

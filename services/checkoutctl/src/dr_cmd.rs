@@ -859,7 +859,9 @@ mod tests {
             decode_checkpoint(&key, &0i16.to_be_bytes()),
             Err(DecodeError::Truncated(_))
         ));
-        let mut long_key = key.clone();
+        let mut long_key = Vec::new();
+        string(&mut long_key, "t");
+        long_key.extend_from_slice(&3i32.to_be_bytes());
         long_key.push(0);
         assert_eq!(
             decode_offset_sync(&long_key, &[0; 16]),
