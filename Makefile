@@ -20,7 +20,7 @@ CARGO ?= cargo
 # Run a command with the stack's environment (.dev/env) exported.
 WITH_ENV := set -a && . ./.dev/env && set +a &&
 
-.PHONY: help up down clean build tools test test-cluster deploy-check deploy-topics deploy-rules run fmt fmt-check lint ci bench bench-events bench-outbox bench-runtime bench-e2e bench-verify bench-webhooks
+.PHONY: help up down clean build tools test test-cluster dr-drill chaos-broker deploy-check deploy-topics deploy-rules run fmt fmt-check lint ci bench bench-events bench-outbox bench-runtime bench-e2e bench-verify bench-webhooks
 
 help: ## Show the targets.
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | expand -t 14
@@ -63,6 +63,16 @@ test-cluster: ## Tests that need the 3-broker cluster (production profile: RF 3,
 run: up tools ## Start every service, Prometheus (127.0.0.1:9090), the dev-sandbox and the checkout simulator at RATE invoices/s (4); RUN_FOR=SECONDS stops by itself and exits with checkoutctl verify's status; Ctrl-C stops them.
 	$(CARGO) build --workspace --bins
 	@RATE=$(RATE) RUN_FOR=$(RUN_FOR) ./deploy/local/run
+
+dr-drill: ## Disaster-recovery drill: primary and DR 3-broker clusters + MirrorMaker 2 (deploy/local/dr), primary SIGKILLed under traffic, `checkoutctl dr failover`, RTO/RPO vs the spec (< 5 min / < 30 s), verify. Exits non-zero on a violation. Not part of `make test`.
+	@set -a && . ./.dev/env && set +a && ./deploy/local/dr up --fresh
+	@set -a && . ./.dev/env && . ./.dev-dr/drill.env && set +a && export KAFKA_BOOTSTRAP_SERVERS="$$DR_PRIMARY_BOOTSTRAP" && \
+	  rc=0 && $(CARGO) test -q -p checkoutctl --bench dr_drill || rc=$$?; ./deploy/local/dr down; exit $$rc
+
+chaos-broker: ## Broker failure measured: on the 3-broker primary of deploy/local/dr (RF 3, min ISR 2) under traffic, SIGKILL the leader of a busy partition; RTO until producer and every group progress, RPO = acknowledged events lost, vs the spec (< 30 s / 0); verify. Not part of `make test`.
+	@set -a && . ./.dev/env && set +a && DR_PRIMARY_ONLY=1 ./deploy/local/dr up --fresh
+	@set -a && . ./.dev/env && . ./.dev-dr/drill.env && set +a && export KAFKA_BOOTSTRAP_SERVERS="$$DR_PRIMARY_BOOTSTRAP" DR_DRILL_MODE=broker && \
+	  rc=0 && $(CARGO) test -q -p checkoutctl --bench dr_drill || rc=$$?; ./deploy/local/dr down; exit $$rc
 
 bench: bench-events bench-outbox bench-runtime bench-e2e bench-verify bench-webhooks ## Every benchmark; figures are printed, never asserted.
 

@@ -17,6 +17,11 @@ JMX_EXPORTER_JAR="$DEV/cache/jmx-exporter-$JMX_EXPORTER_VERSION/jmx_prometheus_j
 # 1-broker cluster (9308) and on 127.0.0.1:$((JMX_EXPORTER_BASE_PORT + n)) for the 3-broker one (9309..9311), so
 # both clusters can run side by side. deploy/local/run reads the ports from .dev/kafka/b*/ports.
 JMX_EXPORTER_BASE_PORT=9308
+# Kafka's MirrorMaker 2 (connect-mirror and Connect's runtime) for the disaster-recovery drill: a pom and a cache
+# of their own (deploy/local/kafka/mirror-maker/pom.xml), never on a broker's classpath.
+MM2_POM="$ROOT/deploy/local/kafka/mirror-maker/pom.xml"
+MM2_VERSION="$(sed -n 's:.*<mirror-maker.version>\(.*\)</mirror-maker.version>.*:\1:p' "$MM2_POM")"
+MM2_LIBS="$DEV/cache/mirror-maker-$MM2_VERSION/libs"
 
 mkdir -p "$LOGS" "$RUN"
 
@@ -82,6 +87,14 @@ kafka_classpath() {
     "$ROOT/deploy/local/fetch-kafka" >&2
   fi
   printf '%s/*' "$KAFKA_LIBS"
+}
+
+# The classpath of the cached MirrorMaker 2 jars; fetches them first when the cache is missing or incomplete.
+mirror_maker_classpath() {
+  if [[ ! -f "$MM2_LIBS/.complete" ]]; then
+    "$ROOT/deploy/local/fetch-kafka" --mirror-maker >&2 || die "fetching MirrorMaker 2 failed"
+  fi
+  printf '%s/*' "$MM2_LIBS"
 }
 
 # The path of the cached JMX exporter agent jar; fetches it (with the Kafka jars, if those are missing too) first.

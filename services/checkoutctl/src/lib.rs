@@ -17,6 +17,7 @@ pub mod console_cmd;
 pub mod db_cmd;
 pub mod dlq_cmd;
 pub mod dlq_replay;
+pub mod dr_cmd;
 pub mod events_cmd;
 pub mod groups_cmd;
 pub mod groups_reset;

@@ -22,6 +22,7 @@ checkoutctl::subcommands! {
     Status(checkoutctl::status_cmd::StatusArgs),
     Console(checkoutctl::console_cmd::ConsoleArgs),
     Simulate(checkoutctl::simulate_cmd::SimulateArgs),
+    Dr(checkoutctl::dr_cmd::DrArgs),
 }
 
 fn main() -> std::process::ExitCode {
