@@ -181,3 +181,37 @@ fn docker_compose_config_accepts_the_file() {
         String::from_utf8_lossy(&output.stderr)
     );
 }
+
+#[test]
+fn prometheus_scrapes_every_service_of_the_table_with_the_rules_of_make_run() {
+    // The same template and script as `make run` (deploy/monitoring/render-config), with one `NAME=NAME:PORT`
+    // per service of service_kit::services and bus-monitor as its own job.
+    let compose = compose();
+    let prometheus = compose
+        .services
+        .get("prometheus")
+        .expect("a prometheus service");
+    let command = prometheus.command.clone().unwrap_or_default().join(" ");
+    let words: Vec<&str> = command.split_whitespace().collect();
+    assert!(
+        command.contains("deploy/monitoring/render-config")
+            || command.contains("/etc/crypto-checkout/monitoring/render-config"),
+        "{command}"
+    );
+    for spec in service_kit::services::SERVICES {
+        if spec.name == "bus-monitor" {
+            let bus = format!("{}:{}", spec.name, spec.ops_port);
+            assert!(
+                words.contains(&bus.as_str()),
+                "bus-monitor at {bus}: {command}"
+            );
+        } else {
+            let target = format!("{0}={0}:{1}", spec.name, spec.ops_port);
+            assert!(
+                words.contains(&target.as_str()),
+                "{target} is not scraped: {command}"
+            );
+        }
+    }
+    assert!(prometheus.ports.iter().any(|p| p == "9090:9090"));
+}
