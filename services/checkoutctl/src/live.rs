@@ -129,16 +129,41 @@ impl Prometheus {
         self.base.as_str()
     }
 
+    /// A malformed answer to `promql`.
+    fn bad(&self, promql: &str, why: &str) -> LiveError {
+        LiveError::PrometheusBody {
+            url: self.base.to_string(),
+            why: format!("{why} (query {promql})"),
+        }
+    }
+
+    /// `data.result` of `path` queried with `promql` and `params`.
+    async fn results(
+        &self,
+        path: &str,
+        promql: &str,
+        params: &[(&str, String)],
+    ) -> Result<Vec<serde_json::Value>, LiveError> {
+        let mut body = self.get(path, promql, params).await?;
+        match body["data"]["result"].take() {
+            serde_json::Value::Array(result) => Ok(result),
+            _ => Err(self.bad(promql, "no data.result")),
+        }
+    }
+
     async fn get(
         &self,
         path: &str,
+        promql: &str,
         params: &[(&str, String)],
     ) -> Result<serde_json::Value, LiveError> {
         let mut url = self
             .base
             .join(path)
             .map_err(|_| LiveError::PrometheusUrl(self.base.to_string()))?;
-        url.query_pairs_mut().extend_pairs(params);
+        url.query_pairs_mut()
+            .append_pair("query", promql)
+            .extend_pairs(params);
         let shown = self.base.to_string();
         // The query is in the URL: long, and useless in the message (the error names the server).
         let response =
@@ -181,17 +206,9 @@ impl Prometheus {
 
     /// An instant query returning a vector.
     pub async fn query(&self, promql: &str) -> Result<Vec<Sample>, LiveError> {
-        let body = self
-            .get("api/v1/query", &[("query", promql.to_string())])
-            .await?;
-        let bad = |why: &str| LiveError::PrometheusBody {
-            url: self.base.to_string(),
-            why: format!("{why} (query {promql})"),
-        };
-        let result = body["data"]["result"]
-            .as_array()
-            .ok_or_else(|| bad("no data.result"))?;
-        result
+        let bad = |why: &str| self.bad(promql, why);
+        self.results("api/v1/query", promql, &[])
+            .await?
             .iter()
             .map(|item| {
                 Ok(Sample {
@@ -211,47 +228,37 @@ impl Prometheus {
         end: f64,
         step: f64,
     ) -> Result<Vec<RangeSeries>, LiveError> {
-        let body = self
-            .get(
-                "api/v1/query_range",
-                &[
-                    ("query", promql.to_string()),
-                    ("start", format!("{start:.3}")),
-                    ("end", format!("{end:.3}")),
-                    ("step", format!("{step:.3}")),
-                ],
-            )
-            .await?;
-        let bad = |why: &str| LiveError::PrometheusBody {
-            url: self.base.to_string(),
-            why: format!("{why} (query {promql})"),
-        };
-        let result = body["data"]["result"]
-            .as_array()
-            .ok_or_else(|| bad("no data.result"))?;
-        result
-            .iter()
-            .map(|item| {
-                let values = item["values"]
-                    .as_array()
-                    .ok_or_else(|| bad("a series without values"))?;
-                let mut points = Vec::with_capacity(values.len());
-                for pair in values {
-                    let t = pair[0]
-                        .as_f64()
-                        .ok_or_else(|| bad("a point without a time"))?;
-                    if let Some(v) =
-                        number(&pair[1]).ok_or_else(|| bad("a point without a value"))?
-                    {
-                        points.push((t, v));
-                    }
+        let bad = |why: &str| self.bad(promql, why);
+        self.results(
+            "api/v1/query_range",
+            promql,
+            &[
+                ("start", format!("{start:.3}")),
+                ("end", format!("{end:.3}")),
+                ("step", format!("{step:.3}")),
+            ],
+        )
+        .await?
+        .iter()
+        .map(|item| {
+            let values = item["values"]
+                .as_array()
+                .ok_or_else(|| bad("a series without values"))?;
+            let mut points = Vec::with_capacity(values.len());
+            for pair in values {
+                let t = pair[0]
+                    .as_f64()
+                    .ok_or_else(|| bad("a point without a time"))?;
+                if let Some(v) = number(&pair[1]).ok_or_else(|| bad("a point without a value"))? {
+                    points.push((t, v));
                 }
-                Ok(RangeSeries {
-                    labels: labels(&item["metric"]),
-                    points,
-                })
+            }
+            Ok(RangeSeries {
+                labels: labels(&item["metric"]),
+                points,
             })
-            .collect()
+        })
+        .collect()
     }
 }
 
@@ -329,11 +336,11 @@ pub struct GroupLag {
     pub lag_seconds: Option<f64>,
 }
 
-/// Records a group dead-lettered.
+/// Records a group dead-lettered (a counter's value: a whole number of records).
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct DeadLettered {
     pub group: String,
-    pub records: f64,
+    pub records: u64,
 }
 
 /// Settlements of one currency (the `settlements` table; amounts exact).
@@ -393,7 +400,8 @@ pub struct Snapshot {
     pub groups: Vec<GroupLag>,
     pub end_to_end_p95_seconds: Option<f64>,
     pub dead_lettered: Vec<DeadLettered>,
-    pub dead_lettered_total: f64,
+    /// The sum of `dead_lettered`.
+    pub dead_lettered_total: u64,
     pub settlements: Vec<CurrencySettlements>,
     pub webhooks: Webhooks,
     pub invoices_by_status: BTreeMap<String, i64>,
@@ -541,7 +549,7 @@ impl Collector {
             groups: Vec::new(),
             end_to_end_p95_seconds: None,
             dead_lettered: Vec::new(),
-            dead_lettered_total: 0.0,
+            dead_lettered_total: 0,
             settlements: Vec::new(),
             webhooks: Webhooks {
                 attempts_5m: 0.0,
@@ -628,7 +636,8 @@ impl Collector {
             .iter()
             .map(|s| DeadLettered {
                 group: label(s, "group"),
-                records: s.value.unwrap_or(0.0),
+                // A counter: whole, and never negative; an unreadable value (NaN) counts as none.
+                records: s.value.map_or(0, |v| v.max(0.0).round() as u64),
             })
             .collect();
         dead.sort_by(|a, b| a.group.cmp(&b.group));

@@ -259,11 +259,11 @@ pub fn human(s: &Snapshot) -> String {
     let dead = s
         .dead_lettered
         .iter()
-        .filter(|d| d.records > 0.0)
-        .map(|d| format!("{} {:.0}", d.group, d.records))
+        .filter(|d| d.records > 0)
+        .map(|d| format!("{} {}", d.group, d.records))
         .collect::<Vec<_>>();
     out.push_str(&format!(
-        "  e2e p95   {}   dead-lettered {:.0}{}   webhooks {webhooks}\n",
+        "  e2e p95   {}   dead-lettered {}{}   webhooks {webhooks}\n",
         fmt_seconds(s.end_to_end_p95_seconds),
         s.dead_lettered_total,
         if dead.is_empty() {
@@ -328,7 +328,7 @@ mod tests {
             }],
             end_to_end_p95_seconds: Some(1.5),
             dead_lettered: vec![],
-            dead_lettered_total: 0.0,
+            dead_lettered_total: 0,
             settlements: vec![],
             webhooks: Webhooks {
                 attempts_5m: 0.0,
