@@ -88,8 +88,14 @@ impl Bus {
         &self.db.pool
     }
 
-    /// Publisher configuration routing the domain, notification and analytics topics to this bus's topics.
+    /// Publisher configuration routing the domain, notification and analytics topics to this bus's topics, on the
+    /// default cluster.
     pub fn publisher_config(&self) -> outbox_publisher::Config {
+        self.publisher_config_on(kafka())
+    }
+
+    /// [`Bus::publisher_config`] on the cluster of `kafka` (a drill's cluster, not the default one).
+    pub fn publisher_config_on(&self, kafka: KafkaSettings) -> outbox_publisher::Config {
         let mut service = PublisherSettings {
             batch_size: 1000,
             heartbeat_interval: Duration::from_millis(300),
@@ -110,7 +116,7 @@ impl Bus {
             self.analytics_topic.clone(),
         );
         let mut config: outbox_publisher::Config = Settings {
-            kafka: kafka(),
+            kafka,
             database: Default::default(),
             http: Default::default(),
             log: Default::default(),
@@ -168,24 +174,7 @@ impl Bus {
         for share in shares {
             let pool = self.db.pool.clone();
             let rate = f64::from(rate) * share.len() as f64 / events.len().max(1) as f64;
-            tasks.push(tokio::spawn(async move {
-                let started = Instant::now();
-                let mut committed = Vec::with_capacity(share.len());
-                for (n, chunk) in share.chunks(batch.max(1)).enumerate() {
-                    let due = Duration::from_secs_f64((n * batch) as f64 / rate.max(1.0));
-                    if let Some(wait) = due.checked_sub(started.elapsed()) {
-                        tokio::time::sleep(wait).await;
-                    }
-                    let mut tx = pool.begin().await.expect("begin");
-                    outbox::append_batch(&mut tx, chunk)
-                        .await
-                        .expect("append to the outbox");
-                    tx.commit().await.expect("commit");
-                    let at = Utc::now();
-                    committed.extend(chunk.iter().map(|e| (e.event_id().as_uuid(), at)));
-                }
-                committed
-            }));
+            tasks.push(tokio::spawn(append_at_rate(pool, share, rate, batch)));
         }
         let mut committed = Vec::with_capacity(events.len());
         for task in tasks {
@@ -272,6 +261,34 @@ impl Bus {
         }
         self.wait_outbox_empty(timeout).await;
     }
+}
+
+/// Appends `events` to the outbox of `pool` in order, `batch` per transaction, at `rate` events/s (no burst to
+/// catch up a late start beyond the schedule); returns each event's commit time (wall clock, right after
+/// `COMMIT` returned). One writer: [`Bus::append_paced`] runs several.
+pub async fn append_at_rate(
+    pool: PgPool,
+    events: Vec<Envelope>,
+    rate: f64,
+    batch: usize,
+) -> Vec<(uuid::Uuid, DateTime<Utc>)> {
+    let batch = batch.max(1);
+    let started = Instant::now();
+    let mut committed = Vec::with_capacity(events.len());
+    for (n, chunk) in events.chunks(batch).enumerate() {
+        let due = Duration::from_secs_f64((n * batch) as f64 / rate.max(1.0));
+        if let Some(wait) = due.checked_sub(started.elapsed()) {
+            tokio::time::sleep(wait).await;
+        }
+        let mut tx = pool.begin().await.expect("begin");
+        outbox::append_batch(&mut tx, chunk)
+            .await
+            .expect("append to the outbox");
+        tx.commit().await.expect("commit");
+        let at = Utc::now();
+        committed.extend(chunk.iter().map(|e| (e.event_id().as_uuid(), at)));
+    }
+    committed
 }
 
 /// A publisher running in this process.

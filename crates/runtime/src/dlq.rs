@@ -141,37 +141,27 @@ pub fn dead_letter(
     add(ATTEMPTS, log.attempts.to_string());
     add(FIRST_FAILURE, rfc3339(log.first_failure));
     add(LAST_FAILURE, rfc3339(log.last_failure));
-    let mut value = record.value.clone();
-    let size = |value: &Option<Vec<u8>>, headers: &[(String, Option<Vec<u8>>)]| {
-        let bytes = |v: &Option<Vec<u8>>| v.as_ref().map_or(0, Vec::len);
-        bytes(&record.key)
-            + bytes(value)
-            + headers
-                .iter()
-                .map(|(k, v)| k.len() + bytes(v))
-                .sum::<usize>()
-    };
-    let too_large = size(&value, &headers) > MAX_DEAD_LETTER_BYTES;
-    if let Some(whole) = value.as_mut().filter(|_| too_large) {
-        use sha2::Digest;
-        let digest = sha2::Sha256::digest(whole.as_slice());
-        let original = whole.len();
-        whole.truncate(TRUNCATED_VALUE_BYTES);
-        headers.push((
-            VALUE_TRUNCATED.into(),
-            Some(original.to_string().into_bytes()),
-        ));
-        headers.push((VALUE_SHA256.into(), Some(hex(&digest).into_bytes())));
-    }
-    OutputRecord {
+    let mut letter = OutputRecord {
         topic: dead_letter_destination(record),
         // Same partition when the DLQ has as many partitions; otherwise the key decides. We let the key decide:
         // DLQ topics may have fewer partitions than their source.
         partition: None,
         key: record.key.clone(),
-        value,
+        value: record.value.clone(),
         headers,
+    };
+    if letter.bytes() > MAX_DEAD_LETTER_BYTES
+        && let Some(whole) = letter.value.as_mut()
+    {
+        use sha2::Digest;
+        let digest = sha2::Sha256::digest(whole.as_slice());
+        let original = whole.len();
+        whole.truncate(TRUNCATED_VALUE_BYTES);
+        letter = letter
+            .header(VALUE_TRUNCATED, original.to_string())
+            .header(VALUE_SHA256, hex(&digest));
     }
+    letter
 }
 
 fn hex(bytes: &[u8]) -> String {

@@ -29,7 +29,8 @@ pub struct Record {
 }
 
 impl Record {
-    pub(crate) fn from_message(msg: &BorrowedMessage<'_>, topic: Arc<str>) -> Record {
+    /// An owned copy of `msg`, read from `topic`.
+    pub fn from_message(msg: &BorrowedMessage<'_>, topic: Arc<str>) -> Record {
         Record {
             topic,
             partition: msg.partition(),
@@ -66,6 +67,12 @@ impl Record {
             .iter()
             .find(|(k, _)| k == name)
             .and_then(|(_, v)| v.as_deref())
+    }
+
+    /// The first header called `name`, as text (invalid UTF-8 replaced), if it has a value.
+    pub fn header_text(&self, name: &str) -> Option<String> {
+        self.header(name)
+            .map(|v| String::from_utf8_lossy(v).into_owned())
     }
 
     /// The value, or a schema error when the record has none (a tombstone is not an event).
@@ -149,6 +156,18 @@ impl OutputRecord {
             value: Some(value.into()),
             headers: Vec::new(),
         }
+    }
+
+    /// Its key, value and headers in bytes: what the broker's record size limits count, but the framing.
+    pub fn bytes(&self) -> usize {
+        let bytes = |v: &Option<Vec<u8>>| v.as_ref().map_or(0, Vec::len);
+        bytes(&self.key)
+            + bytes(&self.value)
+            + self
+                .headers
+                .iter()
+                .map(|(k, v)| k.len() + bytes(v))
+                .sum::<usize>()
     }
 
     pub fn header(mut self, key: impl Into<String>, value: impl Into<Vec<u8>>) -> Self {

@@ -35,7 +35,7 @@ use checkoutctl::dr_cmd;
 use checkoutctl::verify::{self, Options};
 use chrono::{DateTime, Utc};
 use flows::Scenario;
-use flows::harness::Bus;
+use flows::harness::{Bus, append_at_rate};
 use flows::service::{InProcess, fast_options};
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::{ClientConfig, Offset, TopicPartitionList};
@@ -305,7 +305,7 @@ async fn main() -> ExitCode {
     let traffic = {
         let events = flows.events.clone();
         let bus_pool = pool.clone();
-        tokio::spawn(async move { append_paced(bus_pool, events, rate).await })
+        tokio::spawn(append_at_rate(bus_pool, events, f64::from(rate), 20))
     };
 
     // Wait for MirrorMaker to mirror the topic and checkpoint both Kafka-committed groups, and for the kill time.
@@ -425,7 +425,8 @@ async fn main() -> ExitCode {
         client: Default::default(),
     };
     let topics = std::slice::from_ref(&topic);
-    let mut publisher_config = publisher_config(&system.bus);
+    // Not `Bus::publisher_config`: it would check the default cluster, the dead primary.
+    let mut publisher_config = system.bus.publisher_config_on(KafkaSettings::default());
     publisher_config.kafka = dr_kafka.clone();
     let publisher_shutdown = CancellationToken::new();
     let publisher = outbox_publisher::start(publisher_config, publisher_shutdown.clone())
@@ -648,59 +649,6 @@ async fn on_dr<S: ConsumerService>(
     InProcess::start_with::<S>(settings, group.to_string()).await
 }
 
-/// The bus's publisher configuration (as `Bus::publisher_config`, which checks the dead primary).
-fn publisher_config(bus: &Bus) -> outbox_publisher::Config {
-    let mut service = outbox::PublisherSettings {
-        batch_size: 1000,
-        heartbeat_interval: Duration::from_millis(300),
-        poll_interval: Duration::from_millis(200),
-        ..Default::default()
-    };
-    service.topic_routes.insert(
-        events::topics::DOMAIN_EVENTS.to_string(),
-        bus.domain_topic.clone(),
-    );
-    service.topic_routes.insert(
-        events::topics::NOTIFICATION_EVENTS.to_string(),
-        bus.notification_topic.clone(),
-    );
-    let mut config: outbox_publisher::Config = Settings {
-        kafka: KafkaSettings::default(),
-        database: Default::default(),
-        http: Default::default(),
-        log: Default::default(),
-        service,
-    };
-    config.database.url = Some(bus.db.url.clone().into());
-    config
-}
-
-/// Appends `events` to the outbox at `rate` events/s, 20 per transaction, in order; returns each event's commit
-/// time.
-async fn append_paced(
-    pool: sqlx::PgPool,
-    events: Vec<events::Envelope>,
-    rate: u32,
-) -> Vec<(uuid::Uuid, DateTime<Utc>)> {
-    let batch = 20usize;
-    let started = Instant::now();
-    let mut out = Vec::with_capacity(events.len());
-    for (n, chunk) in events.chunks(batch).enumerate() {
-        let due = Duration::from_secs_f64((n * batch) as f64 / f64::from(rate.max(1)));
-        if let Some(wait) = due.checked_sub(started.elapsed()) {
-            tokio::time::sleep(wait).await;
-        }
-        let mut tx = pool.begin().await.expect("begin");
-        outbox::append_batch(&mut tx, chunk)
-            .await
-            .expect("append to the outbox");
-        tx.commit().await.expect("commit");
-        let at = Utc::now();
-        out.extend(chunk.iter().map(|e| (e.event_id().as_uuid(), at)));
-    }
-    out
-}
-
 /// The leader (node id) of `topic`/`partition` on `bootstrap`.
 async fn leader(bootstrap: &str, topic: &str, partition: i32) -> i32 {
     let (b, t) = (bootstrap.to_string(), topic.to_string());
@@ -744,7 +692,7 @@ async fn broker_failure() -> ExitCode {
     let started = Instant::now();
     let traffic = {
         let (events, pool) = (flows.events.clone(), pool.clone());
-        tokio::spawn(async move { append_paced(pool, events, rate).await })
+        tokio::spawn(append_at_rate(pool, events, f64::from(rate), 20))
     };
     tokio::time::sleep(kill_after).await;
 

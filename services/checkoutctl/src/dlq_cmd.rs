@@ -27,7 +27,6 @@ use lag::tracker::{Ends, Tp};
 use lag::{GroupSpec, OffsetSource, Reader};
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::KafkaError;
-use rdkafka::message::Headers;
 use rdkafka::{ClientConfig, Message, Offset, TopicPartitionList};
 use serde::Serialize;
 
@@ -232,29 +231,8 @@ pub async fn partitions(ctx: &Ctx, topic: &str) -> anyhow::Result<Partitions> {
     })
 }
 
-/// One record of a DLQ, as read.
-#[derive(Debug, Clone)]
-pub struct DlqRecord {
-    pub topic: String,
-    pub partition: i32,
-    pub offset: i64,
-    /// Milliseconds since the epoch (when it was dead-lettered).
-    pub timestamp: Option<i64>,
-    pub key: Option<Vec<u8>>,
-    pub value: Option<Vec<u8>>,
-    pub headers: Vec<(String, Option<Vec<u8>>)>,
-}
-
-impl DlqRecord {
-    /// The first header called `name`, as text (lossy).
-    pub fn header(&self, name: &str) -> Option<String> {
-        self.headers
-            .iter()
-            .find(|(k, _)| k == name)
-            .and_then(|(_, v)| v.as_deref())
-            .map(|v| String::from_utf8_lossy(v).into_owned())
-    }
-}
+/// One record of a DLQ, as read: the runtime's owned record (key, value and headers byte for byte).
+pub use runtime::Record as DlqRecord;
 
 /// Reads `topic` from `from` (per partition) up to the ends read before (exclusive), in offset order per
 /// partition, keeping the records `keep` accepts, at most `limit` of them. Returns the records and whether the
@@ -285,7 +263,7 @@ pub async fn scan(
         .set("isolation.level", "read_committed")
         // librdkafka wants a group id to assign; this client never subscribes, joins or commits.
         .set("group.id", format!("{CURSOR_GROUP}-reader"));
-    let topic = parts.topic.clone();
+    let topic: std::sync::Arc<str> = parts.topic.as_str().into();
     let timeout = ctx.timeout;
     tokio::task::spawn_blocking(move || -> anyhow::Result<(Vec<DlqRecord>, bool)> {
         let consumer: BaseConsumer = config.create().context("creating a Kafka client")?;
@@ -316,22 +294,7 @@ pub async fn scan(
                         ends.remove(&m.partition());
                         continue;
                     }
-                    let record = DlqRecord {
-                        topic: topic.clone(),
-                        partition: m.partition(),
-                        offset: m.offset(),
-                        timestamp: m.timestamp().to_millis(),
-                        key: m.key().map(<[u8]>::to_vec),
-                        value: m.payload().map(<[u8]>::to_vec),
-                        headers: m
-                            .headers()
-                            .map(|hs| {
-                                hs.iter()
-                                    .map(|h| (h.key.to_string(), h.value.map(<[u8]>::to_vec)))
-                                    .collect()
-                            })
-                            .unwrap_or_default(),
-                    };
+                    let record = DlqRecord::from_message(&m, topic.clone());
                     if m.offset() + 1 >= end {
                         ends.remove(&m.partition());
                     }
@@ -449,11 +412,11 @@ async fn list(
         row.newest = times.iter().max().map(|t| rfc3339(*t));
         for r in &records {
             let class = r
-                .header(runtime::dlq::ERROR_CLASS)
+                .header_text(runtime::dlq::ERROR_CLASS)
                 .unwrap_or_else(|| "(none)".into());
             *row.by_error_class.entry(class).or_default() += 1;
             let group = r
-                .header(runtime::dlq::CONSUMER_GROUP)
+                .header_text(runtime::dlq::CONSUMER_GROUP)
                 .unwrap_or_else(|| "(none)".into());
             *row.by_group.entry(group).or_default() += 1;
         }

@@ -224,11 +224,11 @@ impl Selection {
             && self
                 .group
                 .as_ref()
-                .is_none_or(|g| r.header(dlq::CONSUMER_GROUP).as_ref() == Some(g))
+                .is_none_or(|g| r.header_text(dlq::CONSUMER_GROUP).as_ref() == Some(g))
             && self
                 .error_class
                 .as_ref()
-                .is_none_or(|c| r.header(dlq::ERROR_CLASS).as_ref() == Some(c))
+                .is_none_or(|c| r.header_text(dlq::ERROR_CLASS).as_ref() == Some(c))
     }
 }
 
@@ -267,12 +267,12 @@ pub fn replayed(
     operator: &str,
     at: &str,
 ) -> Option<(String, Option<i32>, Headers)> {
-    let topic = r.header(dlq::ORIGINAL_TOPIC)?;
+    let topic = r.header_text(dlq::ORIGINAL_TOPIC)?;
     let partition = r
-        .header(dlq::ORIGINAL_PARTITION)
+        .header_text(dlq::ORIGINAL_PARTITION)
         .and_then(|p| p.parse::<i32>().ok());
     let count = r
-        .header(dlq::REPLAY_COUNT)
+        .header_text(dlq::REPLAY_COUNT)
         .and_then(|c| c.parse::<u64>().ok())
         .unwrap_or(0)
         + 1;
@@ -284,10 +284,10 @@ pub fn replayed(
         })
         .cloned()
         .collect();
-    let group = r.header(dlq::CONSUMER_GROUP).unwrap_or_default();
+    let group = r.header_text(dlq::CONSUMER_GROUP).unwrap_or_default();
     for (name, value) in [
         (dlq::REPLAY_ID, replay_id.to_string()),
-        (dlq::REPLAY_FROM_TOPIC, r.topic.clone()),
+        (dlq::REPLAY_FROM_TOPIC, r.topic.to_string()),
         (dlq::REPLAY_FROM_PARTITION, r.partition.to_string()),
         (dlq::REPLAY_FROM_OFFSET, r.offset.to_string()),
         (dlq::REPLAY_COUNT, count.to_string()),
@@ -316,13 +316,13 @@ impl Selected {
             partition: r.partition,
             offset: r.offset,
             timestamp: r.timestamp.map(rfc3339),
-            group: r.header(dlq::CONSUMER_GROUP),
-            error_class: r.header(dlq::ERROR_CLASS),
-            original: r.header(dlq::ORIGINAL_TOPIC).map(|t| {
+            group: r.header_text(dlq::CONSUMER_GROUP),
+            error_class: r.header_text(dlq::ERROR_CLASS),
+            original: r.header_text(dlq::ORIGINAL_TOPIC).map(|t| {
                 format!(
                     "{t}/{}@{}",
-                    r.header(dlq::ORIGINAL_PARTITION).unwrap_or_default(),
-                    r.header(dlq::ORIGINAL_OFFSET).unwrap_or_default()
+                    r.header_text(dlq::ORIGINAL_PARTITION).unwrap_or_default(),
+                    r.header_text(dlq::ORIGINAL_OFFSET).unwrap_or_default()
                 )
             }),
         }
@@ -365,7 +365,7 @@ pub async fn run(ctx: &Ctx, args: ReplayArgs, io: &mut Io<'_>) -> anyhow::Result
     // replaying it would publish a corrupt one. Its original is at dlq.original.topic/partition/offset.
     let (cut, chosen): (Vec<&DlqRecord>, Vec<&DlqRecord>) = chosen
         .into_iter()
-        .partition(|r| r.header(dlq::VALUE_TRUNCATED).is_some());
+        .partition(|r| r.header_text(dlq::VALUE_TRUNCATED).is_some());
     if let Some(bad) = cut.first() {
         writeln!(
             io.stderr,
@@ -379,14 +379,14 @@ pub async fn run(ctx: &Ctx, args: ReplayArgs, io: &mut Io<'_>) -> anyhow::Result
             bad.topic,
             bad.partition,
             bad.offset,
-            bad.header(dlq::ORIGINAL_TOPIC).unwrap_or_default(),
-            bad.header(dlq::ORIGINAL_PARTITION).unwrap_or_default(),
-            bad.header(dlq::ORIGINAL_OFFSET).unwrap_or_default(),
+            bad.header_text(dlq::ORIGINAL_TOPIC).unwrap_or_default(),
+            bad.header_text(dlq::ORIGINAL_PARTITION).unwrap_or_default(),
+            bad.header_text(dlq::ORIGINAL_OFFSET).unwrap_or_default(),
         )?;
     }
     let (replayable, unreplayable): (Vec<&DlqRecord>, Vec<&DlqRecord>) = chosen
         .into_iter()
-        .partition(|r| r.header(dlq::ORIGINAL_TOPIC).is_some());
+        .partition(|r| r.header_text(dlq::ORIGINAL_TOPIC).is_some());
     if let Some(bad) = unreplayable.first() {
         writeln!(
             io.stderr,

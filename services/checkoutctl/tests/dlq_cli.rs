@@ -8,8 +8,9 @@
 //! The expected records come from the test's script (which numbers each group fails, before and after the "fix"),
 //! never from the command's own output.
 
+mod runner;
+
 use std::collections::BTreeSet;
-use std::process::Command;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -26,22 +27,7 @@ use tokio_util::sync::CancellationToken;
 const RECORDS: u32 = 10;
 
 fn run(database_url: &str, args: &[&str]) -> (i32, String, String) {
-    let output = Command::new(env!("CARGO_BIN_EXE_checkoutctl"))
-        .arg("dlq")
-        .args(args)
-        .env(
-            "KAFKA_BOOTSTRAP_SERVERS",
-            &testkit::infra().bootstrap_servers,
-        )
-        .env("DATABASE_URL", database_url)
-        .output()
-        .unwrap();
-    let text = |bytes: Vec<u8>| String::from_utf8(bytes).unwrap();
-    (
-        output.status.code().unwrap(),
-        text(output.stdout),
-        text(output.stderr),
-    )
+    runner::on_stack(database_url, &[&["dlq"], args].concat())
 }
 
 fn json(database_url: &str, args: &[&str]) -> serde_json::Value {

@@ -3,7 +3,8 @@
 //! bytes captured from Kafka's `Checkpoint`/`OffsetSync` classes, checked in `encoder_matches_mirror_maker`), and
 //! the expected positions follow MirrorMaker's documented translation rule, computed by hand.
 
-use std::process::Command;
+mod runner;
+
 use std::time::Duration;
 
 use rdkafka::consumer::{BaseConsumer, Consumer};
@@ -12,18 +13,12 @@ use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 use serde_json::Value;
 
 fn run(database_url: &str, args: &[&str]) -> (i32, String, String) {
-    let output = Command::new(env!("CARGO_BIN_EXE_checkoutctl"))
-        .args(["dr", "failover"])
-        .args(args)
-        .env("DATABASE_URL", database_url)
-        .env_remove("DR_BOOTSTRAP_SERVERS")
-        .output()
-        .unwrap();
-    let text = |bytes: Vec<u8>| String::from_utf8(bytes).unwrap();
-    (
-        output.status.code().unwrap(),
-        text(output.stdout),
-        text(output.stderr),
+    runner::checkoutctl(
+        &[&["dr", "failover"], args].concat(),
+        &[
+            ("DATABASE_URL", Some(database_url)),
+            ("DR_BOOTSTRAP_SERVERS", None),
+        ],
     )
 }
 
@@ -325,12 +320,8 @@ async fn without_mirror_maker_it_cannot_run() {
 
 #[test]
 fn help_explains_the_command() {
-    let output = Command::new(env!("CARGO_BIN_EXE_checkoutctl"))
-        .args(["dr", "failover", "--help"])
-        .output()
-        .unwrap();
-    assert!(output.status.success());
-    let help = String::from_utf8(output.stdout).unwrap();
+    let (code, help, _) = runner::checkoutctl(&["dr", "failover", "--help"], &[]);
+    assert_eq!(code, 0);
     for needle in [
         "checkpoints.internal",
         "mm2-offset-syncs",

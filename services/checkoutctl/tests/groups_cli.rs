@@ -1,7 +1,8 @@
 //! `checkoutctl groups …` end to end: the real binary against the real broker — a group that committed part of
 //! a topic is listed and described with its lag, through the same library as bus-monitor.
 
-use std::process::Command;
+mod runner;
+
 use std::time::Duration;
 
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
@@ -13,22 +14,7 @@ fn run(args: &[&str]) -> (i32, String, String) {
 }
 
 fn run_on(database_url: &str, args: &[&str]) -> (i32, String, String) {
-    let output = Command::new(env!("CARGO_BIN_EXE_checkoutctl"))
-        .arg("groups")
-        .args(args)
-        .env(
-            "KAFKA_BOOTSTRAP_SERVERS",
-            &testkit::infra().bootstrap_servers,
-        )
-        .env("DATABASE_URL", database_url)
-        .output()
-        .unwrap();
-    let text = |bytes: Vec<u8>| String::from_utf8(bytes).unwrap();
-    (
-        output.status.code().unwrap(),
-        text(output.stdout),
-        text(output.stderr),
-    )
+    runner::on_stack(database_url, &[&["groups"], args].concat())
 }
 
 #[tokio::test]

@@ -191,6 +191,35 @@ pub fn quick_retries(settings: &mut NotificationSettings) {
     });
 }
 
+/// `n` merchants' settlement e-mails (`m{i}@merchant.example`) and SMS (`{phone_prefix}{i}`), in English: the
+/// e-mail requests and the SMS requests.
+pub fn emails_and_sms(
+    n: usize,
+    phone_prefix: &str,
+) -> (Vec<NotificationRequested>, Vec<NotificationRequested>) {
+    (0..n)
+        .map(|i| {
+            let (_, recipient) = merchant();
+            (
+                request(
+                    recipient.clone(),
+                    Channel::Email,
+                    "settlement_completed",
+                    "en",
+                    Some(&format!("m{i}@merchant.example")),
+                ),
+                request(
+                    recipient,
+                    Channel::Sms,
+                    "settlement_completed",
+                    "en",
+                    Some(&format!("{phone_prefix}{i}")),
+                ),
+            )
+        })
+        .unzip()
+}
+
 /// A request to `recipient` over `channel`.
 pub fn request(
     recipient: Recipient,

@@ -4,8 +4,6 @@
 use std::collections::BTreeSet;
 use std::time::Duration;
 
-use events::notification::Channel;
-
 use crate::helpers::{self, Setup};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -13,25 +11,7 @@ async fn smtp_down_pauses_email_only_and_resumes_without_losing_or_repeating() {
     let setup = Setup::new().await;
     setup.smtp.stop();
     let service = setup.start(|_| {}).await;
-    let mut emails = Vec::new();
-    let mut sms = Vec::new();
-    for i in 0..4 {
-        let (_, recipient) = helpers::merchant();
-        emails.push(helpers::request(
-            recipient.clone(),
-            Channel::Email,
-            "settlement_completed",
-            "en",
-            Some(&format!("m{i}@merchant.example")),
-        ));
-        sms.push(helpers::request(
-            recipient,
-            Channel::Sms,
-            "settlement_completed",
-            "en",
-            Some(&format!("+1555000100{i}")),
-        ));
-    }
+    let (emails, sms) = helpers::emails_and_sms(4, "+1555000100");
     let all: Vec<_> = emails.iter().chain(&sms).cloned().collect();
     setup.request(&all).await;
 

@@ -1,11 +1,9 @@
 //! An SMTP server that accepts connections and never answers (issue 18, item 5): each e-mail attempt ends at the
-//! channel's timeout with that reason in the delivery log, nothing waits on it — SMS go out meanwhile — and once
+//! attempt's deadline with that reason in the delivery log, nothing waits on it — SMS go out meanwhile — and once
 //! the server speaks again each e-mail ends sent or failed (its retries spent), none sent twice.
 
 use std::collections::BTreeSet;
 use std::time::Duration;
-
-use events::notification::Channel;
 
 use crate::helpers::{self, Setup};
 
@@ -16,25 +14,7 @@ async fn an_smtp_server_that_never_answers_times_out_with_its_reason_and_delays_
     let service = setup
         .start(|s| s.email.timeout = Duration::from_secs(1))
         .await;
-    let mut emails = Vec::new();
-    let mut sms = Vec::new();
-    for i in 0..3 {
-        let (_, recipient) = helpers::merchant();
-        emails.push(helpers::request(
-            recipient.clone(),
-            Channel::Email,
-            "settlement_completed",
-            "en",
-            Some(&format!("m{i}@merchant.example")),
-        ));
-        sms.push(helpers::request(
-            recipient,
-            Channel::Sms,
-            "settlement_completed",
-            "en",
-            Some(&format!("+1555000200{i}")),
-        ));
-    }
+    let (emails, sms) = helpers::emails_and_sms(3, "+1555000200");
     let all: Vec<_> = emails.iter().chain(&sms).cloned().collect();
     setup.request(&all).await;
 

@@ -39,12 +39,8 @@ async fn a_10_mb_answer_and_a_slow_loris_neither_hold_the_service_nor_the_others
     setup
         .receiver
         .set("loris", Behaviour::Trickle(Duration::from_millis(500)));
-    let mut healthy = Vec::new();
-    for (i, merchant) in merchants.iter().enumerate().skip(2) {
-        let path = format!("ok{i}");
-        let (_, secret) = setup.endpoint(*merchant, &path, &[]).await;
-        healthy.push((path, *merchant, secret));
-    }
+    let others: Vec<_> = merchants.iter().copied().enumerate().skip(2).collect();
+    let healthy = helpers::healthy_endpoints(&setup, &others).await;
     let timeout = Duration::from_secs(5);
     let service = setup
         .start(|s| {
@@ -57,11 +53,7 @@ async fn a_10_mb_answer_and_a_slow_loris_neither_hold_the_service_nor_the_others
     let publisher = setup.bus.start_publisher().await;
     helpers::append(&setup.bus, &flows.events.iter().collect::<Vec<_>>()).await;
 
-    for (path, merchant, secret) in &healthy {
-        let n = helpers::expected(&flows, *merchant, &[]).len();
-        let got = helpers::wait_delivered(&setup.receiver, path, n, Duration::from_secs(60)).await;
-        helpers::check_requests(&got, &[secret.as_str()]);
-    }
+    helpers::wait_healthy_delivered(&setup, &flows, &healthy).await;
 
     // The 10 MB answer: a 200, so delivered; the log keeps 1 KiB of it.
     let n = helpers::expected(&flows, merchants[0], &[]).len();

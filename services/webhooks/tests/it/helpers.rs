@@ -215,6 +215,34 @@ pub fn check_requests(requests: &[Received], secrets: &[&str]) {
 /// A delivery row: (status, attempts, last status, redelivery of).
 pub type Row = (String, i32, Option<i32>, Option<uuid::Uuid>);
 
+/// Endpoints answering 200 (`ok{i}`) for `merchants`: (path, merchant, signing secret) each.
+pub async fn healthy_endpoints(
+    setup: &Setup,
+    merchants: &[(usize, MerchantId)],
+) -> Vec<(String, MerchantId, String)> {
+    let mut healthy = Vec::new();
+    for (i, merchant) in merchants {
+        let path = format!("ok{i}");
+        let (_, secret) = setup.endpoint(*merchant, &path, &[]).await;
+        healthy.push((path, *merchant, secret));
+    }
+    healthy
+}
+
+/// Waits until every endpoint of `healthy` received the webhooks the plan gives its merchant (60 s at most), each
+/// signed with its secret.
+pub async fn wait_healthy_delivered(
+    setup: &Setup,
+    flows: &flows::Flows,
+    healthy: &[(String, MerchantId, String)],
+) {
+    for (path, merchant, secret) in healthy {
+        let n = expected(flows, *merchant, &[]).len();
+        let got = wait_delivered(&setup.receiver, path, n, Duration::from_secs(60)).await;
+        check_requests(&got, &[secret.as_str()]);
+    }
+}
+
 /// Waits (30 s at most) until the endpoint's delivery rows satisfy `done`; fails showing the last rows.
 pub async fn eventually_rows(setup: &Setup, endpoint: EndpointId, done: impl Fn(&[Row]) -> bool) {
     let started = std::time::Instant::now();

@@ -18,12 +18,8 @@ async fn a_hanging_endpoint_does_not_hold_up_the_others() {
     setup
         .receiver
         .set("hang", Behaviour::Hang(Duration::from_secs(120)));
-    let mut healthy = Vec::new();
-    for (i, merchant) in merchants.iter().enumerate().skip(1) {
-        let path = format!("ok{i}");
-        let (_, secret) = setup.endpoint(*merchant, &path, &[]).await;
-        healthy.push((path, *merchant, secret));
-    }
+    let others: Vec<_> = merchants.iter().copied().enumerate().skip(1).collect();
+    let healthy = helpers::healthy_endpoints(&setup, &others).await;
     let service = setup
         .start(|s| {
             s.delivery.timeout = Duration::from_secs(15); // the spec's
@@ -35,11 +31,7 @@ async fn a_hanging_endpoint_does_not_hold_up_the_others() {
     let publisher = setup.bus.start_publisher().await;
     helpers::append(&setup.bus, &flows.events.iter().collect::<Vec<_>>()).await;
 
-    for (path, merchant, secret) in &healthy {
-        let n = helpers::expected(&flows, *merchant, &[]).len();
-        let got = helpers::wait_delivered(&setup.receiver, path, n, Duration::from_secs(60)).await;
-        helpers::check_requests(&got, &[secret.as_str()]);
-    }
+    helpers::wait_healthy_delivered(&setup, &flows, &healthy).await;
     let hung = setup.receiver.received(Some("hang"));
     // Every healthy webhook arrived before the hanging endpoint's first attempts timed out: none of its deliveries
     // has a finished attempt yet (an order of events, not a clock).
