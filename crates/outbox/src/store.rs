@@ -106,34 +106,32 @@ pub struct Backlog {
     pub blocked: i64,
 }
 
-/// Up to this many rows the backlog is counted exactly (an index scan of at most this many entries, a few
-/// milliseconds); beyond it the count is estimated from the id span, so the figure costs the same at a
-/// million rows as at ten thousand.
-pub const EXACT_COUNT_LIMIT: i64 = 10_000;
+/// Up to this many rows the backlog is counted exactly (an index-only scan of at most this many entries, well
+/// under a millisecond); beyond it the count is estimated from the id span, so the figure costs the same at a
+/// million rows as at a thousand.
+pub const EXACT_COUNT_LIMIT: i64 = 1_000;
 
 /// Reads the backlog in bounded time, whatever its size: the lowest and highest publishable id and the head row
-/// come from the primary key (an index probe each, skipping the few quarantined rows), the exact count stops at [`EXACT_COUNT_LIMIT`], and quarantined rows
-/// come from their partial index. Only while a row is quarantined (an incident: a record the broker can never
-/// take) is the outbox scanned, to count the rows blocked behind it.
+/// come from the primary key (an index probe each, skipping the few quarantined rows), the exact count stops at
+/// [`EXACT_COUNT_LIMIT`], and quarantined rows come from their partial index. Only while a row is quarantined (an
+/// incident: a record the broker can never take) is the outbox scanned, to count the rows blocked behind it.
 pub async fn backlog(conn: &mut PgConnection) -> Result<Backlog, sqlx::Error> {
-    let (counted, head, tail, oldest, quarantined): (
-        i64,
-        Option<i64>,
-        Option<i64>,
-        Option<f64>,
-        i64,
-    ) = sqlx::query_as(
-        "SELECT (SELECT count(*) FROM (SELECT 1 FROM outbox ORDER BY id LIMIT $1) c), \
-                    (SELECT min(id) FROM outbox WHERE quarantined_at IS NULL), \
+    // The head row is found once; the count and the lowest publishable id start from it, so the index entries
+    // of rows deleted since the last look (a drain leaves many at the head until vacuum) are walked once, not
+    // three times.
+    let (counted, head, tail, oldest, quarantined): (i64, Option<i64>, Option<i64>, Option<f64>, i64) =
+        sqlx::query_as(
+            "SELECT (SELECT count(*) FROM (SELECT 1 FROM outbox o WHERE o.id >= h.id ORDER BY o.id LIMIT $1) c), \
+                    (SELECT min(o.id) FROM outbox o WHERE o.id >= h.id AND o.quarantined_at IS NULL), \
                     (SELECT max(id) FROM outbox WHERE quarantined_at IS NULL), \
                     extract(epoch FROM now() - h.created_at)::float8, \
                     (SELECT count(*) FROM outbox WHERE quarantined_at IS NOT NULL) \
              FROM (SELECT 1) one \
              LEFT JOIN LATERAL (SELECT id, created_at FROM outbox ORDER BY id LIMIT 1) h ON true",
-    )
-    .bind(EXACT_COUNT_LIMIT)
-    .fetch_one(&mut *conn)
-    .await?;
+        )
+        .bind(EXACT_COUNT_LIMIT)
+        .fetch_one(&mut *conn)
+        .await?;
     let blocked: i64 = if quarantined == 0 {
         0
     } else {

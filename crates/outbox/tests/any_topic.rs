@@ -323,6 +323,7 @@ async fn a_quarantined_record_blocks_its_key_on_its_own_topic_only() {
 
 /// The backlog figure is exact while small and an id-span estimate once large, and it is never below the truth:
 /// 12,000 rows counted by the test itself (one quarantined), then a gap published out of order.
+/// (`EXACT_COUNT_LIMIT` is 1,000: 250 rows are counted, 12,000 estimated.)
 #[tokio::test]
 async fn the_backlog_is_counted_while_small_and_estimated_from_the_id_span_when_large() {
     let db = testkit::fresh_database().await;
