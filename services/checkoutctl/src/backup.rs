@@ -1035,7 +1035,7 @@ pub async fn restore(
                         Some(o) => translated[p][o],
                         None => partitions[*p as usize].first_target_offset.unwrap_or(0),
                     },
-                    from: *from,
+                    from,
                 })
                 .collect(),
         })

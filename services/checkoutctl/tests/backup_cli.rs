@@ -54,7 +54,7 @@ fn produce(topic: &str, start: usize, n: usize, per_tx: usize, abort_every: usiz
         .unwrap();
     producer.init_transactions(Duration::from_secs(30)).unwrap();
     let mut sent: Vec<(String, Seen)> = Vec::new();
-    let mut tx = 0;
+    let mut tx: usize = 0;
     let mut i = start;
     while i < start + n {
         producer.begin_transaction().unwrap();
@@ -62,7 +62,8 @@ fn produce(topic: &str, start: usize, n: usize, per_tx: usize, abort_every: usiz
         for _ in 0..per_tx.min(start + n - i) {
             let seen = Seen {
                 key: Some(format!("key-{}", i % 17).into_bytes()),
-                value: (i % 11 != 0).then(|| format!("value-{i}-\u{e9}\n\0").into_bytes()),
+                value: (!i.is_multiple_of(11))
+                    .then(|| format!("value-{i}-\u{e9}\n\0").into_bytes()),
                 headers: vec![
                     ("event-id".into(), Some(format!("e-{i}").into_bytes())),
                     ("empty".into(), None),
@@ -88,7 +89,7 @@ fn produce(topic: &str, start: usize, n: usize, per_tx: usize, abort_every: usiz
             i += 1;
         }
         tx += 1;
-        if abort_every > 0 && tx % abort_every == 0 {
+        if abort_every > 0 && tx.is_multiple_of(abort_every) {
             producer.abort_transaction(Duration::from_secs(30)).unwrap();
         } else {
             producer
