@@ -461,7 +461,8 @@ async fn read_events(
     .expect("reader task")
 }
 
-/// The largest lag (records) of each platform group now.
+/// The largest lag (records) of each platform group now, as `checkoutctl groups describe` computes it (the lag
+/// crate's tracker: transaction markers at a partition's end are not lag).
 async fn lags(
     reader: &Arc<lag::Reader>,
     pool: &sqlx::PgPool,
@@ -471,23 +472,16 @@ async fn lags(
         .snapshot(&groups, Some(pool))
         .await
         .map_err(|e| e.to_string())?;
+    let mut tracker = lag::tracker::Tracker::new(lag::tracker::TrackerSettings {
+        window: 1,
+        ..Default::default()
+    });
     let mut out = BTreeMap::new();
-    for (spec, reading) in &snapshot.groups {
-        let reading = reading
-            .as_ref()
-            .map_err(|e| format!("{}: {e}", spec.group))?;
-        let mut worst = 0;
-        for ((topic, partition), ends) in &snapshot.ends {
-            if !spec.topics.contains(topic) {
-                continue;
-            }
-            let at = reading
-                .committed
-                .get(&(topic.clone(), *partition))
-                .map_or(ends.earliest, |c| c.offset);
-            worst = worst.max(ends.latest - at);
-        }
-        out.insert(spec.group.clone(), worst);
+    for report in tracker.observe(&snapshot).groups {
+        let lag = report
+            .max_lag
+            .ok_or_else(|| format!("{}: no lag readable", report.group))?;
+        out.insert(report.group, lag);
     }
     Ok(out)
 }
@@ -752,6 +746,15 @@ async fn run() -> Result<bool, String> {
     };
     let (stop_tx, stop) = watch::channel(false);
     let (_abort_tx, abort) = watch::channel(false);
+    // What the topics held before (a cluster reused without --fresh): the target counts this run's records.
+    let baseline = bus_records_estimate(&bootstrap).await.unwrap_or(0);
+    if baseline > 0 && std::env::var("CHAOS_REUSE_CLUSTER").is_err() {
+        // Kafka-committed groups would resume a previous run's positions against this run's new database.
+        return Err(format!(
+            "the cluster's topics already hold {baseline} records: the run needs empty topics (make chaos starts \
+             the cluster with deploy/local/dr up --fresh)"
+        ));
+    }
     let traffic_started = Instant::now();
     let sim = tokio::spawn(async move {
         let report = simulate::run(options, &deps, stop, abort, Duration::from_secs(30), |c| {
@@ -822,7 +825,7 @@ async fn run() -> Result<bool, String> {
             next_count = now + Duration::from_secs(5);
             if bus_records_estimate(&bootstrap)
                 .await
-                .is_some_and(|n| n >= target_events)
+                .is_some_and(|n| n - baseline >= target_events)
             {
                 println!(
                     "chaos: {target_events} records on the bus after {:.0} s; the simulator plays out what is in flight",
