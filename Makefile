@@ -20,7 +20,7 @@ CARGO ?= cargo
 # Run a command with the stack's environment (.dev/env) exported.
 WITH_ENV := set -a && . ./.dev/env && set +a &&
 
-.PHONY: help up down clean build tools test test-cluster dr-drill chaos-broker chaos deploy-check deploy-topics deploy-rules run fmt fmt-check lint ci bench bench-events bench-outbox bench-runtime bench-e2e bench-verify bench-webhooks bench-memory
+.PHONY: help up down clean build tools test test-cluster dr-drill chaos-broker chaos deploy-check deploy-topics deploy-rules run fmt fmt-check lint ci bench bench-events bench-outbox bench-peers bench-runtime bench-e2e bench-verify bench-webhooks bench-memory
 
 help: ## Show the targets.
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | expand -t 14
@@ -104,6 +104,11 @@ bench-memory: up ## RSS of every service binary (release) with ~1M events of bac
 
 bench-outbox: up ## Outbox figures: 1M-event drain, commit→ack p50/p99 at 2k/s, ratio to kafka-producer-perf-test.
 	$(WITH_ENV) $(CARGO) bench -p outbox-publisher --bench outbox
+
+bench-peers: up ## Outbox publisher vs Debezium's outbox router (embedded engine 3.6.1, pgoutput) vs kafka-producer-perf-test on the same 1M backlog (BENCH_EVENTS), same broker, a PostgreSQL of its own with wal_level=logical (deploy/local/bench-pg); prints the ratios.
+	./deploy/local/debezium/run --prepare
+	@url="$$(./deploy/local/bench-pg start)" && set -a && . ./.dev/env && set +a && \
+	  rc=0 && BENCH_DATABASE_URL="$$url" $(CARGO) bench -p outbox-publisher --bench peers || rc=$$?; ./deploy/local/bench-pg stop; exit $$rc
 
 fmt: ## Format the code.
 	$(CARGO) fmt --all

@@ -105,19 +105,45 @@ jmx_exporter_agent() {
   printf '%s' "$JMX_EXPORTER_JAR"
 }
 
-# Where the project-local PostgreSQL cluster lives: .dev/pg, unless we are root and the `postgres` system user
-# (which the server runs as) cannot reach it — a checkout under a private home directory — in which case a
-# directory of its own under /var/tmp, named after this checkout. Its server log is pg.log inside it.
+# Where a project-local PostgreSQL cluster lives: .dev/$1 (default pg: the one deploy/local/up runs; bench-pg uses
+# bench-pg), unless we are root and the `postgres` system user (which the server runs as) cannot reach it — a
+# checkout under a private home directory — in which case a directory of its own under /var/tmp, named after this
+# checkout and the cluster. Its server log is pg.log inside it.
 pg_dir() {
-  local dir="$DEV/pg"
+  local name="${1:-pg}"
+  local dir="$DEV/$name"
   if [[ "$(id -u)" == 0 ]] && id postgres >/dev/null 2>&1; then
     mkdir -p "$dir"
     chown postgres "$dir"
     if ! runuser -u postgres -- test -w "$dir"; then
-      dir="/var/tmp/crypto-checkout-pg-$(printf '%s' "$ROOT" | md5sum | cut -c1-12)"
+      local suffix=""; [[ "$name" == pg ]] || suffix="-$name"
+      dir="/var/tmp/crypto-checkout-pg-$(printf '%s' "$ROOT" | md5sum | cut -c1-12)$suffix"
       mkdir -p "$dir"
       chown postgres "$dir"
     fi
   fi
+  echo "$dir"
+}
+
+# The server options of every project-local cluster (deploy/local/up's and bench-pg's):
+# max_connections: every parallel test opens its own pool against its own database.
+# autovacuum_naptime: tests and benchmarks start from empty tables; the first ANALYZE (which replaces plans
+# cached while a table was empty — sequential scans that grow with the table) comes within seconds instead of
+# a minute. Production keeps its own setting: its tables have statistics.
+PG_SERVER_OPTIONS="-c max_connections=300 -c shared_buffers=128MB -c autovacuum_naptime=5s"
+
+# Runs a PostgreSQL server program; as root it runs as the `postgres` system user, since the server refuses root.
+as_pg_user() {
+  if [[ "$(id -u)" == 0 ]]; then
+    (cd / && runuser -u postgres -- "$@") # its cwd may be unreadable to postgres; every path is absolute
+  else
+    "$@"
+  fi
+}
+
+pg_bindir() {
+  local dir
+  dir="$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n1 || true)"
+  if [[ -z "$dir" ]] && command -v pg_ctl >/dev/null 2>&1; then dir="$(dirname "$(readlink -f "$(command -v pg_ctl)")")"; fi
   echo "$dir"
 }

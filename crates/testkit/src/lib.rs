@@ -260,8 +260,12 @@ pub async fn set_topic_config(topic: &str, key: &str, value: &str) {
 
 /// Creates a fresh database on the default server and applies the workspace's migrations.
 pub async fn fresh_database() -> TestDb {
-    let infra = infra();
-    let mut admin = match check_postgres(&infra.database_url).await {
+    fresh_database_on(&infra().database_url).await
+}
+
+/// Same as [`fresh_database`] on the server of `server_url` (any database on it; e.g. a benchmark's own instance).
+pub async fn fresh_database_on(server_url: &str) -> TestDb {
+    let mut admin = match check_postgres(server_url).await {
         Ok(conn) => conn,
         Err(why) => panic!("{why}. Tests need a real PostgreSQL: run `make up`."),
     };
@@ -278,7 +282,7 @@ pub async fn fresh_database() -> TestDb {
         .execute(&mut admin)
         .await
         .unwrap_or_else(|e| panic!("CREATE DATABASE {name} failed (the user needs CREATEDB): {e}"));
-    let url = with_database(&infra.database_url, &name);
+    let url = with_database(server_url, &name);
     let pool = PgPool::connect(&url)
         .await
         .unwrap_or_else(|e| panic!("connecting to {name} failed: {e}"));
