@@ -336,9 +336,8 @@ impl Fold {
             EventData::InvoiceExpired(e) => {
                 let invoice = self.invoice(id)?;
                 invoice.expired_at = invoice.expired_at.or(Some(e.expired_at));
-                if invoice.paid_at.is_none() {
-                    invoice.amount_paid = dec(e.crypto_amount_paid);
-                }
+                // `crypto_amount_paid` is the sweeper's statement, not a fact of this fold: the payment events
+                // that make it up come from another producer and may arrive after it (decision 0045).
                 touch!(invoice, stamp);
                 Ok(())
             }
@@ -348,9 +347,7 @@ impl Fold {
                 if invoice.cancellation_reason.is_none() {
                     invoice.cancellation_reason = Some(wire(&e.reason));
                 }
-                if invoice.paid_at.is_none() {
-                    invoice.amount_paid = dec(e.crypto_amount_paid);
-                }
+                // As for expiry, the stated amount paid is not applied (decision 0045).
                 touch!(invoice, stamp);
                 Ok(())
             }
@@ -1170,14 +1167,37 @@ mod tests {
     }
 
     #[test]
-    fn expiry_and_cancellation_state_the_amount_until_paid_and_keep_first_facts() {
-        let expired = |minute| event(EventType::InvoiceExpired, minute, |_| {});
+    fn expiry_and_cancellation_keep_first_facts_and_never_count_a_payment_twice() {
+        // The sweeper states 10 paid; the payment of 10 behind that figure is another producer's event and may
+        // reach the bus before or after the expiry (the chaos run saw it after: the amount was counted twice).
+        let expired = |minute| {
+            event(EventType::InvoiceExpired, minute, |p| {
+                if let EventData::InvoiceExpired(e) = &mut p.event_data {
+                    e.crypto_amount_paid = "10".parse().unwrap();
+                }
+            })
+        };
+        let pay = examples::payment_id();
         let f = fold(given(&[created()]), &[expired(30), expired(31)]).unwrap();
         let i = invoice(&f.rows);
         assert_eq!(
             (i.expired_at, i.amount_paid, i.version),
-            (Some(at(30)), amount("10"), 3)
+            (Some(at(30)), Decimal::ZERO, 3),
+            "a stated amount is not a payment"
         );
+        let after = fold(f.rows, &[detected(1, pay, "10")]).unwrap();
+        let before = fold(given(&[created(), detected(1, pay, "10")]), &[expired(30)]).unwrap();
+        for (order, rows) in [
+            ("expiry first", &after.rows),
+            ("payment first", &before.rows),
+        ] {
+            let i = invoice(rows);
+            assert_eq!(
+                (i.expired_at, i.amount_paid, i.payments_detected),
+                (Some(at(30)), amount("10"), 1),
+                "{order}"
+            );
+        }
 
         let cancel = |minute, reason| {
             event(EventType::InvoiceCancelled, minute, |p| {

@@ -4,7 +4,9 @@
 //!
 //! One later extension, in the same per-event style: `MerchantReinstated` (decision 0026) got its statement,
 //! and `MerchantSuspended`'s statement learnt that a suspension at or before the last reinstatement is stale —
-//! written independently of the fold so that the two still check each other.
+//! written independently of the fold so that the two still check each other. And one later correction
+//! (decision 0045): `InvoiceExpired` and `InvoiceCancelled` no longer set `amount_paid` from the amount they
+//! state (a payment behind it that reached the bus later was counted twice).
 
 #![allow(dead_code)]
 
@@ -81,12 +83,10 @@ pub async fn apply(conn: &mut PgConnection, event: &Envelope) -> Result<Applied,
         EventData::InvoicePaid(e) => invoice_paid(conn, stamp, aggregate, e).await?,
         EventData::InvoiceExpired(e) => {
             let sql = "UPDATE proj_invoices SET expired_at = COALESCE(expired_at, $2), \
-                       amount_paid = CASE WHEN paid_at IS NULL THEN $3 ELSE amount_paid END, \
-                       version = version + 1, last_event_id = $4, last_event_at = $5 WHERE invoice_id = $1";
+                       version = version + 1, last_event_id = $3, last_event_at = $4 WHERE invoice_id = $1";
             let updated = sqlx::query(sql)
                 .bind(aggregate)
                 .bind(e.expired_at)
-                .bind(dec(e.crypto_amount_paid))
                 .bind(stamp.event_id)
                 .bind(stamp.at)
                 .execute(&mut *conn)
@@ -96,13 +96,11 @@ pub async fn apply(conn: &mut PgConnection, event: &Envelope) -> Result<Applied,
         EventData::InvoiceCancelled(e) => {
             let sql = "UPDATE proj_invoices SET cancelled_at = COALESCE(cancelled_at, $2), \
                        cancellation_reason = COALESCE(cancellation_reason, $3), \
-                       amount_paid = CASE WHEN paid_at IS NULL THEN $4 ELSE amount_paid END, \
-                       version = version + 1, last_event_id = $5, last_event_at = $6 WHERE invoice_id = $1";
+                       version = version + 1, last_event_id = $4, last_event_at = $5 WHERE invoice_id = $1";
             let updated = sqlx::query(sql)
                 .bind(aggregate)
                 .bind(e.cancelled_at)
                 .bind(wire(&e.reason))
-                .bind(dec(e.crypto_amount_paid))
                 .bind(stamp.event_id)
                 .bind(stamp.at)
                 .execute(&mut *conn)
