@@ -61,8 +61,13 @@ pub struct ConsumerOptions {
     /// Records of a partition waiting for its lane (beyond its queue of `batch_size`) before the partition is
     /// paused, in bytes (key, value, headers, plus ~128 bytes each). Pausing is costly — librdkafka drops what
     /// it prefetched for the partition and fetches it again on resume — so this is a few fetches' worth. The
-    /// runtime's memory is about `partitions × (this + 2 batches)` plus librdkafka's prefetch.
+    /// runtime's memory is about `min(partitions × this, buffer_bytes_total) + partitions × 2 batches` plus
+    /// librdkafka's prefetch.
     pub buffer_bytes_per_partition: usize,
+    /// The same bound for all assigned partitions together: each partition may stash
+    /// `min(buffer_bytes_per_partition, buffer_bytes_total / assigned partitions)` (at least 64 KiB), so a member
+    /// that owns many partitions (two topics, or a group that shrank to one member) stays inside the same memory.
+    pub buffer_bytes_total: usize,
     /// librdkafka's prefetch bound for the whole consumer (`queued.max.messages.kbytes`; librdkafka lowers
     /// `fetch.max.bytes` to it).
     pub queued_max_messages_kbytes: u32,
@@ -93,6 +98,7 @@ impl Default for ConsumerOptions {
             breaker_probe_initial: Duration::from_secs(1),
             breaker_probe_max: Duration::from_secs(30),
             buffer_bytes_per_partition: 4 << 20,
+            buffer_bytes_total: 32 << 20,
             queued_max_messages_kbytes: 8192,
             lag_interval: Duration::from_secs(5),
             auto_offset_reset: "earliest".into(),
@@ -101,12 +107,27 @@ impl Default for ConsumerOptions {
     }
 }
 
+/// The smallest stash a partition gets, whatever the budget: below it pauses would cost more than they save.
+pub const MIN_STASH_BYTES: usize = 64 << 10;
+
 impl ConsumerOptions {
+    /// How many bytes one of `assigned` partitions may stash before it is paused (see
+    /// [`ConsumerOptions::buffer_bytes_total`]).
+    pub fn stash_limit(&self, assigned: usize) -> usize {
+        let share = self.buffer_bytes_total / assigned.max(1);
+        self.buffer_bytes_per_partition
+            .min(share)
+            .max(MIN_STASH_BYTES)
+    }
+
     /// Checks the settings that depend on each other or on the policy.
     pub fn validate(&self, policy: &GroupPolicy) -> Result<(), RuntimeError> {
         let bad = |why: String| Err(RuntimeError::Config(why));
-        if self.buffer_bytes_per_partition < 64 << 10 {
+        if self.buffer_bytes_per_partition < MIN_STASH_BYTES {
             return bad("buffer_bytes_per_partition must be at least 64 KiB".into());
+        }
+        if self.buffer_bytes_total < MIN_STASH_BYTES {
+            return bad("buffer_bytes_total must be at least 64 KiB".into());
         }
         if self.max_parallel_partitions == 0 {
             return bad("max_parallel_partitions must be at least 1".into());
@@ -207,5 +228,29 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("max_poll_interval"), "{err}");
+    }
+
+    #[test]
+    fn the_stash_budget_is_shared_by_the_assigned_partitions_with_a_floor() {
+        let o = ConsumerOptions {
+            buffer_bytes_per_partition: 4 << 20,
+            buffer_bytes_total: 32 << 20,
+            ..Default::default()
+        };
+        // Few partitions: the per-partition bound; many: an equal share of the total; never below the floor.
+        assert_eq!(o.stash_limit(0), 4 << 20);
+        assert_eq!(o.stash_limit(8), 4 << 20);
+        assert_eq!(o.stash_limit(16), 2 << 20);
+        assert_eq!(o.stash_limit(24), (32 << 20) / 24);
+        assert_eq!(o.stash_limit(10_000), MIN_STASH_BYTES);
+        let tiny = ConsumerSettings {
+            options: ConsumerOptions {
+                buffer_bytes_total: 1024,
+                ..Default::default()
+            },
+            ..Default::default()
+        };
+        let err = tiny.policy(SETTLEMENT_PROCESSING).unwrap_err().to_string();
+        assert!(err.contains("buffer_bytes_total"), "{err}");
     }
 }

@@ -6,8 +6,9 @@
 //!   stays in its group however long a record is retried. Blocking calls (synchronous commits, reading stored
 //!   positions) happen here too, each bounded.
 //! - **Order and bounded memory**: each assigned partition has a lane fed through a bounded queue (capacity =
-//!   batch size). When it is full, messages wait in a stash; when `buffer_bytes_per_partition` waits there the
-//!   partition is **paused**, and it resumes when half of that has moved on. The next expected offset per
+//!   batch size). When it is full, messages wait in a stash; when its share of the stash budget waits there
+//!   (`buffer_bytes_per_partition`, at most `buffer_bytes_total` ÷ assigned partitions) the partition is
+//!   **paused**, and it resumes when half of that has moved on. The next expected offset per
 //!   partition is tracked and anything below it is dropped, so a pause, resume or refetch never reorders or
 //!   duplicates records within an assignment. librdkafka's prefetch is bounded by `queued.max.messages.kbytes`.
 //! - **Commits only what is done, only for what is owned** (when the mode commits to Kafka — see
@@ -326,6 +327,7 @@ impl<P: Processor, D: Delivery> PollCtx<P, D> {
     fn dispatch(&self, consumer: &BaseConsumer<Self>, message: &BorrowedMessage<'_>) {
         let mut guard = self.lock();
         let state = &mut *guard;
+        let limit = self.shared.options.stash_limit(state.count());
         let Some(part) = state
             .parts
             .get_mut(message.topic())
@@ -359,7 +361,7 @@ impl<P: Processor, D: Delivery> PollCtx<P, D> {
         state.any_stash = true;
         // Pausing makes librdkafka drop what it prefetched for the partition and fetch it again on resume: the
         // stash must be large enough that this stays rare (a 500-record bound cost 5-10x the throughput).
-        if part.stash_bytes >= self.shared.options.buffer_bytes_per_partition && !part.paused {
+        if part.stash_bytes >= limit && !part.paused {
             let mut tpl = TopicPartitionList::new();
             tpl.add_partition(&part.topic, part.partition);
             match consumer.pause(&tpl) {
@@ -380,6 +382,7 @@ impl<P: Processor, D: Delivery> PollCtx<P, D> {
         let mut ended = None;
         {
             let mut guard = self.lock();
+            let limit = self.shared.options.stash_limit(guard.count());
             let mut any_stash = false;
             for part in guard.iter_mut() {
                 while let Some(record) = part.stash.pop_front() {
@@ -393,9 +396,7 @@ impl<P: Processor, D: Delivery> PollCtx<P, D> {
                     part.stash_bytes -= size;
                 }
                 // Resume at half: the next fetch arrives while the rest of the stash drains.
-                if part.paused
-                    && part.stash_bytes < self.shared.options.buffer_bytes_per_partition / 2
-                {
+                if part.paused && part.stash_bytes < limit / 2 {
                     resume.add_partition(&part.topic, part.partition);
                     part.paused = false;
                 }
