@@ -9,8 +9,6 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use rdkafka::admin::{AdminClient, AdminOptions};
-use rdkafka::client::DefaultClientContext;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
 use rdkafka::message::{Header, Headers, Message, OwnedHeaders};
 use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
@@ -214,33 +212,6 @@ fn without_offsets(produced: &Produced) -> BTreeMap<i32, Vec<Seen>> {
         .collect()
 }
 
-async fn delete_topic(topic: &str) {
-    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
-        .set("bootstrap.servers", bootstrap())
-        .create()
-        .unwrap();
-    let opts = AdminOptions::new().operation_timeout(Some(Duration::from_secs(30)));
-    for r in admin.delete_topics(&[topic], &opts).await.unwrap() {
-        r.unwrap();
-    }
-    // Deletion is asynchronous: wait until the name is free again.
-    let consumer: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", bootstrap())
-        .create()
-        .unwrap();
-    for _ in 0..300 {
-        let gone = consumer
-            .fetch_metadata(None, Duration::from_secs(5))
-            .map(|md| md.topics().iter().all(|t| t.name() != topic))
-            .unwrap_or(false);
-        if gone {
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    panic!("{topic} was not deleted");
-}
-
 /// Source offsets in the backup of `topic` per partition, read from the files as the format documents them
 /// (only the bytes the manifest counts).
 fn backed_up_offsets(dir: &Path, topic: &str) -> BTreeMap<i32, Vec<i64>> {
@@ -306,7 +277,7 @@ async fn backup_delete_restore_preserves_every_record_in_partition_order() {
     assert_eq!(backed_up_offsets(&dir, &topic), offsets_of(&produced));
 
     // The corruption: the topic's data is gone.
-    delete_topic(&topic).await;
+    testkit::delete_topic(&topic).await;
     testkit::create_named_topic(&topic, 3).await;
     let (code, stdout, stderr) = run(
         db,
@@ -618,7 +589,7 @@ async fn repointed_groups_land_on_the_translated_offsets_and_active_groups_are_r
         ],
     );
     assert_eq!(code, 0, "{stdout}{stderr}");
-    delete_topic(&topic).await;
+    testkit::delete_topic(&topic).await;
     testkit::create_named_topic(&topic, 2).await;
 
     // An active member of a group refuses the move, before anything is written.
