@@ -20,7 +20,7 @@ CARGO ?= cargo
 # Run a command with the stack's environment (.dev/env) exported.
 WITH_ENV := set -a && . ./.dev/env && set +a &&
 
-.PHONY: help up down clean build tools test test-cluster dr-drill chaos-broker chaos deploy-check deploy-topics deploy-rules run fmt fmt-check lint ci bench bench-events bench-outbox bench-peers bench-runtime bench-e2e bench-verify bench-webhooks bench-memory
+.PHONY: help up down clean build tools test test-cluster dr-drill restore-drill chaos-broker chaos deploy-check deploy-topics deploy-rules run fmt fmt-check lint ci bench bench-events bench-outbox bench-peers bench-runtime bench-e2e bench-verify bench-webhooks bench-memory
 
 help: ## Show the targets.
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | expand -t 14
@@ -68,6 +68,10 @@ dr-drill: ## Disaster-recovery drill: primary and DR 3-broker clusters + MirrorM
 	@set -a && . ./.dev/env && set +a && ./deploy/local/dr up --fresh
 	@set -a && . ./.dev/env && . ./.dev-dr/drill.env && set +a && export KAFKA_BOOTSTRAP_SERVERS="$$DR_PRIMARY_BOOTSTRAP" && \
 	  rc=0 && $(CARGO) test -q -p checkoutctl --bench dr_drill || rc=$$?; ./deploy/local/dr down; exit $$rc
+
+restore-drill: up ## Topic-corruption drill on make up's stack (a database, topics and groups of its own): the domain topic deleted under traffic, restored from the continuous `checkoutctl topics backup` by the runbook (`restore --repoint-groups`); RTO/RPO vs the spec (< 2 h / < 15 min), the outage's events counted, verify (RESTORE_DRILL_INVOICES, _RATE, _CORRUPT_AFTER, _FLUSH, _KILL_BACKUP=1). Summary in target/restore-drill/. Not part of `make test`.
+	$(CARGO) build -p outbox-publisher -p settlement -p projections -p audit --bins
+	$(WITH_ENV) $(CARGO) test -q -p checkoutctl --bench restore_drill
 
 chaos-broker: ## Broker failure measured: on the 3-broker primary of deploy/local/dr (RF 3, min ISR 2) under traffic, SIGKILL the leader of a busy partition; RTO until producer and every group progress, RPO = acknowledged events lost, vs the spec (< 30 s / 0); verify. Not part of `make test`.
 	@set -a && . ./.dev/env && set +a && DR_PRIMARY_ONLY=1 ./deploy/local/dr up --fresh

@@ -156,19 +156,7 @@ async fn main() {
 
     // 2. The publisher drains it.
     let publisher_config = dir.join("outbox-publisher.toml");
-    std::fs::write(
-        &publisher_config,
-        format!(
-            "[service.topic_routes]\n\"{}\" = \"{}\"\n\"{}\" = \"{}\"\n\"{}\" = \"{}\"\n",
-            events::topics::DOMAIN_EVENTS,
-            bus.domain_topic,
-            events::topics::NOTIFICATION_EVENTS,
-            bus.notification_topic,
-            events::topics::ANALYTICS_EVENTS,
-            bus.analytics_topic
-        ),
-    )
-    .expect("publisher configuration");
+    std::fs::write(&publisher_config, bus.publisher_toml()).expect("publisher configuration");
     let started = Instant::now();
     let mut publisher = Watched {
         name: "outbox-publisher".into(),

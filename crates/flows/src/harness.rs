@@ -1,11 +1,13 @@
 //! Test and benchmark plumbing around the real broker and database: a private "bus" per test (fresh database,
 //! its own domain-events, analytics-events and notification-events topics with their DLQs), the outbox
-//! publisher in-process, writers that append generated events through the outbox exactly as services do, raw
-//! producers, and readers of topic end offsets and committed group offsets.
+//! publisher in-process (or its configuration file for the binary), writers that append generated events
+//! through the outbox exactly as services do, a recorder of every event committed to the outbox (the drills'
+//! independent record), raw producers, and readers of topic end offsets, event ids and committed group offsets.
 //!
 //! Guarantees: nothing here skips; every helper panics with what it waited for when infrastructure or a
 //! condition does not come (testkit's rule).
 
+use std::collections::BTreeMap;
 use std::future::Future;
 use std::time::{Duration, Instant};
 
@@ -124,6 +126,20 @@ impl Bus {
         };
         config.database.url = Some(self.db.url.clone().into());
         config
+    }
+
+    /// The `outbox-publisher` binary's configuration file (TOML) routing the domain, notification and analytics
+    /// topics to this bus's topics, as [`Bus::publisher_config`] does in this process.
+    pub fn publisher_toml(&self) -> String {
+        format!(
+            "[service.topic_routes]\n\"{}\" = \"{}\"\n\"{}\" = \"{}\"\n\"{}\" = \"{}\"\n",
+            events::topics::DOMAIN_EVENTS,
+            self.domain_topic,
+            events::topics::NOTIFICATION_EVENTS,
+            self.notification_topic,
+            events::topics::ANALYTICS_EVENTS,
+            self.analytics_topic
+        )
     }
 
     /// Starts an outbox publisher in this process.
@@ -291,6 +307,34 @@ pub async fn append_at_rate(
     committed
 }
 
+/// Installs on `pool`'s database a trigger recording every event id appended to the outbox, with its topic (as
+/// written, before the publisher's routes) and the insertion time, in the table `outbox_committed`: the
+/// independent record of what must reach the bus that drills compare the topics with (the rows of a rolled-back
+/// transaction vanish with it). Read it with [`outbox_commits`].
+pub async fn record_outbox_commits(pool: &PgPool) -> Result<(), sqlx::Error> {
+    sqlx::raw_sql(
+        "CREATE TABLE outbox_committed (event_id uuid NOT NULL, topic text NOT NULL, \
+           committed_at timestamptz NOT NULL DEFAULT clock_timestamp());
+         CREATE FUNCTION outbox_committed_record() RETURNS trigger LANGUAGE plpgsql AS $$
+           BEGIN INSERT INTO outbox_committed (event_id, topic) VALUES (NEW.event_id, NEW.topic); RETURN NEW; END $$;
+         CREATE TRIGGER outbox_committed_record AFTER INSERT ON outbox FOR EACH ROW
+           EXECUTE FUNCTION outbox_committed_record();",
+    )
+    .execute(pool)
+    .await
+    .map(|_| ())
+}
+
+/// What [`record_outbox_commits`] recorded so far: event id, topic as written, insertion time (at or before the
+/// commit, so an age computed from it is an upper bound).
+pub async fn outbox_commits(
+    pool: &PgPool,
+) -> Result<Vec<(uuid::Uuid, String, DateTime<Utc>)>, sqlx::Error> {
+    sqlx::query_as("SELECT event_id, topic, committed_at FROM outbox_committed")
+        .fetch_all(pool)
+        .await
+}
+
 /// A publisher running in this process.
 pub struct Publisher {
     pub running: outbox_publisher::Running,
@@ -441,6 +485,71 @@ pub async fn committed_offsets(group: &str, topic: &str) -> Vec<i64> {
     })
     .await
     .expect("committed offsets task")
+}
+
+/// Every event id in `topic` on the cluster at `bootstrap`, with the number of records carrying it (read
+/// committed, from the beginning to each partition's end as of the call, transaction markers included). Panics
+/// when the end is not reached within 5 min.
+pub async fn event_ids_on(bootstrap: &str, topic: &str) -> BTreeMap<uuid::Uuid, usize> {
+    let (bootstrap, topic) = (bootstrap.to_string(), topic.to_string());
+    tokio::task::spawn_blocking(move || {
+        let consumer: BaseConsumer = ClientConfig::new()
+            .set("bootstrap.servers", &bootstrap)
+            .set("group.id", testkit::unique_name("flows-reader"))
+            .set("enable.auto.commit", "false")
+            .set("isolation.level", "read_committed")
+            .create()
+            .expect("consumer");
+        let md = consumer
+            .fetch_metadata(Some(&topic), Duration::from_secs(10))
+            .expect("metadata");
+        let partitions = md
+            .topics()
+            .iter()
+            .find(|t| t.name() == topic)
+            .map_or(0, |t| t.partitions().len() as i32);
+        let mut tpl = TopicPartitionList::new();
+        let mut ends = BTreeMap::new();
+        for p in 0..partitions {
+            let (low, high) = consumer
+                .fetch_watermarks(&topic, p, Duration::from_secs(10))
+                .expect("watermarks");
+            if high > low {
+                ends.insert(p, high);
+                tpl.add_partition_offset(&topic, p, Offset::Offset(low))
+                    .expect("partition");
+            }
+        }
+        let mut ids = BTreeMap::new();
+        if ends.is_empty() {
+            return ids;
+        }
+        consumer.assign(&tpl).expect("assign");
+        let started = Instant::now();
+        loop {
+            // Done when the position of every partition reached its end (markers included).
+            let position = consumer.position().expect("position");
+            let done = ends.iter().all(|(p, end)| {
+                matches!(position.find_partition(&topic, *p).map(|e| e.offset()), Some(Offset::Offset(o)) if o >= *end)
+            });
+            if done {
+                break;
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(300),
+                "reading {topic} on {bootstrap} did not reach its end within 5 min"
+            );
+            if let Some(m) = consumer.poll(Duration::from_millis(200)) {
+                let m = m.expect("read").detach();
+                if let Some(id) = event_id_of(&m) {
+                    *ids.entry(id).or_insert(0) += 1;
+                }
+            }
+        }
+        ids
+    })
+    .await
+    .expect("reader task")
 }
 
 /// Waits until the positions `group` stored in the database (exactly-once mode b, table `consumer_offsets`)

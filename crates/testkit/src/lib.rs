@@ -230,6 +230,44 @@ fn wait_for_leaders(bootstrap_servers: &str, topic: &str, partitions: i32) {
     }
 }
 
+/// Deletes `topic` on the default cluster and waits until its name is free again (deletion is asynchronous: a
+/// topic of the same name cannot be created before). Panics when the deletion fails or is not done within 30 s.
+pub async fn delete_topic(topic: &str) {
+    let opts = AdminOptions::new().operation_timeout(Some(Duration::from_secs(30)));
+    for result in admin()
+        .delete_topics(&[topic], &opts)
+        .await
+        .expect("delete_topics request")
+    {
+        if let Err((topic, code)) = result {
+            panic!("deleting topic {topic} failed: {code}");
+        }
+    }
+    let topic = topic.to_string();
+    tokio::task::spawn_blocking(move || {
+        let consumer: BaseConsumer = ClientConfig::new()
+            .set("bootstrap.servers", &infra().bootstrap_servers)
+            .create()
+            .expect("metadata client");
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            let gone = consumer
+                .fetch_metadata(None, Duration::from_secs(5))
+                .is_ok_and(|md| md.topics().iter().all(|t| t.name() != topic));
+            if gone {
+                return;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "topic {topic} is still listed 30 s after its deletion"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    })
+    .await
+    .expect("the deletion wait");
+}
+
 /// A database of its own for one test, with every migration applied. It is dropped by the next test run after
 /// it is a few hours old (tests may be inspected after a failure), or by `make clean`.
 pub struct TestDb {

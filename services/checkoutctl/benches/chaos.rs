@@ -9,10 +9,10 @@
 //!
 //! What it does:
 //! 1. A fresh database (testkit, migrations applied) with a trigger that records every event id committed to
-//!    the outbox (`chaos_committed`: the independent record of what must reach the bus); the production topics
-//!    (`checkoutctl topics apply --env production`); a TCP proxy in this process in front of PostgreSQL that
-//!    every service's `DATABASE_URL` points at; the dev-sandbox (SMTP and SMS) and a webhook receiver in this
-//!    process (`/hooks/{ok,flaky,hang,down}` as the dev-sandbox's, remembering every request).
+//!    the outbox (`flows::harness::record_outbox_commits`: the independent record of what must reach the bus);
+//!    the production topics (`checkoutctl topics apply --env production`); a TCP proxy in this process in front
+//!    of PostgreSQL that every service's `DATABASE_URL` points at; the dev-sandbox (SMTP and SMS) and a webhook
+//!    receiver in this process (`/hooks/{ok,flaky,hang,down}` as the dev-sandbox's, remembering every request).
 //! 2. Every service binary as child processes: two replicas of each whose spec group has more than one consumer
 //!    (projections, webhooks, settlement, notifications) and of the outbox publisher (key buckets, decision
 //!    0008); one of the others (payments, analytics, audit, bus-monitor). A replica that exits by itself is
@@ -599,15 +599,9 @@ async fn run() -> Result<bool, String> {
 
     // 1. Database, topics, proxy, providers.
     let db = testkit::fresh_database().await;
-    sqlx::raw_sql(
-        "CREATE TABLE chaos_committed (event_id uuid NOT NULL, topic text NOT NULL, committed_at timestamptz NOT NULL DEFAULT clock_timestamp());
-         CREATE FUNCTION chaos_record() RETURNS trigger LANGUAGE plpgsql AS $$
-           BEGIN INSERT INTO chaos_committed (event_id, topic) VALUES (NEW.event_id, NEW.topic); RETURN NEW; END $$;
-         CREATE TRIGGER chaos_record AFTER INSERT ON outbox FOR EACH ROW EXECUTE FUNCTION chaos_record();",
-    )
-    .execute(&db.pool)
-    .await
-    .map_err(|e| format!("installing the outbox recorder: {e}"))?;
+    flows::harness::record_outbox_commits(&db.pool)
+        .await
+        .map_err(|e| format!("installing the outbox recorder: {e}"))?;
     println!(
         "chaos: database {} (kept for inspection; testkit drops it after 6 h)",
         db.name
@@ -1153,15 +1147,13 @@ async fn run() -> Result<bool, String> {
         ),
     });
     // (b) No domain event lost, none doubled downstream.
-    let committed: Vec<(uuid::Uuid, String)> =
-        sqlx::query_as("SELECT event_id, topic FROM chaos_committed")
-            .fetch_all(pool)
-            .await
-            .map_err(|e| e.to_string())?;
+    let committed = flows::harness::outbox_commits(pool)
+        .await
+        .map_err(|e| e.to_string())?;
     let committed_domain: BTreeSet<uuid::Uuid> = committed
         .iter()
-        .filter(|(_, t)| t == events::topics::DOMAIN_EVENTS)
-        .map(|(id, _)| *id)
+        .filter(|(_, t, _)| t == events::topics::DOMAIN_EVENTS)
+        .map(|(id, _, _)| *id)
         .collect();
     let mut bus_records = BTreeMap::new();
     let (domain_records, in_topic, settlement_events) =

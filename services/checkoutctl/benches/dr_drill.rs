@@ -27,7 +27,7 @@
 #[path = "../tests/system/mod.rs"]
 mod system;
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
@@ -42,16 +42,10 @@ use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 use runtime::service::{ConsumerService, ServiceSettings};
 use service_kit::shutdown::CancellationToken;
 use service_kit::{KafkaSettings, Settings};
+use system::env;
 
 const RTO_LIMIT: Duration = Duration::from_secs(300);
 const RPO_LIMIT: Duration = Duration::from_secs(30);
-
-fn env<T: std::str::FromStr>(name: &str, default: T) -> T {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
 
 fn required(name: &str) -> String {
     std::env::var(name).unwrap_or_else(|_| {
@@ -145,56 +139,6 @@ async fn stored(pool: &sqlx::PgPool, group: &str, topic: &str) -> BTreeMap<i32, 
     .expect("read consumer_offsets")
     .into_iter()
     .collect()
-}
-
-/// Every event id in `topic` on `bootstrap` (read committed, beginning to the current end).
-async fn event_ids(bootstrap: &str, topic: &str) -> BTreeSet<uuid::Uuid> {
-    let (b, t) = (bootstrap.to_string(), topic.to_string());
-    tokio::task::spawn_blocking(move || {
-        let c = consumer(&b, None);
-        let n = partitions(&c, &t);
-        let mut tpl = TopicPartitionList::new();
-        let mut ends = BTreeMap::new();
-        for p in 0..n {
-            let (low, high) = c
-                .fetch_watermarks(&t, p, Duration::from_secs(10))
-                .expect("watermarks");
-            if high > low {
-                ends.insert(p, high);
-                tpl.add_partition_offset(&t, p, Offset::Offset(low))
-                    .expect("partition");
-            }
-        }
-        let mut ids = BTreeSet::new();
-        if ends.is_empty() {
-            return ids;
-        }
-        c.assign(&tpl).expect("assign");
-        let started = Instant::now();
-        loop {
-            // Done when the position of every partition reached its end (markers included).
-            let position = c.position().expect("position");
-            let done = ends.iter().all(|(p, end)| {
-                matches!(position.find_partition(&t, *p).map(|e| e.offset()), Some(Offset::Offset(o)) if o >= *end)
-            });
-            if done {
-                break;
-            }
-            assert!(
-                started.elapsed() < Duration::from_secs(300),
-                "reading {t} on the DR cluster did not reach its end"
-            );
-            if let Some(m) = c.poll(Duration::from_millis(200)) {
-                let m = m.expect("read").detach();
-                if let Some(id) = flows::harness::event_id_of(&m) {
-                    ids.insert(id);
-                }
-            }
-        }
-        ids
-    })
-    .await
-    .expect("reader task")
 }
 
 /// SIGKILLs the processes of `pidfiles` that are Kafka brokers (their command line says so).
@@ -515,10 +459,10 @@ async fn main() -> ExitCode {
     }
 
     // RPO: what the primary acknowledged that the DR cluster never got.
-    let on_dr = event_ids(&dr, &topic).await;
+    let on_dr = flows::harness::event_ids_on(&dr, &topic).await;
     let lost: Vec<(uuid::Uuid, DateTime<Utc>)> = committed_at
         .iter()
-        .filter(|(id, _)| !on_dr.contains(id))
+        .filter(|(id, _)| !on_dr.contains_key(id))
         .copied()
         .collect();
     let rpo_span = lost
@@ -772,10 +716,10 @@ async fn broker_failure() -> ExitCode {
     let committed_at = traffic.await.expect("the writers");
     let timeout = Duration::from_secs(600);
     system.wait_quiescent(timeout).await;
-    let in_topic = event_ids(&primary, &topic).await;
+    let in_topic = flows::harness::event_ids_on(&primary, &topic).await;
     let lost = committed_at
         .iter()
-        .filter(|(id, _)| !in_topic.contains(id))
+        .filter(|(id, _)| !in_topic.contains_key(id))
         .count();
     let truth = flows.expected_settlements();
     let expected = flows::check::expected_settlement_rows(&truth);

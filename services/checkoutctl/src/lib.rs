@@ -13,6 +13,8 @@ use std::process::ExitCode;
 
 pub mod analytics_cmd;
 pub mod audit_cmd;
+pub mod backup;
+pub mod backup_format;
 pub mod console_cmd;
 pub mod db_cmd;
 pub mod dlq_cmd;

@@ -1,7 +1,8 @@
 //! A live system for `checkoutctl verify`, `settlement show` and `merchant show` to look at: a private bus
 //! (fresh database, its own topics), the outbox publisher, and the settlement, projections and audit services in
 //! this process, each under a fresh consumer group; generated flows appended through the outbox as the
-//! platform's services would. Shared by the integration tests (`tests/live.rs`) and `benches/verify.rs`.
+//! platform's services would. Shared by the integration tests (`tests/live.rs`) and the benches (`verify`,
+//! `dr_drill`; `restore_drill` runs the services as processes and uses only the free functions).
 //!
 //! Expected values come from the generator's truth (`Flows::expected_settlements`), never from the code under
 //! test.
@@ -53,36 +54,26 @@ impl System {
 
     /// The arguments that point `checkoutctl verify` at this system.
     pub fn verify_args(&self) -> Vec<String> {
-        vec![
-            "--topic".into(),
-            self.bus.domain_topic.clone(),
-            "--projections-group".into(),
-            self.projections_group.clone(),
-            "--audit-group".into(),
-            self.audit_group.clone(),
-            "--settlement-group".into(),
-            self.settlement_group.clone(),
-        ]
+        verify_args(
+            &self.bus.domain_topic,
+            &self.projections_group,
+            &self.audit_group,
+            &self.settlement_group,
+        )
     }
 
-    /// Waits until nothing is in flight: the outbox is empty, the settlement group stored the end of the topic
-    /// (after which it emits nothing more), and the projections and audit groups committed it.
+    /// Waits until nothing is in flight ([`wait_quiescent`]).
     pub async fn wait_quiescent(&self, timeout: Duration) {
-        let topic = self.bus.domain_topic.as_str();
-        loop {
-            self.bus.wait_outbox_empty(timeout).await;
-            let before = flows::harness::end_offsets(topic).await;
-            if self.settlement.is_some() {
-                flows::harness::wait_stored(self.pool(), &self.settlement_group, &[topic], timeout)
-                    .await;
-            }
-            self.bus.wait_outbox_empty(timeout).await;
-            if flows::harness::end_offsets(topic).await == before {
-                break;
-            }
-        }
-        flows::harness::wait_consumed(&self.projections_group, topic, timeout).await;
-        flows::harness::wait_consumed(&self.audit_group, topic, timeout).await;
+        wait_quiescent(
+            &self.bus,
+            self.settlement
+                .is_some()
+                .then_some(self.settlement_group.as_str()),
+            &self.projections_group,
+            &self.audit_group,
+            timeout,
+        )
+        .await;
     }
 
     pub async fn stop(mut self) {
@@ -100,6 +91,61 @@ impl System {
             p.stop().await;
         }
     }
+}
+
+/// The arguments that point `checkoutctl verify` at the domain topic `topic` and the three groups.
+pub fn verify_args(
+    topic: &str,
+    projections_group: &str,
+    audit_group: &str,
+    settlement_group: &str,
+) -> Vec<String> {
+    [
+        "--topic",
+        topic,
+        "--projections-group",
+        projections_group,
+        "--audit-group",
+        audit_group,
+        "--settlement-group",
+        settlement_group,
+    ]
+    .map(String::from)
+    .to_vec()
+}
+
+/// Waits until nothing is in flight on `bus`: the outbox is empty, the settlement group (when given) stored the
+/// end of the domain topic (after which it emits nothing more), and the projections and audit groups committed
+/// it. Panics naming what it waited for after `timeout` per wait.
+pub async fn wait_quiescent(
+    bus: &Bus,
+    settlement_group: Option<&str>,
+    projections_group: &str,
+    audit_group: &str,
+    timeout: Duration,
+) {
+    let topic = bus.domain_topic.as_str();
+    loop {
+        bus.wait_outbox_empty(timeout).await;
+        let before = flows::harness::end_offsets(topic).await;
+        if let Some(group) = settlement_group {
+            flows::harness::wait_stored(bus.pool(), group, &[topic], timeout).await;
+        }
+        bus.wait_outbox_empty(timeout).await;
+        if flows::harness::end_offsets(topic).await == before {
+            break;
+        }
+    }
+    flows::harness::wait_consumed(projections_group, topic, timeout).await;
+    flows::harness::wait_consumed(audit_group, topic, timeout).await;
+}
+
+/// The environment variable `name` parsed, or `default` when it is unset or does not parse (the drills' knobs).
+pub fn env<T: std::str::FromStr>(name: &str, default: T) -> T {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
 }
 
 /// Waits until the `settlements` table equals the truth of `flows` (amounts, status, times:
