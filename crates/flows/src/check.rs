@@ -207,11 +207,12 @@ pub async fn projections(pool: &PgPool) -> anyhow::Result<Truth> {
 /// The analytics tables summed over their partition shards, as a [`Truth`] (read-model fields empty).
 pub async fn analytics(pool: &PgPool) -> anyhow::Result<Truth> {
     let mut t = Truth::default();
-    type DailyRow = (Uuid, NaiveDate, i64, i64, i64, i64, i64, i64);
+    type DailyRow = (Uuid, NaiveDate, i64, i64, i64, i64, i64, i64, i64, i64);
     let rows: Vec<DailyRow> = sqlx::query_as(
         "SELECT merchant_id, day, sum(invoices_created)::bigint, sum(invoices_paid)::bigint, \
                 sum(invoices_expired)::bigint, sum(invoices_cancelled)::bigint, \
-                sum(invoices_converted)::bigint, sum(checkout_views)::bigint \
+                sum(invoices_converted)::bigint, sum(checkout_views)::bigint, \
+                sum(checkouts_abandoned_left)::bigint, sum(checkouts_abandoned_expired)::bigint \
          FROM analytics_daily GROUP BY merchant_id, day",
     )
     .fetch_all(pool)
@@ -226,9 +227,25 @@ pub async fn analytics(pool: &PgPool) -> anyhow::Result<Truth> {
                 invoices_cancelled: r.5,
                 invoices_converted: r.6,
                 checkout_views: r.7,
+                methods_chosen: BTreeMap::new(),
+                checkouts_abandoned_left: r.8,
+                checkouts_abandoned_expired: r.9,
                 confirmation_millis: Vec::new(),
             },
         );
+    }
+    let methods: Vec<(Uuid, NaiveDate, String, String, i64)> = sqlx::query_as(
+        "SELECT merchant_id, day, crypto_currency, network, sum(choices)::bigint \
+         FROM analytics_daily_methods GROUP BY merchant_id, day, crypto_currency, network HAVING sum(choices) <> 0",
+    )
+    .fetch_all(pool)
+    .await?;
+    for (merchant, day, asset, network, choices) in methods {
+        t.daily
+            .entry((MerchantId::from_uuid(merchant)?, day))
+            .or_default()
+            .methods_chosen
+            .insert((asset, network), choices);
     }
     let samples: Vec<(Uuid, NaiveDate, i64)> = sqlx::query_as(
         "SELECT merchant_id, day, millis FROM analytics_confirmation_times ORDER BY merchant_id, day, millis",
