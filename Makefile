@@ -20,7 +20,7 @@ CARGO ?= cargo
 # Run a command with the stack's environment (.dev/env) exported.
 WITH_ENV := set -a && . ./.dev/env && set +a &&
 
-.PHONY: help up down clean build tools test test-cluster dr-drill chaos-broker deploy-check deploy-topics deploy-rules run fmt fmt-check lint ci bench bench-events bench-outbox bench-runtime bench-e2e bench-verify bench-webhooks
+.PHONY: help up down clean build tools test test-cluster dr-drill chaos-broker chaos deploy-check deploy-topics deploy-rules run fmt fmt-check lint ci bench bench-events bench-outbox bench-runtime bench-e2e bench-verify bench-webhooks bench-memory
 
 help: ## Show the targets.
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | expand -t 14
@@ -74,7 +74,14 @@ chaos-broker: ## Broker failure measured: on the 3-broker primary of deploy/loca
 	@set -a && . ./.dev/env && . ./.dev-dr/drill.env && set +a && export KAFKA_BOOTSTRAP_SERVERS="$$DR_PRIMARY_BOOTSTRAP" DR_DRILL_MODE=broker && \
 	  rc=0 && $(CARGO) test -q -p checkoutctl --bench dr_drill || rc=$$?; ./deploy/local/dr down; exit $$rc
 
-bench: bench-events bench-outbox bench-runtime bench-e2e bench-verify bench-webhooks ## Every benchmark; figures are printed, never asserted.
+chaos: ## Chaos run: every service binary (2 replicas where the spec has >1 consumer) on the 3-broker primary of deploy/local/dr, the simulator for CHAOS_EVENTS (100000) records, seeded SIGKILLs (>= 20), a broker SIGKILL, PostgreSQL cut 10-30 s by a proxy (CHAOS_SEED, CHAOS_RATE, CHAOS_PG_CUTS); then verify, nothing lost or doubled. Summary in target/chaos/. Needs make up's PostgreSQL. Not part of `make test`.
+	$(CARGO) build --workspace --bins
+	@set -a && . ./.dev/env && set +a && DR_PRIMARY_ONLY=1 ./deploy/local/dr up --fresh
+	@set -a && . ./.dev/env && . ./.dev-dr/drill.env && set +a && export KAFKA_BOOTSTRAP_SERVERS="$$DR_PRIMARY_BOOTSTRAP" && \
+	  rc=0 && $(CARGO) test -q -p checkoutctl --bench chaos || rc=$$?; ./deploy/local/dr down; exit $$rc
+
+bench: up ## Every benchmark, one after the other, into one report: target/bench/report.md (figures, load average during each part, the commit); BENCH_PARTS="bench-outbox ..." runs a subset. Figures are printed, never asserted.
+	@./deploy/local/bench-report
 
 bench-events: ## Event codec: decode+validate and encode of ~1 KiB envelopes (criterion).
 	$(CARGO) bench -p events --bench codec
@@ -90,6 +97,10 @@ bench-webhooks: up ## Webhooks at 500 events/s with one merchant in ten hanging:
 
 bench-verify: up ## `checkoutctl verify` on ~100k invoices filled through the real services: invoices, settlements, ledger rows, seconds per check and in total (BENCH_VERIFY_INVOICES, BENCH_VERIFY_RUNS).
 	$(WITH_ENV) $(CARGO) bench -p checkoutctl --bench verify
+
+bench-memory: up ## RSS of every service binary (release) with ~1M events of backlog in front of it, sampled over time, vs the 150 MiB limit (BENCH_MEMORY_EVENTS, BENCH_MEMORY_SECS).
+	$(CARGO) build --release --workspace --bins
+	$(WITH_ENV) $(CARGO) bench -p flows --bench memory
 
 bench-outbox: up ## Outbox figures: 1M-event drain, commit→ack p50/p99 at 2k/s, ratio to kafka-producer-perf-test.
 	$(WITH_ENV) $(CARGO) bench -p outbox-publisher --bench outbox

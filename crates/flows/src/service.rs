@@ -276,23 +276,19 @@ impl KillRun {
         let dir = testkit::workspace_root().join(".dev/tmp").join(&group);
         std::fs::create_dir_all(&dir).expect("test directory");
         let config = dir.join(format!("{name}.toml"));
-        let topics_toml = topics
-            .iter()
-            .map(|t| format!("\"{t}\""))
-            .collect::<Vec<_>>()
-            .join(", ");
         std::fs::write(
             &config,
-            format!(
-                "[service.consumer.policy]\ngroup = \"{group}\"\ntopics = [{topics_toml}]\n\
-                 session_timeout = \"6s\"\nheartbeat_interval = \"1s\"\n\
-                 [service.consumer.options]\ncommit_interval = \"200ms\"\ndrain_timeout = \"3s\"\n{}",
-                extra.toml
+            consumer_toml(
+                &group,
+                topics,
+                "session_timeout = \"6s\"\nheartbeat_interval = \"1s\"\n",
+                "commit_interval = \"200ms\"\ndrain_timeout = \"3s\"\n",
+                &extra.toml,
             ),
         )
         .expect("write the configuration");
         let log = dir.join(format!("{name}.log"));
-        let spawn = || spawn(binary, &config, bus, &log, &extra.env);
+        let spawn = || spawn_process(binary, &config, bus, &log, &extra.env);
         let mut children: Vec<Child> = (0..processes).map(|_| spawn()).collect();
         let publisher = bus.start_publisher().await;
         let views = topics.contains(&bus.analytics_topic).then(|| {
@@ -381,7 +377,35 @@ pub struct Extra {
     pub env: Vec<(String, String)>,
 }
 
-fn spawn(binary: &Path, config: &Path, bus: &Bus, log: &Path, env: &[(String, String)]) -> Child {
+/// A consumer service's configuration file: its group and topics, then `policy` lines (e.g. session timeouts)
+/// in `[service.consumer.policy]`, `options` lines in `[service.consumer.options]`, and `extra` TOML tables.
+pub fn consumer_toml(
+    group: &str,
+    topics: &[String],
+    policy: &str,
+    options: &str,
+    extra: &str,
+) -> String {
+    let topics_toml = topics
+        .iter()
+        .map(|t| format!("\"{t}\""))
+        .collect::<Vec<_>>()
+        .join(", ");
+    format!(
+        "[service.consumer.policy]\ngroup = \"{group}\"\ntopics = [{topics_toml}]\n{policy}\
+         [service.consumer.options]\n{options}{extra}"
+    )
+}
+
+/// Starts `binary --config config` on `bus` (the test broker, the bus's database, an ephemeral ops port), its
+/// output appended to `log`, with `env` added to the environment.
+pub fn spawn_process(
+    binary: &Path,
+    config: &Path,
+    bus: &Bus,
+    log: &Path,
+    env: &[(String, String)],
+) -> Child {
     let log = std::fs::OpenOptions::new()
         .create(true)
         .append(true)

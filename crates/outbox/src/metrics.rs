@@ -21,7 +21,7 @@ impl Metrics {
         let m = Self {
             backlog_rows: IntGauge::new(
                 "outbox_backlog_rows",
-                "Rows in the outbox not yet published",
+                "Rows in the outbox not yet published: exact up to 1,000, above that an upper bound (the id span)",
             )?,
             oldest_unpublished_seconds: Gauge::new(
                 "outbox_oldest_unpublished_seconds",

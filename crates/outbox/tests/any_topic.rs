@@ -320,3 +320,71 @@ async fn a_quarantined_record_blocks_its_key_on_its_own_topic_only() {
     let backlog = outbox::store::backlog(&mut conn).await.unwrap();
     assert_eq!((backlog.quarantined, backlog.blocked), (1, 1));
 }
+
+/// The backlog figure is exact while small and an id-span estimate once large, and it is never below the truth:
+/// 12,000 rows counted by the test itself (one quarantined), then a gap published out of order.
+/// (`EXACT_COUNT_LIMIT` is 1,000: 250 rows are counted, 12,000 estimated.)
+#[tokio::test]
+async fn the_backlog_is_counted_while_small_and_estimated_from_the_id_span_when_large() {
+    let db = testkit::fresh_database().await;
+    let insert = |n: i64| {
+        let pool = db.pool.clone();
+        async move {
+            sqlx::query(
+                "INSERT INTO outbox (event_id, topic, partition_key, bucket, aggregate_type, aggregate_id, \
+                                     event_type, event_version, payload) \
+                 SELECT gen_random_uuid(), 't', 'k' || (g % 97), (g % 64)::smallint, 'Merchant', 'mer_x', 'X', 1, '{}' \
+                 FROM generate_series(1, $1) g",
+            )
+            .bind(n)
+            .execute(&pool)
+            .await
+            .unwrap();
+        }
+    };
+    let backlog = || {
+        let pool = db.pool.clone();
+        async move {
+            let mut conn = pool.acquire().await.unwrap();
+            outbox::store::backlog(&mut conn).await.unwrap()
+        }
+    };
+    let empty = backlog().await;
+    assert_eq!((empty.rows, empty.rows_estimated), (0, false));
+
+    insert(250).await;
+    let small = backlog().await;
+    assert_eq!((small.rows, small.rows_estimated), (250, false));
+    assert!(small.oldest_age_seconds >= 0.0);
+
+    insert(12_000 - 250).await;
+    let first: i64 = sqlx::query_scalar("SELECT min(id) FROM outbox")
+        .fetch_one(&db.pool)
+        .await
+        .unwrap();
+    outbox::store::quarantine(&db.pool, first, "poison")
+        .await
+        .unwrap();
+    let large = backlog().await;
+    assert!(large.rows_estimated);
+    assert_eq!(large.rows, 12_000, "no gaps: the span is the count");
+    assert_eq!(large.quarantined, 1);
+    // The first row is g = 1 of the first insert, key k1; every other row with g % 97 == 1 waits behind it.
+    let same_key = |n: i64| (1..=n).filter(|g| g % 97 == 1).count() as i64;
+    assert_eq!(large.blocked, same_key(250) + same_key(12_000 - 250) - 1);
+
+    // 500 rows in the middle published (deleted) ahead of their turn: the estimate is an upper bound.
+    sqlx::query("DELETE FROM outbox WHERE id BETWEEN $1 + 5000 AND $1 + 5499")
+        .bind(first)
+        .execute(&db.pool)
+        .await
+        .unwrap();
+    let truth: i64 = sqlx::query_scalar("SELECT count(*) FROM outbox")
+        .fetch_one(&db.pool)
+        .await
+        .unwrap();
+    assert_eq!(truth, 11_500);
+    let gapped = backlog().await;
+    assert!(gapped.rows_estimated);
+    assert_eq!(gapped.rows, 12_000, "the span still covers the gap");
+}

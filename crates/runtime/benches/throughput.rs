@@ -9,6 +9,11 @@
 //! Each run gets its own consumer group over the same pre-produced topic and is timed from the consumer's start to
 //! the last record processed (joining the group included; the time to the first record is reported too). Rounds
 //! interleave the modes and the median is reported, because the machine is shared.
+//!
+//! The peer, in the same rounds: Kafka's own `kafka-consumer-perf-test` (the Java consumer, a fresh group, the
+//! same topic), whose `nMsg.sec` counts from its start to its last record — the group join included, as ours does;
+//! its fetch-only rate (join excluded) is printed beside it. Ratios: at-least-once / the Java consumer (target
+//! ≥ 1.0) and each exactly-once mode / at-least-once (target ≥ 0.8).
 
 use std::time::{Duration, Instant};
 
@@ -75,6 +80,42 @@ async fn produce(topic: &str, records: usize) {
     }
 }
 
+/// One run of `kafka-consumer-perf-test` over `records` of `topic` with a fresh group: (records/s from its start,
+/// join included; records/s of fetching only). `None`, with the reason printed, when its output cannot be read.
+fn java_consumer(topic: &str, records: usize) -> Option<(f64, f64)> {
+    let output =
+        std::process::Command::new(testkit::workspace_root().join("deploy/local/kafka-cli"))
+            .args(["kafka-consumer-perf-test", "--bootstrap-server"])
+            .arg(&testkit::infra().bootstrap_servers)
+            .args(["--topic", topic, "--messages", &records.to_string()])
+            .args([
+                "--group",
+                &testkit::unique_name("bench-java"),
+                "--timeout",
+                "60000",
+            ])
+            .output()
+            .expect("run kafka-consumer-perf-test");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    // A header line of comma-separated names, then one line of values.
+    let mut lines = stdout.lines().filter(|l| l.contains(','));
+    let (header, values) = (lines.next()?, lines.next()?);
+    let field = |name: &str| {
+        let at = header.split(',').position(|h| h.trim() == name)?;
+        values.split(',').nth(at)?.trim().parse::<f64>().ok()
+    };
+    match (field("nMsg.sec"), field("fetch.nMsg.sec")) {
+        (Some(total), Some(fetch)) => Some((total, fetch)),
+        _ => {
+            println!(
+                "  could not read kafka-consumer-perf-test's figures: {stdout} {}",
+                String::from_utf8_lossy(&output.stderr)
+            );
+            None
+        }
+    }
+}
+
 fn kafka() -> KafkaSettings {
     KafkaSettings {
         bootstrap_servers: testkit::infra().bootstrap_servers.clone(),
@@ -121,6 +162,12 @@ async fn run(topic: &str, records: usize, guarantee: Guarantee, pool: sqlx::PgPo
         if n >= records {
             break;
         }
+        if task.is_finished() {
+            panic!(
+                "{guarantee:?}: the consumer stopped after {n} of {records} records: {:?}",
+                task.await
+            );
+        }
         assert!(
             started.elapsed() < Duration::from_secs(600),
             "{guarantee:?}: only {n} of {records} after 10 min"
@@ -145,6 +192,8 @@ async fn main() {
         .and_then(|v| v.parse().ok())
         .unwrap_or(200_000);
     let topic = testkit::create_topic_with(testkit::infra(), "bench", PARTITIONS, &[]).await;
+    // A consumer refuses to start without the dead-letter topic of each topic it reads.
+    testkit::create_named_topic(&format!("{topic}.dlq"), PARTITIONS).await;
     let produced = Instant::now();
     produce(&topic, records).await;
     println!(
@@ -176,6 +225,7 @@ async fn main() {
         .and_then(|v| v.parse().ok())
         .unwrap_or(3);
     let mut rates: Vec<Vec<f64>> = vec![Vec::new(); modes.len()];
+    let (mut java, mut java_fetch): (Vec<f64>, Vec<f64>) = (Vec::new(), Vec::new());
     for round in 1..=rounds {
         for (i, (name, guarantee)) in modes.iter().enumerate() {
             let f = run(&topic, records, *guarantee, pool.clone()).await;
@@ -188,6 +238,14 @@ async fn main() {
             );
             rates[i].push(rate);
         }
+        if let Some((total, fetch)) = java_consumer(&topic, records) {
+            println!(
+                "round {round}: {:<38} {total:>10.0} records/s  (fetch only, join excluded: {fetch:.0} records/s)",
+                "kafka-consumer-perf-test (Java)"
+            );
+            java.push(total);
+            java_fetch.push(fetch);
+        }
     }
     let median = |v: &mut Vec<f64>| {
         v.sort_by(|a, b| a.partial_cmp(b).expect("finite figures"));
@@ -199,6 +257,22 @@ async fn main() {
         println!(
             "  {name:<38} {rate:>10.0} records/s  ({:.2} x at-least-once)",
             rate / medians[0]
+        );
+    }
+    if java.is_empty() {
+        println!("  kafka-consumer-perf-test gave no figure: no ratio to the Java consumer");
+    } else {
+        let (java, java_fetch) = (median(&mut java), median(&mut java_fetch));
+        println!(
+            "  {:<38} {java:>10.0} records/s  (fetch only {java_fetch:.0} records/s)",
+            "kafka-consumer-perf-test (Java)"
+        );
+        println!(
+            "  at-least-once / Java consumer = {:.2} (target >= 1.0); exactly-once (a) / at-least-once = {:.2}, \
+             (b) / at-least-once = {:.2} (targets >= 0.8)",
+            medians[0] / java,
+            medians[1] / medians[0],
+            medians[2] / medians[0]
         );
     }
 }

@@ -184,7 +184,8 @@ async fn status(conn: &mut PgConnection, json: bool, io: &mut Io<'_>) -> anyhow:
         return Ok(exit::OK);
     }
     let b = &status.backlog;
-    writeln!(io.stdout, "backlog:            {} row(s)", b.rows)?;
+    let about = if b.rows_estimated { "about " } else { "" };
+    writeln!(io.stdout, "backlog:            {about}{} row(s)", b.rows)?;
     writeln!(
         io.stdout,
         "oldest unpublished: {:.1} s",
