@@ -956,4 +956,90 @@ mod tests {
         wrong.network = Network::Bitcoin;
         assert!(wrong.encode().is_err());
     }
+
+    #[test]
+    fn the_page_records_refuse_unknown_methods_stages_dates_and_oversized_input() {
+        let chosen =
+            String::from_utf8(crate::examples::payment_method_chosen().encode().unwrap()).unwrap();
+        let abandoned =
+            String::from_utf8(crate::examples::checkout_abandoned().encode().unwrap()).unwrap();
+        let date = |text: &str| {
+            let at = &text[text.find("\"occurred_at\":\"").unwrap() + 15..];
+            at[..at.find('"').unwrap()].to_string()
+        };
+        let (chosen_at, abandoned_at) = (date(&chosen), date(&abandoned));
+        // Far more than a record may hold (valid JSON otherwise: padded with white space).
+        let huge = chosen.replacen('{', &format!("{{{}", " ".repeat(crate::MAX_EVENT_BYTES)), 1);
+        for (bad, kind, path) in [
+            (
+                chosen.replace("\"network\":\"tron\"", "\"network\":\"solana\""),
+                ContractErrorKind::InvalidValue,
+                "$.network",
+            ),
+            (
+                chosen.replace("\"USDT\"", "\"usdt\""),
+                ContractErrorKind::UnknownCurrency,
+                "$.crypto_currency",
+            ),
+            (
+                chosen.replace("\"USDT\"", "7"),
+                ContractErrorKind::WrongType,
+                "$.crypto_currency",
+            ),
+            (
+                chosen.replace("\"merchant_id\":\"mer_", "\"merchant_id\":\"inv_"),
+                ContractErrorKind::WrongIdPrefix,
+                "$.merchant_id",
+            ),
+            (
+                chosen.replace(&chosen_at, "2026-02-30T10:00:00Z"),
+                ContractErrorKind::InvalidTimestamp,
+                "$.occurred_at",
+            ),
+            (
+                chosen.replace(&chosen_at, "2026-03-01"),
+                ContractErrorKind::InvalidTimestamp,
+                "$.occurred_at",
+            ),
+            (
+                abandoned.replace("choosing_method", "paying"),
+                ContractErrorKind::InvalidValue,
+                "$.stage",
+            ),
+            (
+                abandoned.replace("\"left_page\"", "\"LEFT_PAGE\""),
+                ContractErrorKind::InvalidValue,
+                "$.reason",
+            ),
+            (
+                abandoned.replace(",\"stage\":\"choosing_method\"", ""),
+                ContractErrorKind::MissingField,
+                "$.stage",
+            ),
+            (
+                abandoned.replace(&abandoned_at, "2025-01-15T23:30:00-01:00"),
+                ContractErrorKind::InvalidTimestamp,
+                "$.occurred_at",
+            ),
+            (huge, ContractErrorKind::TooLarge, "$"),
+        ] {
+            let shown = &bad[..bad.len().min(200)];
+            let err = AnalyticsEvent::decode(bad.as_bytes()).expect_err(shown);
+            assert_eq!((err.kind(), err.path()), (kind, path), "{shown}: {err}");
+        }
+        // The key is the UTC date of the record's own time, to the last microsecond of the day.
+        let mut late = crate::examples::checkout_abandoned();
+        late.occurred_at = "2026-03-01T23:59:59.999999Z".parse().unwrap();
+        assert_eq!(late.partition_key(), "2026-03-01");
+        late.occurred_at += chrono::TimeDelta::microseconds(1);
+        assert_eq!(late.partition_key(), "2026-03-02");
+        assert_eq!(
+            AnalyticsEvent::from(late.clone()).partition_key(),
+            "2026-03-02"
+        );
+        assert_eq!(
+            CheckoutAbandoned::decode(&late.encode().unwrap()).unwrap(),
+            late
+        );
+    }
 }

@@ -394,7 +394,7 @@ impl InvoicePlan {
                 abandoned: None,
             };
         }
-        let method_chosen = (bits % 3 != 0)
+        let method_chosen = (!bits.is_multiple_of(3))
             .then(|| *first_view + secs(5 + ((bits >> 8) % 40) as i64))
             .filter(|at| self.expired_at.is_none_or(|e| *at < e));
         let stage = if method_chosen.is_some() {
@@ -403,7 +403,9 @@ impl InvoicePlan {
             AbandonStage::ChoosingMethod
         };
         let open_at_expiry = self.expired_at.filter(|e| {
-            (bits >> 16) % 2 == 0 && *last_view < *e && method_chosen.is_none_or(|m| m < *e)
+            (bits >> 16).is_multiple_of(2)
+                && *last_view < *e
+                && method_chosen.is_none_or(|m| m < *e)
         });
         let abandoned = match open_at_expiry {
             Some(expired) => (expired, stage, AbandonReason::Expired),

@@ -926,7 +926,7 @@ impl Sim<'_> {
         // choose one, and every one abandons — an expiring invoice's page is open at the expiry for every second
         // one, otherwise the customer leaves half-way through the window.
         let method = if pays.is_empty() {
-            (n % 3 != 0).then(|| window / 8)
+            (!n.is_multiple_of(3)).then(|| window / 8)
         } else {
             Some(first / 2)
         };
@@ -940,7 +940,7 @@ impl Sim<'_> {
             } else {
                 AbandonStage::ChoosingMethod
             };
-            let (at, reason) = if !cancelled && n % 2 == 0 {
+            let (at, reason) = if !cancelled && n.is_multiple_of(2) {
                 (window, AbandonReason::Expired)
             } else {
                 (window / 2, AbandonReason::LeftPage)
