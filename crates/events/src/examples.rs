@@ -393,6 +393,42 @@ pub fn checkout_viewed() -> crate::analytics::CheckoutViewed {
     }
 }
 
+/// A valid `PaymentMethodChosen` (the analytics topic's record): 20 seconds after the view, the customer picks
+/// USDT on Tron, the example invoice's deposit.
+pub fn payment_method_chosen() -> crate::analytics::PaymentMethodChosen {
+    crate::analytics::PaymentMethodChosen {
+        event_id: EventId::from_uuid(v7(92_000, 0xa2)).expect("not nil"),
+        merchant_id: merchant_id(),
+        invoice_id: invoice_id(),
+        crypto_currency: crate::money::CryptoAsset::Usdt,
+        network: crate::payload::Network::Tron,
+        occurred_at: at(92),
+    }
+}
+
+/// A valid `CheckoutAbandoned` (the analytics topic's record): another visit of the example invoice's checkout
+/// left before a method was chosen.
+pub fn checkout_abandoned() -> crate::analytics::CheckoutAbandoned {
+    use crate::analytics::{AbandonReason, AbandonStage, CheckoutAbandoned};
+    CheckoutAbandoned {
+        event_id: EventId::from_uuid(v7(112_000, 0xa3)).expect("not nil"),
+        merchant_id: merchant_id(),
+        invoice_id: invoice_id(),
+        stage: AbandonStage::ChoosingMethod,
+        reason: AbandonReason::LeftPage,
+        occurred_at: at(112),
+    }
+}
+
+/// Every record type of the analytics topic's example, in the order of `analytics::RECORD_TYPES`.
+pub fn analytics_events() -> Vec<crate::analytics::AnalyticsEvent> {
+    vec![
+        checkout_viewed().into(),
+        payment_method_chosen().into(),
+        checkout_abandoned().into(),
+    ]
+}
+
 /// A valid `NotificationRequested` (the notification topic's record): the example merchant is told by e-mail that
 /// the example settlement completed.
 pub fn notification_requested() -> crate::notification::NotificationRequested {

@@ -3,7 +3,8 @@
 //! Every producer and consumer speaks through this crate. It guarantees that an event on
 //! `crypto-checkout.domain-events` is a [`Envelope`] whose payload is one of the typed [`EventData`]
 //! variants, with exact money, typed ids and the spec's partition keys, that a record on
-//! `crypto-checkout.analytics-events` is a [`CheckoutViewed`], and that anything else is refused with a
+//! `crypto-checkout.analytics-events` is an [`AnalyticsEvent`] (a [`CheckoutViewed`], [`PaymentMethodChosen`] or
+//! [`CheckoutAbandoned`]), and that anything else is refused with a
 //! [`ContractError`] — permanent by nature, so the consumer runtime sends it to the DLQ without retry. Every
 //! contract is [`Publishable`]: the outbox carries each record to its own topic with its own key.
 //!
@@ -20,7 +21,7 @@
 //!
 //! Layout:
 //! - [`codec`]: [`decode`] and [`encode`]; [`envelope`]: [`Envelope`], partition key, topic, headers.
-//! - [`analytics`]: [`CheckoutViewed`], the record of the analytics topic; [`publish`]: [`Publishable`], what
+//! - [`analytics`]: [`AnalyticsEvent`], the records of the analytics topic; [`publish`]: [`Publishable`], what
 //!   the outbox needs of every contract.
 //! - [`notification`]: [`NotificationRequested`], the record of the notification topic.
 //! - [`integration`]: [`IntegrationEvent`], the blockchain scanners' records of the integration topic.
@@ -52,7 +53,7 @@ pub mod time;
 pub mod topics;
 pub mod upcast;
 
-pub use analytics::CheckoutViewed;
+pub use analytics::{AnalyticsEvent, CheckoutAbandoned, CheckoutViewed, PaymentMethodChosen};
 pub use codec::{MAX_EVENT_BYTES, decode, encode, peek_event_type};
 pub use envelope::{Envelope, EnvelopeParts};
 pub use error::{ContractError, ContractErrorKind};

@@ -4,7 +4,9 @@
 //! - **Only this crate's contracts are publishable.** The trait is sealed: every implementation lives here, next
 //!   to its decoder, so anything the outbox carries has passed a contract of this crate. Today: domain events
 //!   ([`crate::Envelope`], on [`crate::topics::DOMAIN_EVENTS`]) and the analytics records
-//!   ([`crate::analytics::CheckoutViewed`], on [`crate::topics::ANALYTICS_EVENTS`]) and notification requests
+//!   ([`crate::analytics::CheckoutViewed`], [`crate::analytics::PaymentMethodChosen`],
+//!   [`crate::analytics::CheckoutAbandoned`] or any [`crate::analytics::AnalyticsEvent`], on
+//!   [`crate::topics::ANALYTICS_EVENTS`]) and notification requests
 //!   ([`crate::notification::NotificationRequested`], on [`crate::topics::NOTIFICATION_EVENTS`]) and the scanners'
 //!   reports ([`crate::integration::IntegrationEvent`], on [`crate::topics::INTEGRATION_EVENTS`]).
 //! - **Valid or nothing.** [`Publishable::to_outbox_record`] encodes (validating the whole contract, size
@@ -175,6 +177,50 @@ impl Publishable for crate::analytics::CheckoutViewed {
         crate::analytics::CheckoutViewed::kafka_headers(self)
     }
 }
+
+/// The analytics topic's other records (and any of them as an [`crate::analytics::AnalyticsEvent`]): the same
+/// topic, key (the UTC date), aggregate (the invoice) and headers as a `CheckoutViewed`.
+macro_rules! analytics_publishable {
+    ($($ty:ty),*) => {$(
+        impl sealed::Sealed for $ty {}
+
+        impl Publishable for $ty {
+            fn topic(&self) -> &'static str {
+                crate::topics::ANALYTICS_EVENTS
+            }
+            fn partition_key(&self) -> String {
+                <$ty>::partition_key(self)
+            }
+            fn event_id(&self) -> EventId {
+                crate::analytics::AnalyticsEvent::from(self.clone()).event_id()
+            }
+            fn event_type(&self) -> &'static str {
+                crate::analytics::AnalyticsEvent::from(self.clone()).event_type()
+            }
+            fn event_version(&self) -> u32 {
+                crate::analytics::AnalyticsEvent::from(self.clone()).event_version()
+            }
+            fn aggregate_type(&self) -> &'static str {
+                crate::AggregateType::Invoice.as_str()
+            }
+            fn aggregate_id(&self) -> String {
+                crate::analytics::AnalyticsEvent::from(self.clone()).invoice_id().to_string()
+            }
+            fn encode(&self) -> Result<Vec<u8>, ContractError> {
+                <$ty>::encode(self)
+            }
+            fn kafka_headers(&self) -> Vec<(&'static str, String)> {
+                <$ty>::kafka_headers(self)
+            }
+        }
+    )*};
+}
+
+analytics_publishable!(
+    crate::analytics::PaymentMethodChosen,
+    crate::analytics::CheckoutAbandoned,
+    crate::analytics::AnalyticsEvent
+);
 
 impl sealed::Sealed for crate::notification::NotificationRequested {}
 

@@ -155,7 +155,7 @@ pub fn combined_schema() -> Schema {
 }
 
 /// Every schema file as (file name, schema): one per decodable version, the combined one, then the analytics
-/// record's ([`crate::analytics::checkout_viewed_schema`]), the notification record's and the integration topic's.
+/// records' ([`crate::analytics::record_schema`]), the notification record's and the integration topic's.
 pub fn all_schema_files() -> Vec<(String, Schema)> {
     let mut files: Vec<_> = decodable_versions()
         .map(|(t, v)| {
@@ -166,10 +166,12 @@ pub fn all_schema_files() -> Vec<(String, Schema)> {
         })
         .collect();
     files.push((COMBINED_SCHEMA_FILE.to_owned(), combined_schema()));
-    files.push((
-        crate::analytics::CHECKOUT_VIEWED_SCHEMA_FILE.to_owned(),
-        crate::analytics::checkout_viewed_schema(),
-    ));
+    for (record_type, _) in crate::analytics::RECORD_TYPES {
+        files.push((
+            crate::analytics::schema_file_name(record_type),
+            crate::analytics::record_schema(record_type).expect("a record type of the topic"),
+        ));
+    }
     files.push((
         crate::notification::NOTIFICATION_REQUESTED_SCHEMA_FILE.to_owned(),
         crate::notification::notification_requested_schema(),

@@ -3,7 +3,8 @@
 //! with the truth, listing the differences.
 //!
 //! The SQL here reads the tables as any reader of the read models would (their columns are the contract of
-//! decisions 0009, 0011 and 0027); it shares no code with the services.
+//! decisions 0009, 0010, 0011 and 0027); it shares no code with the services. [`assert_audit_log`] checks the audit
+//! log row by row against the events that were published.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Debug;
@@ -207,11 +208,12 @@ pub async fn projections(pool: &PgPool) -> anyhow::Result<Truth> {
 /// The analytics tables summed over their partition shards, as a [`Truth`] (read-model fields empty).
 pub async fn analytics(pool: &PgPool) -> anyhow::Result<Truth> {
     let mut t = Truth::default();
-    type DailyRow = (Uuid, NaiveDate, i64, i64, i64, i64, i64, i64);
+    type DailyRow = (Uuid, NaiveDate, i64, i64, i64, i64, i64, i64, i64, i64);
     let rows: Vec<DailyRow> = sqlx::query_as(
         "SELECT merchant_id, day, sum(invoices_created)::bigint, sum(invoices_paid)::bigint, \
                 sum(invoices_expired)::bigint, sum(invoices_cancelled)::bigint, \
-                sum(invoices_converted)::bigint, sum(checkout_views)::bigint \
+                sum(invoices_converted)::bigint, sum(checkout_views)::bigint, \
+                sum(checkouts_abandoned_left)::bigint, sum(checkouts_abandoned_expired)::bigint \
          FROM analytics_daily GROUP BY merchant_id, day",
     )
     .fetch_all(pool)
@@ -226,9 +228,25 @@ pub async fn analytics(pool: &PgPool) -> anyhow::Result<Truth> {
                 invoices_cancelled: r.5,
                 invoices_converted: r.6,
                 checkout_views: r.7,
+                methods_chosen: BTreeMap::new(),
+                checkouts_abandoned_left: r.8,
+                checkouts_abandoned_expired: r.9,
                 confirmation_millis: Vec::new(),
             },
         );
+    }
+    let methods: Vec<(Uuid, NaiveDate, String, String, i64)> = sqlx::query_as(
+        "SELECT merchant_id, day, crypto_currency, network, sum(choices)::bigint \
+         FROM analytics_daily_methods GROUP BY merchant_id, day, crypto_currency, network HAVING sum(choices) <> 0",
+    )
+    .fetch_all(pool)
+    .await?;
+    for (merchant, day, asset, network, choices) in methods {
+        t.daily
+            .entry((MerchantId::from_uuid(merchant)?, day))
+            .or_default()
+            .methods_chosen
+            .insert((asset, network), choices);
     }
     let samples: Vec<(Uuid, NaiveDate, i64)> = sqlx::query_as(
         "SELECT merchant_id, day, millis FROM analytics_confirmation_times ORDER BY merchant_id, day, millis",
@@ -671,4 +689,48 @@ fn settlement_causes_diff(events: &[Envelope], flows: &crate::Flows) -> Vec<Stri
         }
     }
     out
+}
+
+/// The audit log (decision 0010) holds exactly `events`, once each, numbered 1..=n without gaps, each row carrying
+/// its event's type and metadata (actor, IP, user agent, request id) and the event as consumed. Panics naming the
+/// first row that does not (the chain's hashes are `audit::verify`'s to check).
+pub async fn assert_audit_log(pool: &PgPool, events: &[Envelope]) {
+    type Row = (
+        i64,
+        uuid::Uuid,
+        String,
+        String,
+        Option<String>,
+        Option<String>,
+        Option<String>,
+        String,
+    );
+    let rows: Vec<Row> = sqlx::query_as(
+        "SELECT seq, event_id, event_type, actor, ip_address, user_agent, request_id, event FROM audit_log ORDER BY seq",
+    )
+    .fetch_all(pool)
+    .await
+    .unwrap();
+    assert_eq!(rows.len(), events.len(), "one row per event");
+    let by_id: std::collections::HashMap<uuid::Uuid, &Envelope> =
+        events.iter().map(|e| (e.event_id().as_uuid(), e)).collect();
+    for (n, (seq, id, event_type, actor, ip, user_agent, request_id, text)) in
+        rows.iter().enumerate()
+    {
+        assert_eq!(*seq, n as i64 + 1, "rows are numbered without gaps");
+        let envelope = by_id
+            .get(id)
+            .unwrap_or_else(|| panic!("row {seq} logs an event never published"));
+        let metadata = envelope.metadata();
+        assert_eq!(event_type, envelope.event_type().as_str());
+        assert_eq!(*actor, metadata.actor.to_string());
+        assert_eq!(*ip, metadata.ip_address.map(|i| i.to_string()));
+        assert_eq!(*user_agent, metadata.user_agent);
+        assert_eq!(*request_id, metadata.request_id);
+        assert_eq!(
+            &events::decode(text.as_bytes()).unwrap(),
+            *envelope,
+            "the event is kept as consumed"
+        );
+    }
 }

@@ -7,8 +7,11 @@
 //! with its `source`). Nothing after the plan's horizon is emitted. Settlement events only in
 //! [`crate::plan::Settlements::Generated`] mode; in `ByService` mode the settlement service writes them.
 //!
-//! [`analytics_records`] returns the `CheckoutViewed` records of `crypto-checkout.analytics-events`, keyed by the
-//! UTC date (the spec's "Date partition"), in the wire format documented in `docs/decisions/0011-analytics.md`.
+//! [`analytics_records`] returns the checkout page's records of `crypto-checkout.analytics-events` —
+//! `CheckoutViewed`, and `PaymentMethodChosen` / `CheckoutAbandoned` as [`InvoicePlan::journey`] decides —, keyed
+//! by the UTC date (the spec's "Date partition"), in the wire format documented in
+//! `docs/decisions/0011-analytics.md`. The ids of the latter two are the producer API's derived ids
+//! (`outbox::checkout::method_id`, `abandon_id`); the views' ids and order are those of the first version.
 
 use chrono::{DateTime, Utc};
 use events::money::Amount;
@@ -580,7 +583,9 @@ fn cause_of(detections: &[(uuid::Uuid, Envelope)], payment: uuid::Uuid) -> Optio
         .map(|(_, e)| e)
 }
 
-/// The `CheckoutViewed` records of the plan up to its horizon, in time order.
+/// The checkout page's records of the plan up to its horizon, in time order: its views, then (drawing nothing
+/// from the views' RNG, so their ids are those of the first version) the methods chosen and the abandonments of
+/// [`InvoicePlan::journey`].
 pub fn analytics_records(plan: &Plan) -> Vec<AnalyticsRecord> {
     let mut rng = StdRng::seed_from_u64(plan.scenario.seed ^ 0xa11a_a11a);
     let mut out = Vec::new();
@@ -594,6 +599,49 @@ pub fn analytics_records(plan: &Plan) -> Vec<AnalyticsRecord> {
             out.push(checkout_viewed(event_id, merchant.id, i.id, *at));
         }
     }
+    for i in &plan.invoices {
+        let merchant = plan.merchants[i.merchant].id;
+        let journey = i.journey();
+        let mut records: Vec<events::AnalyticsEvent> = Vec::new();
+        if let Some(at) = journey.method_chosen {
+            records.push(
+                events::analytics::PaymentMethodChosen {
+                    event_id: outbox::checkout::method_id(i.id, at),
+                    merchant_id: merchant,
+                    invoice_id: i.id,
+                    crypto_currency: i.asset,
+                    network: i.network,
+                    occurred_at: at,
+                }
+                .into(),
+            );
+        }
+        if let Some((at, stage, reason)) = journey.abandoned {
+            records.push(
+                events::analytics::CheckoutAbandoned {
+                    event_id: outbox::checkout::abandon_id(i.id, at),
+                    merchant_id: merchant,
+                    invoice_id: i.id,
+                    stage,
+                    reason,
+                    occurred_at: at,
+                }
+                .into(),
+            );
+        }
+        for record in records {
+            let at = record.occurred_at();
+            if at > plan.horizon {
+                continue;
+            }
+            out.push(AnalyticsRecord {
+                key: record.partition_key(),
+                value: record.encode().expect("the generator's records are valid"),
+                event_id: record.event_id().as_uuid(),
+                at,
+            });
+        }
+    }
     out.sort_by_key(|r| r.at);
     out
 }
@@ -601,11 +649,22 @@ pub fn analytics_records(plan: &Plan) -> Vec<AnalyticsRecord> {
 /// The plan's checkout views up to its horizon as contract values ([`events::analytics::CheckoutViewed`]), in
 /// time order, with the ids of [`analytics_records`]: what a producer hands to `outbox::checkout::record_views`.
 pub fn checkout_views(plan: &Plan) -> Vec<events::analytics::CheckoutViewed> {
+    checkout_events(plan)
+        .into_iter()
+        .filter_map(|r| match r {
+            events::AnalyticsEvent::Viewed(view) => Some(view),
+            _ => None,
+        })
+        .collect()
+}
+
+/// Every checkout page record of the plan up to its horizon ([`analytics_records`]) as contract values, in time
+/// order: what a producer hands to `outbox::checkout::record_events`.
+pub fn checkout_events(plan: &Plan) -> Vec<events::AnalyticsEvent> {
     analytics_records(plan)
         .iter()
         .map(|r| {
-            events::analytics::CheckoutViewed::decode(&r.value)
-                .expect("the generator's records are valid")
+            events::AnalyticsEvent::decode(&r.value).expect("the generator's records are valid")
         })
         .collect()
 }

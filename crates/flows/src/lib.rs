@@ -76,6 +76,21 @@ impl Flows {
 }
 
 impl Flows {
+    /// Every domain event the domain topic must carry by the horizon once the services downstream of the generator
+    /// have done their work, as stand-ins with the expected content, in commit order: the plan's events emitted
+    /// with their payment events and `InvoicePaid` ([`emit::domain_events`] — in scanner mode those the payments
+    /// service must derive from [`Flows::scanner_reports`], by the plan [`scanner`] rewrote) and, with
+    /// [`Settlements::ByService`], the settlement service's ([`emit::expected_settlement_events`]). Computed from the
+    /// plan alone. Ids and metadata are the generator's, not the services': compare by type, aggregate and merchant.
+    pub fn expected_domain_events(&self) -> Vec<Envelope> {
+        emit::merge(
+            &emit::domain_events(&self.plan),
+            emit::expected_settlement_events(&self.plan),
+        )
+    }
+}
+
+impl Flows {
     /// Scanner mode ([`generate_scanned`]): the chain scanners' reports of the plan's payments for
     /// `integration-events`, in observation order up to the horizon ([`scanner::reports`]).
     pub fn scanner_reports(&self) -> Vec<events::integration::IntegrationEvent> {

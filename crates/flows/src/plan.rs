@@ -337,6 +337,20 @@ pub struct InvoicePlan {
     pub views: Vec<DateTime<Utc>>,
 }
 
+/// What the customer did on an invoice's checkout page beyond opening it (`PaymentMethodChosen`,
+/// `CheckoutAbandoned` on the analytics topic): decided by [`InvoicePlan::journey`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Journey {
+    /// When the customer chose the invoice's asset and network.
+    pub method_chosen: Option<DateTime<Utc>>,
+    /// When and how the checkout was abandoned: `(at, stage, reason)`.
+    pub abandoned: Option<(
+        DateTime<Utc>,
+        events::analytics::AbandonStage,
+        events::analytics::AbandonReason,
+    )>,
+}
+
 impl InvoicePlan {
     /// The payments its `InvoicePaid` counts (detected and not failed when it is emitted); empty if never paid.
     pub fn counted_payments(&self) -> impl Iterator<Item = &PaymentPlan> {
@@ -344,6 +358,70 @@ impl InvoicePlan {
         self.payments
             .iter()
             .filter(move |p| paid_at.is_some_and(|at| p.counts_at(at)))
+    }
+
+    /// The checkout page's story beyond the views, decided from the plan alone — its views, payments, expiry and
+    /// a hash of its id (no draw from the generator's randomness, so every plan of a seed is unchanged):
+    /// - no view: nothing (the page was never opened);
+    /// - a payment detected after the first view: the method (the invoice's asset on its network) chosen half-way
+    ///   between that view and the first detection; never abandoned (a payment detected before any view: no
+    ///   choice recorded — paid from a wallet without the page);
+    /// - never paid: two invoices in three see the method chosen 5–44 s after the first view (before the expiry);
+    ///   then abandoned: `expired` at the expiry when the page was still open (half of the expired ones whose
+    ///   views all came before it), otherwise `left_page` 10–129 s after the last view or choice; the stage is
+    ///   `awaiting_payment` once a method was chosen, `choosing_method` before.
+    ///
+    /// Times may lie after the horizon; emitters and the truth keep those up to it, like views.
+    pub fn journey(&self) -> Journey {
+        use events::analytics::{AbandonReason, AbandonStage};
+        let none = Journey {
+            method_chosen: None,
+            abandoned: None,
+        };
+        let (Some(first_view), Some(last_view)) =
+            (self.views.iter().min(), self.views.iter().max())
+        else {
+            return none;
+        };
+        let bits = splitmix(
+            self.id.as_uuid().as_u128() as u64 ^ (self.id.as_uuid().as_u128() >> 64) as u64,
+        );
+        if let Some(detected) = self.payments.iter().map(|p| p.detected_at).min() {
+            let method_chosen =
+                (detected > *first_view).then(|| *first_view + (detected - *first_view) / 2);
+            return Journey {
+                method_chosen,
+                abandoned: None,
+            };
+        }
+        let method_chosen = (!bits.is_multiple_of(3))
+            .then(|| *first_view + secs(5 + ((bits >> 8) % 40) as i64))
+            .filter(|at| self.expired_at.is_none_or(|e| *at < e));
+        let stage = if method_chosen.is_some() {
+            AbandonStage::AwaitingPayment
+        } else {
+            AbandonStage::ChoosingMethod
+        };
+        let open_at_expiry = self.expired_at.filter(|e| {
+            (bits >> 16).is_multiple_of(2)
+                && *last_view < *e
+                && method_chosen.is_none_or(|m| m < *e)
+        });
+        let abandoned = match open_at_expiry {
+            Some(expired) => (expired, stage, AbandonReason::Expired),
+            None => {
+                let last = method_chosen.map_or(*last_view, |m| m.max(*last_view));
+                (
+                    last + secs(10 + ((bits >> 24) % 120) as i64),
+                    stage,
+                    AbandonReason::LeftPage,
+                )
+            }
+        };
+        Journey {
+            method_chosen,
+            abandoned: Some(abandoned),
+        }
     }
 
     /// T: when the invoice becomes settleable — paid, and every payment its `InvoicePaid` counted confirmed —,
@@ -390,6 +468,14 @@ pub struct Plan {
 }
 
 /// A deterministic UUID v7 at `at` (so ids sort by time like real ones) from the generator's randomness.
+/// A 64-bit mix (SplitMix64's finaliser): spreads an id's bits for decisions that must not draw from the RNG.
+fn splitmix(mut z: u64) -> u64 {
+    z = z.wrapping_add(0x9e37_79b9_7f4a_7c15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
+}
+
 pub(crate) fn v7(rng: &mut StdRng, at: DateTime<Utc>) -> Uuid {
     let millis = u64::try_from(at.timestamp_millis()).expect("times after 1970");
     let random: [u8; 10] = rng.random();

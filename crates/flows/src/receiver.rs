@@ -3,7 +3,8 @@
 //! It is also the SMS sandbox: a path ending in `/Messages.json` answers an accepted POST as Twilio's Messages API
 //! does (201, `{"sid":"SM…","status":"queued"}`).
 //! [`verify`] checks a Standard Webhooks signature with an implementation of its own (HMAC-SHA256 written out
-//! from SHA-256 here), independent of the service's.
+//! from SHA-256 here), independent of the service's; [`wait_delivered`] and [`check_requests`] are what the tests
+//! of the webhooks service and the end-to-end tests wait for and check of the requests a path received.
 //!
 //! Guarantees: every request is recorded with its time, path, headers and body before it is answered; a path's
 //! behaviour can be changed while the server runs, and a path prefix can carry a behaviour for every path under
@@ -283,6 +284,81 @@ async fn handle(
             let status = StatusCode::from_u16(status.unwrap_or(200)).unwrap_or(StatusCode::OK);
             (status, format!("answered {}", status.as_u16())).into_response()
         }
+    }
+}
+
+/// The `data.event_id` of a webhook request's body (the webhooks service's body, `services/webhooks/src/body.rs`).
+pub fn event_id(r: &Received) -> String {
+    let body: serde_json::Value = serde_json::from_slice(&r.body).expect("a JSON body");
+    body["data"]["event_id"]
+        .as_str()
+        .expect("data.event_id")
+        .to_string()
+}
+
+/// Waits until path `path` of `receiver` received at least one request for each of `n` distinct webhook ids with a
+/// 2xx answer; returns every request of the path. Fails after `timeout` saying how many arrived.
+pub async fn wait_delivered(
+    receiver: &Receiver,
+    path: &str,
+    n: usize,
+    timeout: Duration,
+) -> Vec<Received> {
+    let started = Instant::now();
+    loop {
+        let got = receiver.received(Some(path));
+        let delivered: std::collections::BTreeSet<&str> = got
+            .iter()
+            .filter(|r| r.answered.is_some_and(|s| (200..300).contains(&s)))
+            .filter_map(|r| r.webhook_id.as_deref())
+            .collect();
+        if delivered.len() >= n {
+            return got;
+        }
+        assert!(
+            started.elapsed() < timeout,
+            "/{path}: {} of {n} webhooks delivered within {timeout:?} ({} requests)",
+            delivered.len(),
+            got.len()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Checks what every request of a path carries: the Standard Webhooks headers (`webhook-id` `msg_…`, a
+/// `webhook-timestamp` within 10 minutes, a `webhook-signature` that verifies with one of `secrets` by [`verify`],
+/// an implementation independent of the service's), JSON, the webhooks service's user agent; and one webhook id per
+/// event id (a redelivered event keeps its id). Panics naming the first request that does not.
+pub fn check_requests(requests: &[Received], secrets: &[&str]) {
+    let mut ids: std::collections::BTreeMap<String, String> = std::collections::BTreeMap::new();
+    for r in requests {
+        let id = r.webhook_id.as_deref().expect("webhook-id");
+        assert!(id.starts_with("msg_"), "{id}");
+        let ts = r.timestamp.as_deref().expect("webhook-timestamp");
+        let ts_secs: i64 = ts.parse().expect("a unix timestamp");
+        assert!(
+            (chrono::Utc::now().timestamp() - ts_secs).abs() < 600,
+            "timestamp {ts}"
+        );
+        let signature = r.signature.as_deref().expect("webhook-signature");
+        assert!(
+            secrets
+                .iter()
+                .any(|s| verify(s, id, ts, &r.body, signature)),
+            "signature {signature} of {id} does not verify"
+        );
+        assert_eq!(r.content_type.as_deref(), Some("application/json"));
+        assert!(
+            r.user_agent
+                .as_deref()
+                .is_some_and(|u| u.starts_with("crypto-checkout-webhooks/"))
+        );
+        let event = event_id(r);
+        let previous = ids.insert(event.clone(), id.to_string());
+        assert!(
+            previous.is_none_or(|p| p == id),
+            "event {event} reached one endpoint under two webhook ids"
+        );
     }
 }
 

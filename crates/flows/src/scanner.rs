@@ -389,4 +389,106 @@ mod tests {
             "the payments service's events are not the generator's"
         );
     }
+
+    /// `Flows::expected_domain_events` in scanner mode: the generator's own events, plus exactly the payment events
+    /// and `InvoicePaid` the rewritten plan gives the payments service (by the horizon) and the settlement events
+    /// the truth expects — counted from the plan here, by type and aggregate.
+    #[test]
+    fn the_expected_domain_events_are_the_generators_the_payments_services_and_the_settlements() {
+        use events::EventType as T;
+        let flows = crate::generate_scanned(&Scenario::new(5, 10, 300).settled_by_service());
+        let h = flows.plan.horizon;
+        let mut left: HashMap<(T, Uuid), usize> = HashMap::new();
+        for e in flows.expected_domain_events() {
+            assert!(e.timestamp() <= h);
+            *left
+                .entry((e.event_type(), e.aggregate_id().as_uuid()))
+                .or_default() += 1;
+        }
+        for e in &flows.events {
+            let n = left
+                .get_mut(&(e.event_type(), e.aggregate_id().as_uuid()))
+                .filter(|n| **n > 0)
+                .unwrap_or_else(|| panic!("{:?} of the generator not expected", e.event_type()));
+            *n -= 1;
+        }
+        let count = |t: T| {
+            left.iter()
+                .filter(|((x, _), _)| *x == t)
+                .map(|(_, n)| *n)
+                .sum::<usize>()
+        };
+        let payments: Vec<&PaymentPlan> = flows
+            .plan
+            .invoices
+            .iter()
+            .flat_map(|i| &i.payments)
+            .collect();
+        let by = |at: &DateTime<Utc>| *at <= h;
+        assert_eq!(
+            count(T::PaymentDetected),
+            payments.iter().filter(|p| by(&p.detected_at)).count()
+        );
+        assert_eq!(
+            count(T::PaymentConfirming),
+            payments
+                .iter()
+                .flat_map(|p| &p.confirming)
+                .filter(|(_, at)| by(at))
+                .count()
+        );
+        assert_eq!(
+            count(T::PaymentConfirmed),
+            payments
+                .iter()
+                .filter(|p| p.confirmed_at.is_some_and(|a| by(&a)))
+                .count()
+        );
+        assert_eq!(
+            count(T::PaymentFailed),
+            payments
+                .iter()
+                .filter(|p| p.failed.is_some_and(|(a, _)| by(&a)))
+                .count()
+        );
+        assert_eq!(
+            count(T::InvoicePaid),
+            flows
+                .plan
+                .invoices
+                .iter()
+                .filter(|i| i.paid.as_ref().is_some_and(|p| by(&p.at)))
+                .count()
+        );
+        let settlement_events: usize = flows
+            .expected_settlements()
+            .iter()
+            .map(|s| s.events.len())
+            .sum();
+        assert_eq!(
+            count(T::SettlementCreated)
+                + count(T::SettlementCompleted)
+                + count(T::SettlementFailed),
+            settlement_events
+        );
+        assert!(settlement_events > 0 && count(T::InvoicePaid) > 10);
+        let total: usize = left.values().sum();
+        assert_eq!(
+            total,
+            [
+                T::PaymentDetected,
+                T::PaymentConfirming,
+                T::PaymentConfirmed,
+                T::PaymentFailed,
+                T::InvoicePaid,
+                T::SettlementCreated,
+                T::SettlementCompleted,
+                T::SettlementFailed
+            ]
+            .map(count)
+            .iter()
+            .sum::<usize>(),
+            "nothing else"
+        );
+    }
 }

@@ -13,7 +13,8 @@
 //! - a merchant's balance per currency: net amounts pending (pending or retrying), settled (gross, fees, net,
 //!   count) and failed;
 //! - analytics per merchant and UTC day of each event: invoices created / paid / expired / cancelled, invoices
-//!   created that day that are paid by now (conversion = converted ÷ created), checkout views, gross volume of
+//!   created that day that are paid by now (conversion = converted ÷ created), checkout views, payment methods
+//!   chosen per asset and network and checkouts abandoned by reason (`InvoicePlan::journey`), gross volume of
 //!   the invoices paid that day per invoice currency, fees and net of the settlements completed that day per
 //!   settlement currency, and one sample per payment confirmed that day: milliseconds from its invoice's
 //!   creation to its confirmation (median and p95 by nearest rank, [`percentile`]).
@@ -98,6 +99,12 @@ pub struct DailyTruth {
     pub invoices_cancelled: i64,
     pub invoices_converted: i64,
     pub checkout_views: i64,
+    /// Payment methods chosen per (asset code, network name) (`PaymentMethodChosen`).
+    pub methods_chosen: BTreeMap<(String, String), i64>,
+    /// Checkouts abandoned because the customer left the page (`CheckoutAbandoned`, `left_page`).
+    pub checkouts_abandoned_left: i64,
+    /// Checkouts abandoned because the invoice expired with the page open (`expired`).
+    pub checkouts_abandoned_expired: i64,
     /// Sorted.
     pub confirmation_millis: Vec<i64>,
 }
@@ -191,6 +198,27 @@ pub fn truth(plan: &Plan) -> Truth {
                 .entry((merchant, day(*at)))
                 .or_default()
                 .checkout_views += 1;
+        }
+        // The rest of the checkout page's story, as the plan decides it (InvoicePlan::journey).
+        let merchant = plan.merchants[i.merchant].id;
+        let journey = i.journey();
+        if let Some(at) = journey.method_chosen.filter(|at| *at <= h) {
+            *t.daily
+                .entry((merchant, day(at)))
+                .or_default()
+                .methods_chosen
+                .entry((
+                    i.asset.code().to_string(),
+                    events::integration::network_name(i.network).to_string(),
+                ))
+                .or_default() += 1;
+        }
+        if let Some((at, _, reason)) = journey.abandoned.filter(|(at, _, _)| *at <= h) {
+            let daily = t.daily.entry((merchant, day(at))).or_default();
+            match reason {
+                events::analytics::AbandonReason::LeftPage => daily.checkouts_abandoned_left += 1,
+                events::analytics::AbandonReason::Expired => daily.checkouts_abandoned_expired += 1,
+            }
         }
     }
     for daily in t.daily.values_mut() {

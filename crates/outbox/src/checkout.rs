@@ -1,10 +1,12 @@
 //! The checkout page's producer API for `crypto-checkout.analytics-events` (the spec's "Metrics and reporting",
 //! key "Date partition"; contract `events::analytics`, decisions 0011 and 0021): what the checkout front end (and
-//! the simulator playing it) calls to report that a customer opened an invoice's checkout. Records go through the
+//! the simulator playing it) calls to report that a customer opened an invoice's checkout, chose a payment
+//! method, or abandoned it. Records go through the
 //! outbox like every other producer's, so they are published at least once, in per-key commit order, and only if
 //! the producer's transaction commits.
 //!
-//! Two calls:
+//! The calls (the same for the page's other records, `PaymentMethodChosen` and `CheckoutAbandoned`:
+//! [`record_method_chosen`], [`record_abandoned`] in the caller's transaction, [`record_events`] for any mix):
 //! - [`record_view`]`(conn, merchant_id, invoice_id, occurred_at) -> Result<CheckoutViewed, OutboxError>`: one
 //!   view, appended in the caller's open transaction (`&mut *tx`) with whatever else it writes; returns the
 //!   record (appended, or already waiting in the outbox).
@@ -14,7 +16,7 @@
 //!   UTC day shares a key and so the writer's lock on it (decision 0021).
 //!
 //! Guarantees: the record id of a view made by [`record_view`] is derived from its invoice and instant
-//! ([`view_id`]), so a producer may retry after an unknown outcome: a record still waiting in the outbox is not
+//! ([`view_id`]; [`method_id`] and [`abandon_id`] likewise for the other records), so a producer may retry after an unknown outcome: a record still waiting in the outbox is not
 //! appended again (the outbox's event ids are unique), one already published is appended and published again, and
 //! analytics-aggregation, which de-duplicates by record id (decision 0011), counts the view once either way. An
 //! invalid record fails with [`OutboxError::Invalid`] before anything is written; a database error leaves the
@@ -24,7 +26,12 @@
 //! retries.
 
 use chrono::{DateTime, Utc};
-use events::analytics::CheckoutViewed;
+use events::analytics::{
+    AbandonReason, AbandonStage, AnalyticsEvent, CheckoutAbandoned, CheckoutViewed,
+    PaymentMethodChosen,
+};
+use events::money::CryptoAsset;
+use events::payload::Network;
 use events::{EventId, InvoiceId, MerchantId};
 use sqlx::{PgConnection, PgPool};
 use uuid::Uuid;
@@ -39,9 +46,29 @@ pub const VIEWS_PER_TRANSACTION: usize = 500;
 
 /// The record id of a view of `invoice` at `occurred_at` (to the microsecond): UUID v5, the same on every retry.
 pub fn view_id(invoice: InvoiceId, occurred_at: DateTime<Utc>) -> EventId {
+    instant_id(VIEW_NAMESPACE, invoice, occurred_at)
+}
+
+/// Namespace of derived `PaymentMethodChosen` ids. Never change it.
+pub const METHOD_NAMESPACE: Uuid = Uuid::from_u128(0x8f2d_61c4_0b7a_4e53_a1c9_5d3e_70b2_94f6);
+/// Namespace of derived `CheckoutAbandoned` ids. Never change it.
+pub const ABANDON_NAMESPACE: Uuid = Uuid::from_u128(0x27b9_e05a_c3d1_4f68_8e4b_19f7_a6c2_d053);
+
+fn instant_id(namespace: Uuid, invoice: InvoiceId, occurred_at: DateTime<Utc>) -> EventId {
     let mut name = invoice.as_uuid().as_bytes().to_vec();
     name.extend_from_slice(&occurred_at.timestamp_micros().to_be_bytes());
-    EventId::derived(VIEW_NAMESPACE, &name)
+    EventId::derived(namespace, &name)
+}
+
+/// The record id of a payment method chosen on `invoice`'s checkout at `occurred_at` (UUID v5, the same on every
+/// retry).
+pub fn method_id(invoice: InvoiceId, occurred_at: DateTime<Utc>) -> EventId {
+    instant_id(METHOD_NAMESPACE, invoice, occurred_at)
+}
+
+/// The record id of `invoice`'s checkout abandoned at `occurred_at` (UUID v5, the same on every retry).
+pub fn abandon_id(invoice: InvoiceId, occurred_at: DateTime<Utc>) -> EventId {
+    instant_id(ABANDON_NAMESPACE, invoice, occurred_at)
 }
 
 /// Appends a `CheckoutViewed` of `invoice_id`'s checkout at `occurred_at` in the caller's transaction; its id is
@@ -64,6 +91,60 @@ pub async fn record_view(
     Ok(view)
 }
 
+/// Appends a `PaymentMethodChosen` (`crypto_currency` on `network`, which must carry it) of `invoice_id`'s
+/// checkout at `occurred_at` in the caller's transaction; its id is [`method_id`]. Returns the record.
+pub async fn record_method_chosen(
+    conn: &mut PgConnection,
+    merchant_id: MerchantId,
+    invoice_id: InvoiceId,
+    crypto_currency: CryptoAsset,
+    network: Network,
+    occurred_at: DateTime<Utc>,
+) -> Result<PaymentMethodChosen, OutboxError> {
+    let chosen = PaymentMethodChosen {
+        event_id: method_id(invoice_id, occurred_at),
+        merchant_id,
+        invoice_id,
+        crypto_currency,
+        network,
+        occurred_at,
+    };
+    if waiting(conn, &[chosen.event_id.as_uuid()])
+        .await?
+        .is_empty()
+    {
+        crate::append(conn, &chosen).await?;
+    }
+    Ok(chosen)
+}
+
+/// Appends a `CheckoutAbandoned` of `invoice_id`'s checkout at `occurred_at` (how far the customer came, and
+/// why) in the caller's transaction; its id is [`abandon_id`]. Returns the record.
+pub async fn record_abandoned(
+    conn: &mut PgConnection,
+    merchant_id: MerchantId,
+    invoice_id: InvoiceId,
+    stage: AbandonStage,
+    reason: AbandonReason,
+    occurred_at: DateTime<Utc>,
+) -> Result<CheckoutAbandoned, OutboxError> {
+    let abandoned = CheckoutAbandoned {
+        event_id: abandon_id(invoice_id, occurred_at),
+        merchant_id,
+        invoice_id,
+        stage,
+        reason,
+        occurred_at,
+    };
+    if waiting(conn, &[abandoned.event_id.as_uuid()])
+        .await?
+        .is_empty()
+    {
+        crate::append(conn, &abandoned).await?;
+    }
+    Ok(abandoned)
+}
+
 /// Which of `ids` are rows of the outbox (not yet published).
 async fn waiting(conn: &mut PgConnection, ids: &[Uuid]) -> Result<Vec<Uuid>, OutboxError> {
     Ok(
@@ -76,16 +157,33 @@ async fn waiting(conn: &mut PgConnection, ids: &[Uuid]) -> Result<Vec<Uuid>, Out
 
 /// Appends `views` in order, in transactions of at most [`VIEWS_PER_TRANSACTION`]; returns how many.
 pub async fn record_views(pool: &PgPool, views: &[CheckoutViewed]) -> Result<usize, OutboxError> {
+    record_all(pool, views, |v| v.event_id).await
+}
+
+/// Appends any of the checkout page's records (views, methods chosen, abandonments) in order, in transactions of
+/// at most [`VIEWS_PER_TRANSACTION`], like [`record_views`]; returns how many.
+pub async fn record_events(
+    pool: &PgPool,
+    records: &[AnalyticsEvent],
+) -> Result<usize, OutboxError> {
+    record_all(pool, records, AnalyticsEvent::event_id).await
+}
+
+async fn record_all<T: events::Publishable>(
+    pool: &PgPool,
+    records: &[T],
+    id: impl Fn(&T) -> EventId,
+) -> Result<usize, OutboxError> {
     let mut appended = 0;
-    for chunk in views.chunks(VIEWS_PER_TRANSACTION) {
+    for chunk in records.chunks(VIEWS_PER_TRANSACTION) {
         let mut tx = pool.begin().await?;
-        let ids: Vec<Uuid> = chunk.iter().map(|v| v.event_id.as_uuid()).collect();
+        let ids: Vec<Uuid> = chunk.iter().map(|v| id(v).as_uuid()).collect();
         // Waiting in the outbox, or earlier in this chunk: not again.
         let mut skip: std::collections::HashSet<Uuid> =
             waiting(&mut tx, &ids).await?.into_iter().collect();
-        let fresh: Vec<&CheckoutViewed> = chunk
+        let fresh: Vec<&T> = chunk
             .iter()
-            .filter(|v| skip.insert(v.event_id.as_uuid()))
+            .filter(|v| skip.insert(id(v).as_uuid()))
             .collect();
         crate::append_batch(&mut tx, &fresh).await?;
         tx.commit().await?;

@@ -388,3 +388,132 @@ async fn the_backlog_is_counted_while_small_and_estimated_from_the_id_span_when_
     assert!(gapped.rows_estimated);
     assert_eq!(gapped.rows, 12_000, "the span still covers the gap");
 }
+
+/// The checkout page's other producers (`outbox::checkout::record_method_chosen`, `record_abandoned`,
+/// `record_events`): an asset its network does not carry is refused before anything is written (the transaction
+/// stays usable and commits nothing of it); a record retried after an unknown outcome is appended once, under its
+/// derived id; a batch with repeats appends each record once.
+#[tokio::test]
+async fn checkout_page_records_are_validated_before_writing_and_appended_once_per_id() {
+    use events::analytics::{AbandonReason, AbandonStage};
+    use events::money::CryptoAsset;
+    use events::payload::Network;
+    use outbox::checkout;
+    let db = testkit::fresh_database().await;
+    let merchant = MerchantId::new();
+    let invoice = InvoiceId::new();
+    let at: DateTime<Utc> = "2026-03-01T23:59:59.250Z".parse().unwrap();
+
+    let mut tx = db.pool.begin().await.unwrap();
+    let err = checkout::record_method_chosen(
+        &mut tx,
+        merchant,
+        invoice,
+        CryptoAsset::Usdt,
+        Network::Bitcoin,
+        at,
+    )
+    .await
+    .expect_err("bitcoin does not carry USDT");
+    let OutboxError::Invalid(contract) = &err else {
+        panic!("not a contract error: {err:?}")
+    };
+    assert_eq!(contract.path(), "$.network", "{contract}");
+    tx.commit().await.unwrap();
+    assert_eq!(outbox_rows(&db.pool).await, 0, "nothing written");
+
+    // Retried after an unknown outcome (three transactions): one row each, under the derived ids.
+    for _ in 0..3 {
+        let mut tx = db.pool.begin().await.unwrap();
+        let chosen = checkout::record_method_chosen(
+            &mut tx,
+            merchant,
+            invoice,
+            CryptoAsset::Usdt,
+            Network::Tron,
+            at,
+        )
+        .await
+        .unwrap();
+        assert_eq!(chosen.event_id, checkout::method_id(invoice, at));
+        assert_eq!(chosen.partition_key(), "2026-03-01");
+        let later = at + TimeDelta::seconds(40);
+        let abandoned = checkout::record_abandoned(
+            &mut tx,
+            merchant,
+            invoice,
+            AbandonStage::AwaitingPayment,
+            AbandonReason::LeftPage,
+            later,
+        )
+        .await
+        .unwrap();
+        assert_eq!(abandoned.event_id, checkout::abandon_id(invoice, later));
+        assert_eq!(
+            abandoned.partition_key(),
+            "2026-03-02",
+            "the UTC date of its own time"
+        );
+        tx.commit().await.unwrap();
+    }
+    assert_eq!(outbox_rows(&db.pool).await, 2);
+    let rows: Vec<(uuid::Uuid, String, String, String)> =
+        sqlx::query_as("SELECT event_id, topic, partition_key, event_type FROM outbox ORDER BY id")
+            .fetch_all(&db.pool)
+            .await
+            .unwrap();
+    assert_eq!(
+        rows,
+        [
+            (
+                checkout::method_id(invoice, at).as_uuid(),
+                topics::ANALYTICS_EVENTS.to_string(),
+                "2026-03-01".to_string(),
+                "PaymentMethodChosen".to_string()
+            ),
+            (
+                checkout::abandon_id(invoice, at + TimeDelta::seconds(40)).as_uuid(),
+                topics::ANALYTICS_EVENTS.to_string(),
+                "2026-03-02".to_string(),
+                "CheckoutAbandoned".to_string()
+            ),
+        ]
+    );
+
+    // A mix with repeats, some already waiting: each new record once.
+    let other = InvoiceId::new();
+    let view = CheckoutViewed {
+        event_id: checkout::view_id(other, at),
+        merchant_id: merchant,
+        invoice_id: other,
+        occurred_at: at,
+    };
+    let chosen = events::analytics::PaymentMethodChosen {
+        event_id: checkout::method_id(other, at),
+        merchant_id: merchant,
+        invoice_id: other,
+        crypto_currency: CryptoAsset::Eth,
+        network: Network::Ethereum,
+        occurred_at: at,
+    };
+    let waiting = events::analytics::PaymentMethodChosen {
+        event_id: checkout::method_id(invoice, at),
+        merchant_id: merchant,
+        invoice_id: invoice,
+        crypto_currency: CryptoAsset::Usdt,
+        network: Network::Tron,
+        occurred_at: at,
+    };
+    let records: Vec<events::AnalyticsEvent> = vec![
+        view.clone().into(),
+        chosen.clone().into(),
+        view.into(),
+        waiting.into(),
+    ];
+    checkout::record_events(&db.pool, &records).await.unwrap();
+    assert_eq!(
+        outbox_rows(&db.pool).await,
+        4,
+        "the view and the new choice only"
+    );
+}

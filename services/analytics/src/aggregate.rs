@@ -6,12 +6,14 @@
 //!   de-duplicates by event id in the same transaction (`processed_events` of the group, and repeats inside the
 //!   batch), so neither a redelivery nor a re-published event is counted twice. On an error nothing may be kept:
 //!   the caller rolls the transaction back (the runtime does in mode b).
-//! - Days are UTC days of the event's own time (the envelope's `timestamp`; `occurred_at` for a view).
+//! - Days are UTC days of the event's own time (the envelope's `timestamp`; `occurred_at` for a checkout page's
+//!   record).
 //! - Counters live in rows sharded by the record's (topic, partition) ([`Shard`]): one lane writes a shard, so
 //!   lanes never wait on each other's row locks; readers sum over shards.
 //! - What a day counts: invoices created, paid (first `InvoicePaid` of the invoice), expired, cancelled; the
 //!   conversion cohort (invoices created that day that are paid since — counted on the creation day when the
-//!   invoice is paid); checkout views; gross volume of the invoices paid that day in their currency; fees and net
+//!   invoice is paid); checkout views; payment methods chosen per asset and network; checkouts abandoned by
+//!   reason (left the page, expired while open); gross volume of the invoices paid that day in their currency; fees and net
 //!   of the settlements completed that day in their currency; one sample per confirmed payment of the time from
 //!   its invoice's `InvoiceCreated` to its `PaymentConfirmed`.
 //! - An `InvoicePaid` or `PaymentConfirmed` of an invoice whose creation was never seen (neither in the database
@@ -23,8 +25,8 @@
 //! Statements per batch: one `INSERT … SELECT unnest … ON CONFLICT DO NOTHING RETURNING` into
 //! `processed_events`; one `SELECT … = ANY` of the `analytics_invoices` rows the batch refers to (when it refers
 //! to any); then one multi-row `INSERT … SELECT FROM UNNEST … ON CONFLICT` each into `analytics_invoices`,
-//! `analytics_daily`, `analytics_daily_money` and `analytics_confirmation_times`, each only when it has rows:
-//! at most six, whatever the batch size.
+//! `analytics_daily`, `analytics_daily_money`, `analytics_daily_methods` and `analytics_confirmation_times`, each
+//! only when it has rows: at most seven, whatever the batch size.
 //!
 //! Invoice rows are read without a row lock: all events of an invoice (`Invoice` and `Payment` aggregates) are
 //! keyed by its id, so only its partition's lane writes its row, batch after committed batch; a zombie lane of
@@ -121,6 +123,10 @@ pub struct Counters {
     pub cancelled: i64,
     pub converted: i64,
     pub views: i64,
+    /// Checkouts abandoned: the customer left the page before paying.
+    pub abandoned_left: i64,
+    /// Checkouts abandoned: the invoice expired while the page was open.
+    pub abandoned_expired: i64,
 }
 
 /// Increments of one day's money in one currency.
@@ -152,6 +158,8 @@ pub struct Deltas {
     pub money: BTreeMap<(Uuid, NaiveDate, String), Money>,
     /// New confirmation samples, one per payment (the first seen), in input order.
     pub confirmations: Vec<Confirmation>,
+    /// Payment methods chosen per (merchant, day, asset code, network name).
+    pub methods: BTreeMap<(Uuid, NaiveDate, String, String), i64>,
 }
 
 impl Deltas {
@@ -194,7 +202,7 @@ pub fn invoices_needed<'a>(inputs: impl IntoIterator<Item = &'a Input>) -> Vec<U
     let mut ids: Vec<Uuid> = inputs
         .into_iter()
         .filter_map(|input| match input {
-            Input::CheckoutViewed(_) => None,
+            Input::CheckoutViewed(_) | Input::MethodChosen(_) | Input::Abandoned(_) => None,
             Input::Domain(event) => match event.data() {
                 EventData::InvoiceCreated(_) | EventData::InvoicePaid(_) => {
                     Some(event.aggregate_id().as_uuid())
@@ -224,6 +232,29 @@ pub fn fold(
                 d.count(view.merchant_id.as_uuid(), day(view.occurred_at), |c| {
                     c.views += 1
                 });
+                continue;
+            }
+            Input::MethodChosen(chosen) => {
+                *d.methods
+                    .entry((
+                        chosen.merchant_id.as_uuid(),
+                        day(chosen.occurred_at),
+                        chosen.crypto_currency.code().to_string(),
+                        events::integration::network_name(chosen.network).to_string(),
+                    ))
+                    .or_default() += 1;
+                continue;
+            }
+            Input::Abandoned(abandoned) => {
+                let reason = abandoned.reason;
+                d.count(
+                    abandoned.merchant_id.as_uuid(),
+                    day(abandoned.occurred_at),
+                    |c| match reason {
+                        events::analytics::AbandonReason::LeftPage => c.abandoned_left += 1,
+                        events::analytics::AbandonReason::Expired => c.abandoned_expired += 1,
+                    },
+                );
                 continue;
             }
             Input::Domain(event) => event,
@@ -381,18 +412,24 @@ async fn write(conn: &mut PgConnection, shard: &Shard, d: &Deltas) -> Result<(),
         sqlx::query(
             "INSERT INTO analytics_daily AS d (merchant_id, day, topic, partition, invoices_created, invoices_paid, \
                                                invoices_expired, invoices_cancelled, invoices_converted, \
-                                               checkout_views) \
-             SELECT u.merchant_id, u.day, $3, $4, u.created, u.paid, u.expired, u.cancelled, u.converted, u.views \
+                                               checkout_views, checkouts_abandoned_left, \
+                                               checkouts_abandoned_expired) \
+             SELECT u.merchant_id, u.day, $3, $4, u.created, u.paid, u.expired, u.cancelled, u.converted, u.views, \
+                    u.left_page, u.expired_open \
              FROM UNNEST($1::uuid[], $2::date[], $5::bigint[], $6::bigint[], $7::bigint[], $8::bigint[], \
-                         $9::bigint[], $10::bigint[]) \
-                  AS u(merchant_id, day, created, paid, expired, cancelled, converted, views) \
+                         $9::bigint[], $10::bigint[], $11::bigint[], $12::bigint[]) \
+                  AS u(merchant_id, day, created, paid, expired, cancelled, converted, views, left_page, \
+                       expired_open) \
              ON CONFLICT (merchant_id, day, topic, partition) DO UPDATE SET \
                  invoices_created = d.invoices_created + EXCLUDED.invoices_created, \
                  invoices_paid = d.invoices_paid + EXCLUDED.invoices_paid, \
                  invoices_expired = d.invoices_expired + EXCLUDED.invoices_expired, \
                  invoices_cancelled = d.invoices_cancelled + EXCLUDED.invoices_cancelled, \
                  invoices_converted = d.invoices_converted + EXCLUDED.invoices_converted, \
-                 checkout_views = d.checkout_views + EXCLUDED.checkout_views",
+                 checkout_views = d.checkout_views + EXCLUDED.checkout_views, \
+                 checkouts_abandoned_left = d.checkouts_abandoned_left + EXCLUDED.checkouts_abandoned_left, \
+                 checkouts_abandoned_expired = \
+                     d.checkouts_abandoned_expired + EXCLUDED.checkouts_abandoned_expired",
         )
         .bind(d.daily.keys().map(|(m, _)| *m).collect::<Vec<_>>())
         .bind(d.daily.keys().map(|(_, day)| *day).collect::<Vec<_>>())
@@ -404,6 +441,29 @@ async fn write(conn: &mut PgConnection, shard: &Shard, d: &Deltas) -> Result<(),
         .bind(col(|c| c.cancelled))
         .bind(col(|c| c.converted))
         .bind(col(|c| c.views))
+        .bind(col(|c| c.abandoned_left))
+        .bind(col(|c| c.abandoned_expired))
+        .execute(&mut *conn)
+        .await?;
+    }
+    if !d.methods.is_empty() {
+        let keys = d.methods.keys();
+        sqlx::query(
+            "INSERT INTO analytics_daily_methods AS m (merchant_id, day, crypto_currency, network, topic, partition, \
+                                                       choices) \
+             SELECT u.merchant_id, u.day, u.asset, u.network, $5, $6, u.choices \
+             FROM UNNEST($1::uuid[], $2::date[], $3::text[], $4::text[], $7::bigint[]) \
+                  AS u(merchant_id, day, asset, network, choices) \
+             ON CONFLICT (merchant_id, day, crypto_currency, network, topic, partition) DO UPDATE SET \
+                 choices = m.choices + EXCLUDED.choices",
+        )
+        .bind(keys.clone().map(|k| k.0).collect::<Vec<_>>())
+        .bind(keys.clone().map(|k| k.1).collect::<Vec<_>>())
+        .bind(keys.clone().map(|k| k.2.as_str()).collect::<Vec<_>>())
+        .bind(keys.map(|k| k.3.as_str()).collect::<Vec<_>>())
+        .bind(&shard.topic)
+        .bind(shard.partition)
+        .bind(d.methods.values().copied().collect::<Vec<i64>>())
         .execute(&mut *conn)
         .await?;
     }
@@ -691,6 +751,53 @@ mod tests {
         assert_eq!(deltas.confirmations.len(), 1);
         assert_eq!(deltas.confirmations[0].day, day(confirmed.timestamp()));
         assert!(deltas.invoices.is_empty() && deltas.money.is_empty());
+    }
+
+    #[test]
+    fn methods_chosen_and_abandonments_count_per_asset_and_reason_on_their_own_day() {
+        use events::analytics::{AbandonReason, AbandonStage};
+        let chosen = examples::payment_method_chosen();
+        let merchant = chosen.merchant_id.as_uuid();
+        let on = |t: &str| t.parse::<DateTime<Utc>>().unwrap();
+        let mut other = chosen.clone();
+        other.event_id = EventId::new();
+        other.crypto_currency = events::money::CryptoAsset::Usdc;
+        other.network = events::payload::Network::Polygon;
+        other.occurred_at = on("2025-01-16T00:00:00Z");
+        let abandoned = |reason, t: &str| {
+            let mut a = examples::checkout_abandoned();
+            a.event_id = EventId::new();
+            a.stage = AbandonStage::AwaitingPayment;
+            a.reason = reason;
+            a.occurred_at = on(t);
+            Input::Abandoned(a)
+        };
+        let inputs = [
+            Input::MethodChosen(chosen.clone()),
+            Input::MethodChosen(chosen.clone()),
+            Input::MethodChosen(other),
+            abandoned(AbandonReason::LeftPage, "2025-01-15T23:00:00Z"),
+            abandoned(AbandonReason::Expired, "2025-01-15T23:30:00Z"),
+            abandoned(AbandonReason::Expired, "2025-01-16T01:00:00Z"),
+        ];
+        // No invoice row is needed (a record of the page counts even before its invoice is known).
+        assert!(invoices_needed(&inputs).is_empty());
+        let deltas = fold(&HashMap::new(), &indexed(&inputs)).unwrap();
+        let d15 = d("2025-01-15");
+        assert_eq!(
+            deltas.methods,
+            BTreeMap::from([
+                ((merchant, d15, "USDT".into(), "tron".into()), 2),
+                (
+                    (merchant, d("2025-01-16"), "USDC".into(), "polygon".into()),
+                    1
+                ),
+            ])
+        );
+        let c15 = deltas.daily[&(merchant, d15)];
+        assert_eq!((c15.abandoned_left, c15.abandoned_expired), (1, 1));
+        let c16 = deltas.daily[&(merchant, d("2025-01-16"))];
+        assert_eq!((c16.abandoned_left, c16.abandoned_expired), (0, 1));
     }
 
     #[test]

@@ -1,21 +1,27 @@
 //! What the analytics-aggregation group consumes — domain events and the records of
 //! `crypto-checkout.analytics-events` — and telling them apart.
 //!
-//! The analytics topic's contract, [`CheckoutViewed`], lives in the `events` crate with every other contract
-//! (`events::analytics`, decision 0021; the format is decision 0011's). Guarantees: [`decode`] reads a record
-//! whose `event_type` is `CheckoutViewed` with [`CheckoutViewed::decode`] and anything else with
+//! The analytics topic's contract — [`CheckoutViewed`], [`PaymentMethodChosen`], [`CheckoutAbandoned`] — lives in
+//! the `events` crate with every other contract (`events::analytics`, decision 0021; the format is decision
+//! 0011's). Guarantees: [`decode`] reads a record whose `event_type` is one of the analytics topic's
+//! (`events::analytics::RECORD_TYPES`) with [`events::AnalyticsEvent::decode`] and anything else with
 //! [`events::decode`]; whatever either refuses is an [`events::ContractError`] naming the JSON path (a schema
 //! error for the runtime: straight to the DLQ).
 
 use events::{Envelope, EventId};
 
-pub use events::analytics::{CHECKOUT_VIEWED, CheckoutViewed};
+pub use events::analytics::{
+    AnalyticsEvent, CHECKOUT_ABANDONED, CHECKOUT_VIEWED, CheckoutAbandoned, CheckoutViewed,
+    PAYMENT_METHOD_CHOSEN, PaymentMethodChosen,
+};
 
 /// What the analytics group consumes.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Input {
     Domain(Box<Envelope>),
     CheckoutViewed(CheckoutViewed),
+    MethodChosen(PaymentMethodChosen),
+    Abandoned(CheckoutAbandoned),
 }
 
 impl Input {
@@ -24,6 +30,28 @@ impl Input {
         match self {
             Input::Domain(e) => e.event_id(),
             Input::CheckoutViewed(v) => v.event_id,
+            Input::MethodChosen(v) => v.event_id,
+            Input::Abandoned(v) => v.event_id,
+        }
+    }
+
+    /// The record's type name.
+    pub fn event_type(&self) -> &'static str {
+        match self {
+            Input::Domain(e) => e.event_type().as_str(),
+            Input::CheckoutViewed(_) => CHECKOUT_VIEWED,
+            Input::MethodChosen(_) => PAYMENT_METHOD_CHOSEN,
+            Input::Abandoned(_) => CHECKOUT_ABANDONED,
+        }
+    }
+}
+
+impl From<AnalyticsEvent> for Input {
+    fn from(event: AnalyticsEvent) -> Self {
+        match event {
+            AnalyticsEvent::Viewed(v) => Input::CheckoutViewed(v),
+            AnalyticsEvent::MethodChosen(v) => Input::MethodChosen(v),
+            AnalyticsEvent::Abandoned(v) => Input::Abandoned(v),
         }
     }
 }
@@ -32,10 +60,13 @@ impl Input {
 /// `CheckoutViewed` contract.
 pub type DecodeError = events::ContractError;
 
-/// Decodes a record of either topic: a `CheckoutViewed` by its `event_type`, anything else as a domain event.
+/// Decodes a record of either topic: an analytics record by its `event_type`, anything else as a domain event.
 pub fn decode(bytes: &[u8]) -> Result<Input, DecodeError> {
-    if events::peek_event_type(bytes).as_deref() == Some(CHECKOUT_VIEWED) {
-        Ok(Input::CheckoutViewed(CheckoutViewed::decode(bytes)?))
+    if events::peek_event_type(bytes)
+        .as_deref()
+        .is_some_and(AnalyticsEvent::is_record_type)
+    {
+        Ok(AnalyticsEvent::decode(bytes)?.into())
     } else {
         Ok(Input::Domain(Box::new(events::decode(bytes)?)))
     }
@@ -87,12 +118,14 @@ mod tests {
     fn the_contracts_encoding_is_byte_identical_to_the_checkout_pages_records() {
         let flows = flows::generate(&flows::Scenario::new(11, 3, 20));
         assert!(!flows.analytics.is_empty());
+        let mut types = std::collections::BTreeSet::new();
         for record in &flows.analytics {
-            let Input::CheckoutViewed(view) = decode(&record.value).unwrap() else {
-                panic!("a view")
-            };
-            assert_eq!(view.encode().unwrap(), record.value);
-            assert_eq!(view.partition_key(), record.key);
+            let event = AnalyticsEvent::decode(&record.value).unwrap();
+            assert_eq!(Input::from(event.clone()), decode(&record.value).unwrap());
+            assert_eq!(event.encode().unwrap(), record.value);
+            assert_eq!(event.partition_key(), record.key);
+            types.insert(event.event_type());
         }
+        assert_eq!(types.len(), 3, "every record type: {types:?}");
     }
 }

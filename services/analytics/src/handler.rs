@@ -37,10 +37,7 @@ impl AnalyticsMetrics {
     }
 
     fn record(&self, input: &Input, outcome: Outcome) {
-        let event_type = match input {
-            Input::Domain(e) => e.event_type().as_str(),
-            Input::CheckoutViewed(_) => crate::checkout_events::CHECKOUT_VIEWED,
-        };
+        let event_type = input.event_type();
         let outcome = match outcome {
             Outcome::Aggregated => "aggregated",
             Outcome::Duplicate => "duplicate",

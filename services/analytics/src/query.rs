@@ -1,8 +1,9 @@
 //! Reading the daily aggregates of a merchant: what `checkoutctl analytics daily` prints.
 //!
-//! Guarantees: per UTC day, the counters summed over their shards, the conversion rate of the day's cohort
-//! (converted ÷ created, exact decimal rounded half-even to 4 places; none when nothing was created), money per
-//! currency, and the median and p95 of the confirmation times by nearest rank ([`percentile`]).
+//! Guarantees: per UTC day, the counters summed over their shards (the checkout page's abandonments by reason
+//! included), the conversion rate of the day's cohort (converted ÷ created, exact decimal rounded half-even to 4
+//! places; none when nothing was created), money per currency, payment methods chosen per asset and network, and
+//! the median and p95 of the confirmation times by nearest rank ([`percentile`]).
 
 use std::collections::BTreeMap;
 
@@ -23,6 +24,16 @@ pub struct MoneyRow {
     pub net_settled: Decimal,
 }
 
+/// Payment methods chosen on the checkout page (`PaymentMethodChosen`) in one asset on one network.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct MethodRow {
+    /// Asset code (`USDT`).
+    pub crypto_currency: String,
+    /// Network name (`tron`).
+    pub network: String,
+    pub choices: i64,
+}
+
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
 pub struct DailyRow {
     pub day: NaiveDate,
@@ -35,6 +46,12 @@ pub struct DailyRow {
     /// `invoices_converted ÷ invoices_created` (a fraction: 0.5 is 50 %).
     pub conversion_rate: Option<Decimal>,
     pub checkout_views: i64,
+    /// Checkouts abandoned: the customer left the page before paying.
+    pub checkouts_abandoned_left: i64,
+    /// Checkouts abandoned: the invoice expired with the page open.
+    pub checkouts_abandoned_expired: i64,
+    /// Payment methods chosen, by asset then network.
+    pub methods: Vec<MethodRow>,
     /// Payments confirmed this day, and the time from their invoice's creation to their confirmation.
     pub confirmations: i64,
     pub median_confirmation_ms: Option<i64>,
@@ -70,9 +87,10 @@ pub async fn daily(
     to: Option<NaiveDate>,
 ) -> Result<Vec<DailyRow>, sqlx::Error> {
     let mut days: BTreeMap<NaiveDate, DailyRow> = BTreeMap::new();
-    let counters: Vec<(NaiveDate, i64, i64, i64, i64, i64, i64)> = sqlx::query_as(
+    type Counters = (NaiveDate, i64, i64, i64, i64, i64, i64, i64, i64);
+    let counters: Vec<Counters> = sqlx::query_as(
         "SELECT day, invoices_created, invoices_paid, invoices_expired, invoices_cancelled, invoices_converted, \
-                checkout_views \
+                checkout_views, checkouts_abandoned_left, checkouts_abandoned_expired \
          FROM analytics_merchant_daily WHERE merchant_id = $1 AND ($2::date IS NULL OR day >= $2) AND ($3::date IS NULL OR day <= $3)",
     )
     .bind(merchant)
@@ -80,7 +98,7 @@ pub async fn daily(
     .bind(to)
     .fetch_all(&mut *conn)
     .await?;
-    for (day, created, paid, expired, cancelled, converted, views) in counters {
+    for (day, created, paid, expired, cancelled, converted, views, left, expired_open) in counters {
         let row = days.entry(day).or_default();
         row.invoices_created = created;
         row.invoices_paid = paid;
@@ -88,6 +106,25 @@ pub async fn daily(
         row.invoices_cancelled = cancelled;
         row.invoices_converted = converted;
         row.checkout_views = views;
+        row.checkouts_abandoned_left = left;
+        row.checkouts_abandoned_expired = expired_open;
+    }
+    let methods: Vec<(NaiveDate, String, String, i64)> = sqlx::query_as(
+        "SELECT day, crypto_currency, network, choices FROM analytics_merchant_daily_methods \
+         WHERE merchant_id = $1 AND ($2::date IS NULL OR day >= $2) AND ($3::date IS NULL OR day <= $3) \
+           AND choices <> 0 ORDER BY day, crypto_currency, network",
+    )
+    .bind(merchant)
+    .bind(from)
+    .bind(to)
+    .fetch_all(&mut *conn)
+    .await?;
+    for (day, crypto_currency, network, choices) in methods {
+        days.entry(day).or_default().methods.push(MethodRow {
+            crypto_currency,
+            network,
+            choices,
+        });
     }
     let money: Vec<(NaiveDate, String, Decimal, Decimal, Decimal)> = sqlx::query_as(
         "SELECT day, currency, gross_volume, fees, net_settled FROM analytics_merchant_daily_money \

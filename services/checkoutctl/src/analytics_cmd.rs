@@ -1,10 +1,11 @@
 //! `checkoutctl analytics daily MERCHANT`: a merchant's daily analytics (services/analytics).
 //!
 //! Guarantees: reads only; one row per UTC day with the day's invoices created / paid / expired / cancelled,
-//! the conversion of the invoices created that day (paid since ÷ created), checkout views, confirmations with
-//! the median and p95 time from `InvoiceCreated` to `PaymentConfirmed`, then the day's money per currency
-//! (gross volume of the invoices paid, fees and net of the settlements completed). `--json` prints the same as
-//! JSON. No data for the merchant in the range exits 1.
+//! the conversion of the invoices created that day (paid since ÷ created), checkout views, checkouts abandoned
+//! (left the page / expired with it open), confirmations with the median and p95 time from `InvoiceCreated` to
+//! `PaymentConfirmed`, then the day's money per currency (gross volume of the invoices paid, fees and net of the
+//! settlements completed), then — when any — the payment methods chosen per asset and network. `--json` prints the
+//! same as JSON. No data for the merchant in the range exits 1.
 
 use chrono::NaiveDate;
 use events::MerchantId;
@@ -84,6 +85,12 @@ impl Run for AnalyticsArgs {
                         )
                     }),
                     d.checkout_views.to_string(),
+                    format!(
+                        "{} ({}/{})",
+                        d.checkouts_abandoned_left + d.checkouts_abandoned_expired,
+                        d.checkouts_abandoned_left,
+                        d.checkouts_abandoned_expired
+                    ),
                     d.confirmations.to_string(),
                     seconds(d.median_confirmation_ms),
                     seconds(d.p95_confirmation_ms),
@@ -97,6 +104,7 @@ impl Run for AnalyticsArgs {
                 "CANCELLED",
                 "CONVERSION",
                 "VIEWS",
+                "ABANDONED (LEFT/EXPIRED)",
                 "CONFIRMED",
                 "MEDIAN TO CONFIRM",
                 "P95 TO CONFIRM",
@@ -128,6 +136,24 @@ impl Run for AnalyticsArgs {
                     rows
                 )
             )?;
+            if days.iter().any(|d| !d.methods.is_empty()) {
+                let rows = days.iter().flat_map(|d| {
+                    d.methods.iter().map(move |m| {
+                        vec![
+                            d.day.to_string(),
+                            m.crypto_currency.clone(),
+                            m.network.clone(),
+                            m.choices.to_string(),
+                        ]
+                    })
+                });
+                writeln!(io.stdout)?;
+                write!(
+                    io.stdout,
+                    "{}",
+                    table(&["DAY (UTC)", "ASSET", "NETWORK", "METHOD CHOSEN"], rows)
+                )?;
+            }
             Ok(exit::OK)
         })
     }
@@ -167,6 +193,13 @@ mod tests {
             .await
             .unwrap();
         }
+        // The checkout page's records of the example invoice: a method chosen, an abandonment.
+        for input in [
+            Input::MethodChosen(examples::payment_method_chosen()),
+            Input::Abandoned(examples::checkout_abandoned()),
+        ] {
+            aggregate(&mut tx, &shard, &input).await.unwrap();
+        }
         tx.commit().await.unwrap();
         let merchant = examples::merchant_id().to_string();
         let args = vec![
@@ -185,6 +218,18 @@ mod tests {
             .expect("the example's day");
         assert!(day.contains("100% (1/1)"), "{out}");
         assert!(out.contains("USD       16.49         0.16  16.33"), "{out}");
+        assert!(
+            day.contains(" 1 (1/0) "),
+            "one abandonment, the page left: {out}"
+        );
+        let method = out
+            .lines()
+            .find(|l| l.contains("USDT") && l.contains("tron"))
+            .expect("the method chosen");
+        assert!(
+            method.starts_with("2025-01-15") && method.trim_end().ends_with(" 1"),
+            "{out}"
+        );
 
         let args = vec![
             "daily".into(),

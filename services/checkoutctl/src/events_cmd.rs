@@ -1,8 +1,8 @@
 //! `checkoutctl events …`: validate events, print their JSON Schemas and examples.
 //!
 //! Guarantees: `validate` applies exactly the decoders the services use — `events::decode` for domain events,
-//! `events::CheckoutViewed::decode` for a record whose `event_type` is `CheckoutViewed` (the analytics topic's
-//! contract), `events::IntegrationEvent::decode` for the integration topic's scanner reports — so "valid here" means "accepted by its consumers"; each error is reported with its line number
+//! `events::AnalyticsEvent::decode` for a record whose `event_type` is one of the analytics topic's
+//! (`CheckoutViewed`, `PaymentMethodChosen`, `CheckoutAbandoned`), `events::IntegrationEvent::decode` for the integration topic's scanner reports — so "valid here" means "accepted by its consumers"; each error is reported with its line number
 //! and JSON path, and the exit code is non-zero if any record is invalid or there was none. `schema` and
 //! `example` know every contract too. Results go to stdout (canonical records, schemas, examples); diagnostics
 //! and summaries to stderr, so output can be piped.
@@ -13,7 +13,7 @@ use std::path::PathBuf;
 
 use anyhow::{Context, bail};
 use clap::builder::{PossibleValuesParser, TypedValueParser};
-use events::analytics::{CHECKOUT_VIEWED, CHECKOUT_VIEWED_VERSION, CheckoutViewed};
+use events::analytics::{self as checkout_page, AnalyticsEvent};
 use events::integration::{self, IntegrationEvent};
 use events::notification::{
     NOTIFICATION_REQUESTED, NOTIFICATION_REQUESTED_VERSION, NotificationRequested,
@@ -36,7 +36,7 @@ enum EventsCommand {
     ///
     /// Input is a file, or standard input when FILE is `-` or absent. A pretty-printed document is read as
     /// one envelope; otherwise every non-blank line is one envelope (NDJSON). A record whose event_type is
-    /// CheckoutViewed, NotificationRequested or an integration record (TransactionObserved, ConfirmationsChanged, TransactionDropped) is checked against its topic's contract instead. Each invalid
+    /// an analytics record (CheckoutViewed, PaymentMethodChosen, CheckoutAbandoned), NotificationRequested or an integration record (TransactionObserved, ConfirmationsChanged, TransactionDropped) is checked against its topic's contract instead. Each invalid
     /// event is reported on stderr as `line N: <JSON path>: <kind>: <message>`, followed by a summary. Exit
     /// code: 0 if every event is valid, 1 if any is invalid or the input holds none, 2 if the input cannot be
     /// read.
@@ -47,7 +47,7 @@ enum EventsCommand {
     /// version). With TYPE, prints that type's schema at its current version, or at `--version`. These are
     /// the files committed under crates/events/schemas/.
     Schema(SchemaArgs),
-    /// Print a valid example event of TYPE (or a CheckoutViewed, NotificationRequested or an integration record (TransactionObserved, ConfirmationsChanged, TransactionDropped) record), in canonical form.
+    /// Print a valid example event of TYPE (or a an analytics record (CheckoutViewed, PaymentMethodChosen, CheckoutAbandoned), NotificationRequested or an integration record (TransactionObserved, ConfirmationsChanged, TransactionDropped) record), in canonical form.
     ///
     /// Examples are deterministic and tell one story: the spec's USD 16.49 invoice, paid in USDT on Tron,
     /// settled at 1 %. Feed them to `validate`, or use them as test fixtures.
@@ -66,7 +66,7 @@ struct ValidateArgs {
 
 #[derive(Debug, clap::Args)]
 struct SchemaArgs {
-    /// Event type, CheckoutViewed, NotificationRequested or an integration record (TransactionObserved, ConfirmationsChanged, TransactionDropped); all domain events when absent.
+    /// Event type, an analytics record (CheckoutViewed, PaymentMethodChosen, CheckoutAbandoned), NotificationRequested or an integration record (TransactionObserved, ConfirmationsChanged, TransactionDropped); all domain events when absent.
     #[arg(value_name = "TYPE", value_parser = record_type_parser())]
     event_type: Option<RecordType>,
     /// Schema version (default: the current one). Needs TYPE.
@@ -79,7 +79,7 @@ struct SchemaArgs {
 
 #[derive(Debug, clap::Args)]
 struct ExampleArgs {
-    /// Event type, CheckoutViewed, NotificationRequested or an integration record (TransactionObserved, ConfirmationsChanged, TransactionDropped).
+    /// Event type, an analytics record (CheckoutViewed, PaymentMethodChosen, CheckoutAbandoned), NotificationRequested or an integration record (TransactionObserved, ConfirmationsChanged, TransactionDropped).
     #[arg(value_name = "TYPE", value_parser = record_type_parser())]
     event_type: RecordType,
     /// Indent the JSON for reading (still valid input for `validate`).
@@ -87,27 +87,35 @@ struct ExampleArgs {
     pretty: bool,
 }
 
-/// A record type of the contract: a domain event type, or the analytics topic's `CheckoutViewed`.
+/// A record type of the contract: a domain event type, or a record of another topic.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum RecordType {
     Event(EventType),
-    CheckoutViewed,
+    /// A record of the analytics topic (the checkout page's), by its index in `analytics::RECORD_TYPES`.
+    Analytics(usize),
     NotificationRequested,
     /// A record of the integration topic (a scanner's report), by its index in `integration::RECORD_TYPES`.
     Integration(usize),
 }
 
-/// Accepts exactly the catalogue's names and `CheckoutViewed`, and lists them in `--help` and in errors.
+/// Accepts exactly the catalogue's names and the other topics' record types, and lists them in `--help` and in
+/// errors.
 fn record_type_parser() -> impl TypedValueParser<Value = RecordType> {
     let names = EventType::ALL
         .iter()
         .map(|t| t.as_str())
-        .chain([CHECKOUT_VIEWED, NOTIFICATION_REQUESTED])
+        .chain(checkout_page::RECORD_TYPES.iter().map(|(t, _)| *t))
+        .chain([NOTIFICATION_REQUESTED])
         .chain(integration::RECORD_TYPES.iter().map(|(t, _)| *t));
     PossibleValuesParser::new(names).map(|name| match name.parse::<EventType>() {
         Ok(event_type) => RecordType::Event(event_type),
         Err(_) if name == NOTIFICATION_REQUESTED => RecordType::NotificationRequested,
-        Err(_) if name == CHECKOUT_VIEWED => RecordType::CheckoutViewed,
+        Err(_) if AnalyticsEvent::is_record_type(&name) => RecordType::Analytics(
+            checkout_page::RECORD_TYPES
+                .iter()
+                .position(|(t, _)| *t == name)
+                .expect("one of the possible values"),
+        ),
         Err(_) => RecordType::Integration(
             integration::RECORD_TYPES
                 .iter()
@@ -182,7 +190,9 @@ pub fn validate_stream(
     let mut check = |line: usize, bytes: &[u8], summary: &mut Summary| -> anyhow::Result<()> {
         // The canonical encoding of whichever contract the record claims (by its event_type).
         let decoded = match events::peek_event_type(bytes).as_deref() {
-            Some(CHECKOUT_VIEWED) => CheckoutViewed::decode(bytes).and_then(|view| view.encode()),
+            Some(t) if AnalyticsEvent::is_record_type(t) => {
+                AnalyticsEvent::decode(bytes).and_then(|record| record.encode())
+            }
             Some(NOTIFICATION_REQUESTED) => {
                 NotificationRequested::decode(bytes).and_then(|request| request.encode())
             }
@@ -282,15 +292,16 @@ fn schema(args: SchemaArgs, io: &mut Io<'_>) -> anyhow::Result<u8> {
                 spec.current_version
             )?;
         }
-        writeln!(
-            io.stdout,
-            "{:<20} {:<11} {:<13} {v}..={v}  (on {}; the key is the UTC date of occurred_at)",
-            CHECKOUT_VIEWED,
-            events::AggregateType::Invoice.as_str(),
-            "date",
-            events::topics::ANALYTICS_EVENTS,
-            v = CHECKOUT_VIEWED_VERSION,
-        )?;
+        for (record_type, v) in checkout_page::RECORD_TYPES {
+            writeln!(
+                io.stdout,
+                "{:<20} {:<11} {:<13} {v}..={v}  (on {}; the key is the UTC date of occurred_at)",
+                record_type,
+                events::AggregateType::Invoice.as_str(),
+                "date",
+                events::topics::ANALYTICS_EVENTS,
+            )?;
+        }
         writeln!(
             io.stdout,
             "{:<20} {:<11} {:<13} {v}..={v}  (on {})",
@@ -314,12 +325,15 @@ fn schema(args: SchemaArgs, io: &mut Io<'_>) -> anyhow::Result<u8> {
     }
     let schema = match (args.event_type, args.version) {
         (None, _) => combined_schema(),
-        (Some(RecordType::CheckoutViewed), version) => match version {
-            None | Some(CHECKOUT_VIEWED_VERSION) => events::analytics::checkout_viewed_schema(),
-            Some(version) => bail!(
-                "{CHECKOUT_VIEWED} has no version {version}; its only version is {CHECKOUT_VIEWED_VERSION}"
-            ),
-        },
+        (Some(RecordType::Analytics(index)), version) => {
+            let (record_type, current) = checkout_page::RECORD_TYPES[index];
+            match version {
+                None => {}
+                Some(v) if v == current => {}
+                Some(v) => bail!("{record_type} has no version {v}; its only version is {current}"),
+            }
+            checkout_page::record_schema(record_type).expect("a record type of the topic")
+        }
         (Some(RecordType::NotificationRequested), version) => match version {
             None | Some(NOTIFICATION_REQUESTED_VERSION) => {
                 events::notification::notification_requested_schema()
@@ -364,12 +378,13 @@ fn example(args: ExampleArgs, io: &mut Io<'_>) -> anyhow::Result<u8> {
                 io.stdout.write_all(&encode(&envelope)?)?;
             }
         }
-        RecordType::CheckoutViewed => {
-            let view = examples::checkout_viewed();
+        RecordType::Analytics(index) => {
+            let bytes = examples::analytics_events()[index].encode()?;
             if args.pretty {
-                serde_json::to_writer_pretty(&mut *io.stdout, &view)?;
+                let value: serde_json::Value = serde_json::from_slice(&bytes)?;
+                serde_json::to_writer_pretty(&mut *io.stdout, &value)?;
             } else {
-                io.stdout.write_all(&view.encode()?)?;
+                io.stdout.write_all(&bytes)?;
             }
         }
         RecordType::Integration(index) => {

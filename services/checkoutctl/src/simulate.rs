@@ -11,7 +11,7 @@
 //! - **Its own truth.** Each invoice's fate is drawn when it is created ([`Fate`]), and what the read models must
 //!   show once it has played out ([`InvoiceTruth`]: status, amount paid, over-payment, late flag, failed payments)
 //!   is computed from that plan alone ([`expected`]), never from a service. Merchants' final status and the
-//!   checkout views per merchant are kept the same way. The caller can compare (the integration test does).
+//!   checkout page's records per merchant (views, methods chosen, abandonments) are kept the same way. The caller can compare (the integration test does).
 //! - **Valid, ordered input.** Every record passed the contract before it left (outbox writer, `encode`); one
 //!   key's records leave in the order they happened (a heap ordered by time, then by scheduling order); a
 //!   payment's first sighting comes at least [`MIN_SIGHTING_DELAY`] after its invoice was committed, so the
@@ -29,7 +29,10 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 use chrono::{DateTime, TimeDelta, Utc};
-use events::analytics::CheckoutViewed;
+use events::analytics::{
+    AbandonReason, AbandonStage, AnalyticsEvent, CheckoutAbandoned, CheckoutViewed,
+    PaymentMethodChosen,
+};
 use events::integration::IntegrationEvent;
 use events::money::{Amount, CryptoAsset, Currency, Decimal, FiatCurrency, Percentage};
 use events::payload::{
@@ -171,6 +174,10 @@ pub struct Counts {
     pub invoices: u64,
     pub invoices_by_fate: BTreeMap<Fate, u64>,
     pub checkout_views: u64,
+    /// `PaymentMethodChosen` records (the checkout page).
+    pub payment_methods_chosen: u64,
+    /// `CheckoutAbandoned` records (the checkout page).
+    pub checkouts_abandoned: u64,
     pub scanner_reports: u64,
     pub payments: u64,
     pub expiries: u64,
@@ -198,6 +205,12 @@ pub struct Report {
     /// Checkout views per merchant.
     #[serde(skip)]
     pub views: BTreeMap<MerchantId, u64>,
+    /// Payment methods chosen per merchant.
+    #[serde(skip)]
+    pub methods_chosen: BTreeMap<MerchantId, u64>,
+    /// Checkouts abandoned per merchant.
+    #[serde(skip)]
+    pub abandoned: BTreeMap<MerchantId, u64>,
     /// Whether the run was cut short (in-flight invoices abandoned).
     pub aborted: bool,
 }
@@ -224,6 +237,7 @@ struct Invoice {
     truth: InvoiceTruth,
     due: Decimal,
     asset: CryptoAsset,
+    network: Network,
     expires_at: DateTime<Utc>,
     /// Crypto received (detected, not failed) at expiry, when the invoice expires.
     expire_with: Option<Decimal>,
@@ -234,6 +248,10 @@ struct Invoice {
 enum Action {
     Report(Box<IntegrationEvent>, u64),
     View(u64),
+    /// The customer chose the invoice's asset and network on the checkout page.
+    Method(u64),
+    /// The customer abandoned the checkout.
+    Abandon(u64, AbandonStage, AbandonReason),
     Expire(u64),
     Cancel(u64),
     Reinstate(usize),
@@ -242,9 +260,12 @@ enum Action {
 impl Action {
     fn invoice(&self) -> Option<u64> {
         match self {
-            Action::Report(_, n) | Action::View(n) | Action::Expire(n) | Action::Cancel(n) => {
-                Some(*n)
-            }
+            Action::Report(_, n)
+            | Action::View(n)
+            | Action::Method(n)
+            | Action::Abandon(n, _, _)
+            | Action::Expire(n)
+            | Action::Cancel(n) => Some(*n),
             Action::Reinstate(_) => None,
         }
     }
@@ -291,6 +312,8 @@ struct Sim<'d> {
     counts: Counts,
     finished: Vec<InvoiceTruth>,
     views: BTreeMap<MerchantId, u64>,
+    methods_chosen: BTreeMap<MerchantId, u64>,
+    abandoned: BTreeMap<MerchantId, u64>,
     /// Reports handed to the producer, not acknowledged yet: the loop never waits for the broker's round trip
     /// (the producer keeps each key's order), only for a refusal or when too many are outstanding.
     deliveries: futures_util::stream::FuturesUnordered<rdkafka::producer::DeliveryFuture>,
@@ -338,6 +361,8 @@ pub async fn run(
         counts: Counts::default(),
         finished: Vec::new(),
         views: BTreeMap::new(),
+        methods_chosen: BTreeMap::new(),
+        abandoned: BTreeMap::new(),
         deliveries: Default::default(),
     };
     for _ in 0..sim.options.merchants {
@@ -410,6 +435,8 @@ pub async fn run(
             .map(|m| (m.id, if m.suspended { "suspended" } else { "active" }))
             .collect(),
         views: sim.views,
+        methods_chosen: sim.methods_chosen,
+        abandoned: sim.abandoned,
         aborted,
     })
 }
@@ -844,6 +871,7 @@ impl Sim<'_> {
             truth,
             due,
             asset,
+            network,
             expires_at,
             expire_with,
             pending: 0,
@@ -893,6 +921,34 @@ impl Sim<'_> {
             let at = secs(&mut self.rng, 1.0, 3.0 + window.as_secs_f64() / 4.0);
             self.schedule.push(committed + at, Action::View(n));
         }
+        // The rest of the page's story, decided from the invoice's number (no draw, so the run's randomness is
+        // unchanged): a paying customer chooses the method before the first sighting; of the others, two in three
+        // choose one, and every one abandons — an expiring invoice's page is open at the expiry for every second
+        // one, otherwise the customer leaves half-way through the window.
+        let method = if pays.is_empty() {
+            (!n.is_multiple_of(3)).then(|| window / 8)
+        } else {
+            Some(first / 2)
+        };
+        if let Some(at) = method {
+            invoice.pending += 1;
+            self.schedule.push(committed + at, Action::Method(n));
+        }
+        if pays.is_empty() {
+            let stage = if method.is_some() {
+                AbandonStage::AwaitingPayment
+            } else {
+                AbandonStage::ChoosingMethod
+            };
+            let (at, reason) = if !cancelled && n.is_multiple_of(2) {
+                (window, AbandonReason::Expired)
+            } else {
+                (window / 2, AbandonReason::LeftPage)
+            };
+            invoice.pending += 1;
+            self.schedule
+                .push(committed + at, Action::Abandon(n, stage, reason));
+        }
         if cancelled {
             invoice.pending += 1;
             let at = secs(&mut self.rng, 5.0, window.as_secs_f64() / 2.0);
@@ -925,14 +981,45 @@ impl Sim<'_> {
                     let i = &self.invoices[&n];
                     let merchant = self.merchants[i.merchant].id;
                     let occurred_at = wall_now();
-                    views.push(CheckoutViewed {
+                    views.push(AnalyticsEvent::Viewed(CheckoutViewed {
                         // Derived, as a front end retrying would (outbox::checkout).
                         event_id: outbox::checkout::view_id(i.truth.invoice_id, occurred_at),
                         merchant_id: merchant,
                         invoice_id: i.truth.invoice_id,
                         occurred_at,
-                    });
+                    }));
                     *self.views.entry(merchant).or_default() += 1;
+                    self.counts.checkout_views += 1;
+                }
+                Action::Method(n) => {
+                    let i = &self.invoices[&n];
+                    let merchant = self.merchants[i.merchant].id;
+                    let occurred_at = wall_now();
+                    views.push(AnalyticsEvent::MethodChosen(PaymentMethodChosen {
+                        event_id: outbox::checkout::method_id(i.truth.invoice_id, occurred_at),
+                        merchant_id: merchant,
+                        invoice_id: i.truth.invoice_id,
+                        crypto_currency: i.asset,
+                        network: i.network,
+                        occurred_at,
+                    }));
+                    *self.methods_chosen.entry(merchant).or_default() += 1;
+                    self.counts.payment_methods_chosen += 1;
+                }
+                Action::Abandon(n, stage, reason) => {
+                    let i = &self.invoices[&n];
+                    let merchant = self.merchants[i.merchant].id;
+                    let occurred_at = wall_now();
+                    views.push(AnalyticsEvent::Abandoned(CheckoutAbandoned {
+                        event_id: outbox::checkout::abandon_id(i.truth.invoice_id, occurred_at),
+                        merchant_id: merchant,
+                        invoice_id: i.truth.invoice_id,
+                        stage,
+                        reason,
+                        occurred_at,
+                    }));
+                    *self.abandoned.entry(merchant).or_default() += 1;
+                    self.counts.checkouts_abandoned += 1;
                 }
                 Action::Expire(n) => {
                     let i = &self.invoices[&n];
@@ -982,9 +1069,8 @@ impl Sim<'_> {
             self.commit(&records).await?;
         }
         if !views.is_empty() {
-            record_checkout_views(&self.deps.pool, &views).await?;
+            record_checkout_events(&self.deps.pool, &views).await?;
             self.counts.outbox_transactions += 1;
-            self.counts.checkout_views += views.len() as u64;
         }
         for m in reinstate {
             self.reinstate(m).await?;
@@ -1064,12 +1150,16 @@ impl Sim<'_> {
     }
 }
 
-/// Records checkout page views: `CheckoutViewed` on `crypto-checkout.analytics-events`, through the checkout
-/// page's producer API (`outbox::checkout`: the outbox, decision 0021; ids derived, so a retry adds nothing).
-pub async fn record_checkout_views(pool: &PgPool, views: &[CheckoutViewed]) -> anyhow::Result<()> {
-    outbox::checkout::record_views(pool, views)
+/// Records the checkout page's records — `CheckoutViewed`, `PaymentMethodChosen`, `CheckoutAbandoned` on
+/// `crypto-checkout.analytics-events` — through the checkout page's producer API (`outbox::checkout`: the outbox,
+/// decision 0021; ids derived, so a retry adds nothing).
+pub async fn record_checkout_events(
+    pool: &PgPool,
+    records: &[AnalyticsEvent],
+) -> anyhow::Result<()> {
+    outbox::checkout::record_events(pool, records)
         .await
-        .context("appending checkout views to the outbox")?;
+        .context("appending checkout page records to the outbox")?;
     Ok(())
 }
 

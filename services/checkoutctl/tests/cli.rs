@@ -334,6 +334,61 @@ fn checkout_viewed_records_have_an_example_a_schema_and_are_validated_by_their_c
 }
 
 #[test]
+fn the_checkout_pages_other_records_have_an_example_a_schema_a_listing_and_are_validated() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../crates/events/schemas");
+    let mut ndjson = Vec::new();
+    for (record, name) in [
+        (
+            events::AnalyticsEvent::from(examples::payment_method_chosen()),
+            "PaymentMethodChosen",
+        ),
+        (examples::checkout_abandoned().into(), "CheckoutAbandoned"),
+    ] {
+        let canonical = record.encode().unwrap();
+        let output = checkoutctl()
+            .args(["events", "example", name])
+            .output()
+            .unwrap();
+        assert!(output.status.success(), "{name}");
+        assert_eq!(output.stdout, [canonical.clone(), b"\n".to_vec()].concat());
+        ndjson.extend_from_slice(&output.stdout);
+        let committed: serde_json::Value = serde_json::from_str(
+            &std::fs::read_to_string(dir.join(format!("{name}.v1.schema.json"))).unwrap(),
+        )
+        .unwrap();
+        let output = checkoutctl()
+            .args(["events", "schema", name])
+            .output()
+            .unwrap();
+        assert!(output.status.success());
+        assert_eq!(
+            serde_json::from_slice::<serde_json::Value>(&output.stdout).unwrap(),
+            committed
+        );
+        checkoutctl()
+            .args(["events", "schema", "--list"])
+            .assert()
+            .success()
+            .stdout(predicates::str::contains(format!(
+                "{name:<20} Invoice     date          1..=1"
+            )));
+    }
+    let (code, stdout, stderr) = run(&["events", "validate", "--canonical"], &ndjson);
+    assert_eq!(code, 0, "{stderr}");
+    assert_eq!(stdout.as_bytes(), ndjson);
+    // The asset must be carried by the network: the contract's rule, not just the schema's enumerations.
+    let wrong = String::from_utf8(ndjson)
+        .unwrap()
+        .replace("\"network\":\"tron\"", "\"network\":\"bitcoin\"");
+    let (code, _, stderr) = run(&["events", "validate"], wrong.as_bytes());
+    assert_eq!(code, 1);
+    assert!(
+        stderr.contains("line 1: $.network: invalid_value"),
+        "{stderr}"
+    );
+}
+
+#[test]
 fn notification_requests_have_an_example_a_schema_and_are_validated_by_their_contract() {
     let request = examples::notification_requested();
     let canonical = request.encode().unwrap();

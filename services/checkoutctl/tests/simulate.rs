@@ -189,6 +189,26 @@ async fn a_simulated_run_leaves_read_models_equal_to_the_simulators_truth_and_ve
         }
     }
     assert_eq!(views, report.views);
+    // Methods chosen and checkouts abandoned per merchant, likewise.
+    let mut methods: BTreeMap<MerchantId, u64> = BTreeMap::new();
+    let mut abandoned: BTreeMap<MerchantId, u64> = BTreeMap::new();
+    for ((merchant, _), d) in &daily.daily {
+        let chosen: i64 = d.methods_chosen.values().sum();
+        if chosen > 0 {
+            *methods.entry(*merchant).or_default() += chosen as u64;
+        }
+        let left = d.checkouts_abandoned_left + d.checkouts_abandoned_expired;
+        if left > 0 {
+            *abandoned.entry(*merchant).or_default() += left as u64;
+        }
+    }
+    assert_eq!(methods, report.methods_chosen);
+    assert_eq!(abandoned, report.abandoned);
+    assert!(
+        report.counts.payment_methods_chosen > 0 && report.counts.checkouts_abandoned > 0,
+        "{:?}",
+        report.counts
+    );
 
     // And the platform's own check, on a quiescent system: no grace at all.
     let options = verify::Options {

@@ -327,3 +327,53 @@ fn examples_module_and_schema_files_cover_the_same_types() {
         )));
     }
 }
+
+#[test]
+fn the_checkout_page_examples_validate_and_the_schemas_refuse_what_the_decoder_refuses() {
+    for record in examples::analytics_events() {
+        let schema = events::analytics::record_schema(record.event_type()).unwrap();
+        let validator = jsonschema::validator_for(schema.as_value()).unwrap();
+        let json: Value = serde_json::from_slice(&record.encode().unwrap()).unwrap();
+        assert_eq!(
+            schema_errors(&validator, &json),
+            Vec::<String>::new(),
+            "{}",
+            record.event_type()
+        );
+        assert!(!VALIDATORS.combined.is_valid(&json), "not a domain event");
+        let mut bads = vec![
+            ("event_version", json!(2)),
+            ("event_type", json!("InvoiceCreated")),
+            (
+                "invoice_id",
+                json!("mer_0194b3c2-5d1e-7a8b-9c0d-1e2f3a4b5c6d"),
+            ),
+            ("extra", json!(1)),
+        ];
+        match record {
+            events::AnalyticsEvent::MethodChosen(_) => {
+                bads.push(("crypto_currency", json!("DOGE")));
+                bads.push(("network", json!("solana")));
+            }
+            events::AnalyticsEvent::Abandoned(_) => {
+                bads.push(("stage", json!("paying")));
+                bads.push(("reason", json!("bored")));
+            }
+            events::AnalyticsEvent::Viewed(_) => {}
+        }
+        for (field, value) in bads {
+            let mut bad = json.clone();
+            bad[field] = value;
+            assert!(!validator.is_valid(&bad), "{field}");
+            assert!(
+                events::AnalyticsEvent::decode(bad.to_string().as_bytes()).is_err(),
+                "{field}"
+            );
+        }
+        assert!(
+            schema_dir()
+                .join(events::analytics::schema_file_name(record.event_type()))
+                .exists()
+        );
+    }
+}

@@ -12,6 +12,19 @@ use crate::helpers::*;
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn daily_aggregates_equal_the_truth_and_duplicates_count_nothing() {
     let flows = flows::generate(&Scenario::new(707, 30, 400));
+    // The checkout page's methods chosen and abandonments of both reasons are in the plan, so the comparison with
+    // the truth below covers them.
+    let (methods, left, expired) = flows.truth.daily.values().fold((0, 0, 0), |(m, l, e), d| {
+        (
+            m + d.methods_chosen.values().sum::<i64>(),
+            l + d.checkouts_abandoned_left,
+            e + d.checkouts_abandoned_expired,
+        )
+    });
+    assert!(
+        methods >= 20 && left >= 10 && expired >= 5,
+        "methods {methods}, abandoned left {left} / expired {expired}"
+    );
     let bus = Bus::new().await;
     let publisher = bus.start_publisher().await;
     let service = start(&bus).await;
@@ -38,6 +51,22 @@ async fn daily_aggregates_equal_the_truth_and_duplicates_count_nothing() {
         assert_eq!(got.invoices_created, want.invoices_created);
         assert_eq!(got.invoices_converted, want.invoices_converted);
         assert_eq!(got.checkout_views, want.checkout_views);
+        assert_eq!(
+            (
+                got.checkouts_abandoned_left,
+                got.checkouts_abandoned_expired
+            ),
+            (
+                want.checkouts_abandoned_left,
+                want.checkouts_abandoned_expired
+            )
+        );
+        let methods: std::collections::BTreeMap<(String, String), i64> = got
+            .methods
+            .iter()
+            .map(|m| ((m.crypto_currency.clone(), m.network.clone()), m.choices))
+            .collect();
+        assert_eq!(methods, want.methods_chosen, "methods chosen on {day}");
         assert_eq!(got.confirmations as usize, want.confirmation_millis.len());
         assert_eq!(
             got.median_confirmation_ms,
@@ -70,13 +99,22 @@ async fn daily_aggregates_equal_the_truth_and_duplicates_count_nothing() {
         before,
         "duplicates changed the aggregates"
     );
+    // Each re-sent record counted as a duplicate of its own type (the first 100 records mix the page's types).
     let metrics = service.check_ops_endpoints().await;
-    assert!(
-        metrics.contains(
-            "analytics_events_total{event_type=\"CheckoutViewed\",outcome=\"duplicate\"} 100"
-        ),
-        "{metrics}"
-    );
+    let mut resent = std::collections::BTreeMap::<&str, usize>::new();
+    for record in &flows.analytics[..100] {
+        let event = events::AnalyticsEvent::decode(&record.value).unwrap();
+        *resent.entry(event.event_type()).or_default() += 1;
+    }
+    assert!(resent.len() >= 2, "{resent:?}");
+    for (event_type, n) in resent {
+        assert!(
+            metrics.contains(&format!(
+                "analytics_events_total{{event_type=\"{event_type}\",outcome=\"duplicate\"}} {n}\n"
+            )),
+            "{event_type} {n}: {metrics}"
+        );
+    }
 
     service.stop().await;
     publisher.stop().await;

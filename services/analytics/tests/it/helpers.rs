@@ -47,6 +47,7 @@ pub async fn snapshot(pool: &PgPool) -> Vec<String> {
     let mut rows: Vec<String> = sqlx::query_scalar(
         "SELECT 'd ' || t::text FROM analytics_daily t UNION ALL \
          SELECT 'm ' || t::text FROM analytics_daily_money t UNION ALL \
+         SELECT 'p ' || t::text FROM analytics_daily_methods t UNION ALL \
          SELECT 'c ' || t::text FROM analytics_confirmation_times t UNION ALL \
          SELECT 'i ' || t::text FROM analytics_invoices t",
     )

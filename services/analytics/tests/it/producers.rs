@@ -14,20 +14,21 @@ use crate::helpers::*;
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn views_recorded_through_the_outbox_are_counted_once() {
     let flows = flows::generate(&Scenario::new(1717, 12, 300));
-    let views = flows::emit::checkout_views(&flows.plan);
-    assert!(views.len() > 200, "{} views", views.len());
+    // Every record of the checkout page (views, methods chosen, abandonments), as the plan has them.
+    let views = flows::emit::checkout_events(&flows.plan);
+    assert!(views.len() > 200, "{} records", views.len());
     let bus = Bus::new().await;
     let publisher = bus.start_publisher().await;
     let service = start(&bus).await;
     bus.append(&flows.events, 200).await;
     // A producer that retries a whole batch after an unknown outcome appends every view twice.
     assert_eq!(
-        outbox::checkout::record_views(bus.pool(), &views)
+        outbox::checkout::record_events(bus.pool(), &views)
             .await
             .unwrap(),
         views.len()
     );
-    let again = outbox::checkout::record_views(bus.pool(), &views[..views.len() / 2])
+    let again = outbox::checkout::record_events(bus.pool(), &views[..views.len() / 2])
         .await
         .unwrap();
     assert!(
@@ -36,7 +37,7 @@ async fn views_recorded_through_the_outbox_are_counted_once() {
     );
     // The same view twice in one call: once.
     let twice = [views[0].clone(), views[0].clone()];
-    outbox::checkout::record_views(bus.pool(), &twice)
+    outbox::checkout::record_events(bus.pool(), &twice)
         .await
         .unwrap();
     wait_for_truth(bus.pool(), &flows.truth, Duration::from_secs(90)).await;

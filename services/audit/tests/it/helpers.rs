@@ -1,11 +1,9 @@
 //! Test plumbing of this service only (the shared part is `flows::service`): the check of the log against the
-//! generated events.
+//! generated events (moved to `flows::check::assert_audit_log`, shared with the end-to-end tests).
 
-use std::collections::HashMap;
 use std::time::Duration;
 
 use audit::Audit;
-use events::Envelope;
 use flows::harness::Bus;
 use flows::service::InProcess;
 use sqlx::PgPool;
@@ -38,47 +36,7 @@ pub async fn wait_for_rows(pool: &PgPool, n: usize, timeout: Duration) {
     }
 }
 
-/// The log holds exactly `events`, once each, numbered 1..=n, each row carrying its event's metadata.
-pub async fn assert_log_matches(pool: &PgPool, events: &[Envelope]) {
-    type Row = (
-        i64,
-        uuid::Uuid,
-        String,
-        String,
-        Option<String>,
-        Option<String>,
-        Option<String>,
-        String,
-    );
-    let rows: Vec<Row> = sqlx::query_as(
-        "SELECT seq, event_id, event_type, actor, ip_address, user_agent, request_id, event FROM audit_log ORDER BY seq",
-    )
-    .fetch_all(pool)
-    .await
-    .unwrap();
-    assert_eq!(rows.len(), events.len(), "one row per event");
-    let by_id: HashMap<uuid::Uuid, &Envelope> =
-        events.iter().map(|e| (e.event_id().as_uuid(), e)).collect();
-    for (n, (seq, id, event_type, actor, ip, user_agent, request_id, text)) in
-        rows.iter().enumerate()
-    {
-        assert_eq!(*seq, n as i64 + 1, "rows are numbered without gaps");
-        let envelope = by_id
-            .get(id)
-            .unwrap_or_else(|| panic!("row {seq} logs an event never published"));
-        let metadata = envelope.metadata();
-        assert_eq!(event_type, envelope.event_type().as_str());
-        assert_eq!(*actor, metadata.actor.to_string());
-        assert_eq!(*ip, metadata.ip_address.map(|i| i.to_string()));
-        assert_eq!(*user_agent, metadata.user_agent);
-        assert_eq!(*request_id, metadata.request_id);
-        assert_eq!(
-            &events::decode(text.as_bytes()).unwrap(),
-            *envelope,
-            "the event is kept as consumed"
-        );
-    }
-}
+pub use flows::check::assert_audit_log as assert_log_matches;
 
 /// Verifies the chain through a connection of `pool`.
 pub async fn verify(pool: &PgPool) -> audit::verify::Verification {

@@ -2,12 +2,11 @@
 //! fresh encryption key and loopback allowed through the SSRF guard, endpoints, and the expectation — which
 //! events each endpoint must receive — taken from the generated flows (the plan's events), never from the service.
 
-use std::collections::BTreeMap;
 use std::time::Duration;
 
 use events::{Envelope, MerchantId};
 use flows::harness::Bus;
-use flows::receiver::{Received, Receiver};
+use flows::receiver::Receiver;
 use flows::service::InProcess;
 use runtime::{Backoff, RetryPolicy};
 use secrecy::SecretString;
@@ -139,78 +138,7 @@ pub fn expected<'a>(
         .collect()
 }
 
-/// The `data.event_id` of a request's body.
-pub fn event_id(r: &Received) -> String {
-    let body: serde_json::Value = serde_json::from_slice(&r.body).expect("a JSON body");
-    body["data"]["event_id"]
-        .as_str()
-        .expect("data.event_id")
-        .to_string()
-}
-
-/// Waits until path `path` received at least one request for each of `n` distinct webhook ids with a 2xx answer;
-/// returns every request of the path.
-pub async fn wait_delivered(
-    receiver: &Receiver,
-    path: &str,
-    n: usize,
-    timeout: Duration,
-) -> Vec<Received> {
-    let started = std::time::Instant::now();
-    loop {
-        let got = receiver.received(Some(path));
-        let delivered: std::collections::BTreeSet<&str> = got
-            .iter()
-            .filter(|r| r.answered.is_some_and(|s| (200..300).contains(&s)))
-            .filter_map(|r| r.webhook_id.as_deref())
-            .collect();
-        if delivered.len() >= n {
-            return got;
-        }
-        assert!(
-            started.elapsed() < timeout,
-            "/{path}: {} of {n} webhooks delivered within {timeout:?} ({} requests)",
-            delivered.len(),
-            got.len()
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
-/// Checks what every request of a path carries: the Standard Webhooks headers, a signature that verifies with one
-/// of `secrets` (independent implementation), JSON, a user agent; one webhook id per event id.
-pub fn check_requests(requests: &[Received], secrets: &[&str]) {
-    let mut ids: BTreeMap<String, String> = BTreeMap::new();
-    for r in requests {
-        let id = r.webhook_id.as_deref().expect("webhook-id");
-        assert!(id.starts_with("msg_"), "{id}");
-        let ts = r.timestamp.as_deref().expect("webhook-timestamp");
-        let ts_secs: i64 = ts.parse().expect("a unix timestamp");
-        assert!(
-            (chrono::Utc::now().timestamp() - ts_secs).abs() < 600,
-            "timestamp {ts}"
-        );
-        let signature = r.signature.as_deref().expect("webhook-signature");
-        assert!(
-            secrets
-                .iter()
-                .any(|s| flows::receiver::verify(s, id, ts, &r.body, signature)),
-            "signature {signature} of {id} does not verify"
-        );
-        assert_eq!(r.content_type.as_deref(), Some("application/json"));
-        assert!(
-            r.user_agent
-                .as_deref()
-                .is_some_and(|u| u.starts_with("crypto-checkout-webhooks/"))
-        );
-        let event = event_id(r);
-        let previous = ids.insert(event.clone(), id.to_string());
-        assert!(
-            previous.is_none_or(|p| p == id),
-            "event {event} reached one endpoint under two webhook ids"
-        );
-    }
-}
+pub use flows::receiver::{check_requests, event_id, wait_delivered};
 
 /// A delivery row: (status, attempts, last status, redelivery of).
 pub type Row = (String, i32, Option<i32>, Option<uuid::Uuid>);
