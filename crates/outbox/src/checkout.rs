@@ -85,9 +85,7 @@ pub async fn record_view(
         invoice_id,
         occurred_at,
     };
-    if waiting(conn, &[view.event_id.as_uuid()]).await?.is_empty() {
-        crate::append(conn, &view).await?;
-    }
+    append_once(conn, &view, view.event_id).await?;
     Ok(view)
 }
 
@@ -109,12 +107,7 @@ pub async fn record_method_chosen(
         network,
         occurred_at,
     };
-    if waiting(conn, &[chosen.event_id.as_uuid()])
-        .await?
-        .is_empty()
-    {
-        crate::append(conn, &chosen).await?;
-    }
+    append_once(conn, &chosen, chosen.event_id).await?;
     Ok(chosen)
 }
 
@@ -136,13 +129,20 @@ pub async fn record_abandoned(
         reason,
         occurred_at,
     };
-    if waiting(conn, &[abandoned.event_id.as_uuid()])
-        .await?
-        .is_empty()
-    {
-        crate::append(conn, &abandoned).await?;
-    }
+    append_once(conn, &abandoned, abandoned.event_id).await?;
     Ok(abandoned)
+}
+
+/// Appends `record` (its id `id`) unless a row with that id still waits in the outbox: a retry adds nothing.
+async fn append_once<T: events::Publishable>(
+    conn: &mut PgConnection,
+    record: &T,
+    id: EventId,
+) -> Result<(), OutboxError> {
+    if waiting(conn, &[id.as_uuid()]).await?.is_empty() {
+        crate::append(conn, record).await?;
+    }
+    Ok(())
 }
 
 /// Which of `ids` are rows of the outbox (not yet published).

@@ -327,7 +327,6 @@ impl<P: Processor, D: Delivery> PollCtx<P, D> {
     fn dispatch(&self, consumer: &BaseConsumer<Self>, message: &BorrowedMessage<'_>) {
         let mut guard = self.lock();
         let state = &mut *guard;
-        let limit = self.shared.options.stash_limit(state.count());
         let Some(part) = state
             .parts
             .get_mut(message.topic())
@@ -358,7 +357,13 @@ impl<P: Processor, D: Delivery> PollCtx<P, D> {
         };
         part.stash_bytes += record.approx_size();
         part.stash.push_back(record);
+        // Only a stashing record needs the partition's share of the stash budget (off the common path).
+        let (topic, partition) = (part.topic.clone(), part.partition);
         state.any_stash = true;
+        let limit = self.shared.options.stash_limit(state.count());
+        let Some(part) = state.get_mut(&topic, partition) else {
+            return;
+        };
         // Pausing makes librdkafka drop what it prefetched for the partition and fetch it again on resume: the
         // stash must be large enough that this stays rare (a 500-record bound cost 5-10x the throughput).
         if part.stash_bytes >= limit && !part.paused {
