@@ -144,7 +144,12 @@ impl Run for SimulateArgs {
                 bootstrap_servers: servers,
                 client: Default::default(),
             };
+            // The simulator stands in for the chain scanners, which never drop a report: librdkafka retries a
+            // report until the cluster takes it (`message.timeout.ms` 0 = no limit; order per key is kept by
+            // the idempotent producer) instead of failing the run when a broker is down or the machine is
+            // overloaded for longer than the default 5 minutes (seen in the chaos run, decision 0040).
             let producer = service_kit::kafka::producer_config(&kafka)
+                .set("message.timeout.ms", "0")
                 .create()
                 .context("creating the Kafka producer")?;
             let hooks = match &options.webhook_receiver {
