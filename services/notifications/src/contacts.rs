@@ -120,43 +120,75 @@ pub async fn list(pool: &PgPool, recipient: Option<&str>) -> Result<Vec<Contact>
     .await
 }
 
-/// (email, phone, webhook URL, sealed webhook secret).
+/// (email, phone, webhook URL, sealed webhook secret, whether the recipient is known at all).
 type ContactRow = (
     Option<String>,
     Option<String>,
     Option<String>,
     Option<Vec<u8>>,
+    bool,
 );
 
-/// Where `recipient`'s notifications of `channel` go: the address, and for webhooks the sealed secret. An
-/// override on file (`notification_contacts`) comes first, per channel; for a merchant (`mer_…`) the contact of
-/// the merchant contract follows (MerchantCreated / SettingsUpdated v2, kept by the merchants' read model
-/// `proj_merchants`). `None`: neither has one. One statement.
-pub async fn destination(
+/// What [`lookup`] found for a recipient and a channel.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Lookup {
+    /// The address, and for webhooks the sealed secret.
+    Found(String, Option<Vec<u8>>),
+    /// The recipient is known (an override on file, or a merchant in the merchants' read model) and has no
+    /// address for the channel: permanent.
+    NoneOnFile,
+    /// A merchant that neither has an override nor is in the merchants' read model **yet**: its
+    /// MerchantCreated comes on the domain topic, the request on the notification topic, and nothing orders
+    /// the two (the projection may lag, e.g. while its service restarts). Worth retrying, not a verdict.
+    UnknownMerchant,
+}
+
+/// Where `recipient`'s notifications of `channel` go (see [`Lookup`]). An override on file
+/// (`notification_contacts`) comes first, per channel; for a merchant (`mer_…`) the contact of the merchant
+/// contract follows (MerchantCreated / SettingsUpdated v2, kept by the merchants' read model `proj_merchants`).
+/// One statement.
+pub async fn lookup(
     pool: &PgPool,
     recipient: &str,
     channel: Channel,
-) -> Result<Option<(String, Option<Vec<u8>>)>, sqlx::Error> {
+) -> Result<Lookup, sqlx::Error> {
     let merchant = recipient
         .parse::<events::MerchantId>()
         .ok()
         .map(|m| m.as_uuid());
-    let row: Option<ContactRow> = sqlx::query_as(
+    let (email, phone, url, sealed, known): ContactRow = sqlx::query_as(
         "SELECT coalesce(c.email, m.contact_email), coalesce(c.phone, m.contact_phone), c.webhook_url,
-                c.webhook_secret_sealed
+                c.webhook_secret_sealed, (c.recipient_id IS NOT NULL OR m.merchant_id IS NOT NULL)
            FROM (SELECT 1) AS one
            LEFT JOIN notification_contacts c ON c.recipient_id = $1
            LEFT JOIN proj_merchants m ON m.merchant_id = $2",
     )
     .bind(recipient)
     .bind(merchant)
-    .fetch_optional(pool)
+    .fetch_one(pool)
     .await?;
-    Ok(row.and_then(|(email, phone, url, sealed)| match channel {
+    let found = match channel {
         Channel::Email => email.map(|e| (e, None)),
         Channel::Sms => phone.map(|p| (p, None)),
         Channel::Webhook => url.map(|u| (u, sealed)),
-    }))
+    };
+    Ok(match found {
+        Some((address, sealed)) => Lookup::Found(address, sealed),
+        None if merchant.is_some() && !known => Lookup::UnknownMerchant,
+        None => Lookup::NoneOnFile,
+    })
+}
+
+/// [`lookup`]'s address, when there is one.
+pub async fn destination(
+    pool: &PgPool,
+    recipient: &str,
+    channel: Channel,
+) -> Result<Option<(String, Option<Vec<u8>>)>, sqlx::Error> {
+    Ok(match lookup(pool, recipient, channel).await? {
+        Lookup::Found(address, sealed) => Some((address, sealed)),
+        Lookup::NoneOnFile | Lookup::UnknownMerchant => None,
+    })
 }
 
 /// The sealed webhook secret of `recipient`, when one is on file.

@@ -8,6 +8,10 @@
 //! - one breaker per channel (`runtime::breaker`): an [`Outcome::Unreachable`] opens the channel's breaker; while
 //!   it is open that channel claims nothing (its rows keep their retries and wait), the other channels carry on;
 //!   after the probe interval one row is tried (half-open) and any answer from the provider closes it.
+//! - a request for a merchant the merchants' read model does not know yet (its MerchantCreated is on another
+//!   topic; the projection may lag) waits for it, looking again every 5 s without spending an attempt, up to
+//!   `unknown_merchant_wait` (15 min) after it was requested; a recipient that is known but has no address for
+//!   the channel is `no_destination` at once.
 //! - decision 0007's policy: `Rejected` and unrenderable rows are dead-lettered at once; `Failed` rows wait the
 //!   schedule's delay (2, 4, 8, 16, 32 s) and after the last retry are dead-lettered. A dead letter carries the
 //!   runtime's provenance headers (class `business`, attempts, first/last failure) plus `notification.id`,
@@ -32,6 +36,7 @@ use uuid::Uuid;
 use webhooks::signing::SecretBox;
 
 use crate::channels::{self, Outcome};
+use crate::contacts::Lookup;
 use crate::metrics::DispatchMetrics;
 use crate::store::{self, Claimed, Settle};
 use crate::templates::Templates;
@@ -52,7 +57,13 @@ enum Verdict {
         reason: &'static str,
         error: String,
     },
+    /// Not sendable yet (a merchant the read model does not know yet): asked again after [`WAIT_RECHECK`],
+    /// without spending an attempt.
+    Wait(String),
 }
+
+/// How often a request waiting for its merchant looks again.
+const WAIT_RECHECK: Duration = Duration::from_secs(5);
 
 /// The dispatcher of one process.
 pub struct Dispatcher {
@@ -298,6 +309,13 @@ impl Dispatcher {
                     }
                 }
             }
+            Verdict::Wait(why) => (
+                Settle::WaitUntil {
+                    at: now + chrono::Duration::from_std(WAIT_RECHECK).unwrap_or_default(),
+                    error: why.clone(),
+                },
+                None,
+            ),
             Verdict::Invalid { reason, error } => {
                 self.metrics
                     .attempts
@@ -378,11 +396,31 @@ impl Dispatcher {
         };
         let (destination, sealed) = match &request.destination {
             Some(d) => (d.clone(), None),
-            None => match crate::contacts::destination(&self.pool, &request.recipient.id, channel)
-                .await
+            None => match crate::contacts::lookup(&self.pool, &request.recipient.id, channel).await
             {
-                Ok(Some(found)) => found,
-                Ok(None) => {
+                Ok(Lookup::Found(address, sealed)) => (address, sealed),
+                Ok(Lookup::UnknownMerchant) => {
+                    let waited = (Utc::now() - request.requested_at)
+                        .to_std()
+                        .unwrap_or_default();
+                    let why = format!(
+                        "no {} contact on file for {}: the merchant is not in the merchants' read model \
+                         (waited {}s of {}s for it)",
+                        channel.as_str(),
+                        request.recipient.id,
+                        waited.as_secs(),
+                        self.settings.unknown_merchant_wait.as_secs()
+                    );
+                    return if waited < self.settings.unknown_merchant_wait {
+                        Verdict::Wait(why)
+                    } else {
+                        Verdict::Invalid {
+                            reason: "no_destination",
+                            error: why,
+                        }
+                    };
+                }
+                Ok(Lookup::NoneOnFile) => {
                     return Verdict::Invalid {
                         reason: "no_destination",
                         error: format!(

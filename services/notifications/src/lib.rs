@@ -69,6 +69,11 @@ pub struct DispatchSettings {
     pub breaker_probe_initial: Duration,
     #[serde(with = "humantime_serde")]
     pub breaker_probe_max: Duration,
+    /// How long a request for a merchant that the merchants' read model does not know yet waits for it (the
+    /// MerchantCreated is on another topic, and the projection may lag) before it is dead-lettered as
+    /// `no_destination`. Waiting is not an attempt: the retry schedule is untouched.
+    #[serde(with = "humantime_serde")]
+    pub unknown_merchant_wait: Duration,
 }
 
 impl Default for DispatchSettings {
@@ -79,6 +84,7 @@ impl Default for DispatchSettings {
             lease: Duration::from_secs(60),
             breaker_probe_initial: Duration::from_secs(1),
             breaker_probe_max: Duration::from_secs(30),
+            unknown_merchant_wait: Duration::from_secs(15 * 60),
         }
     }
 }

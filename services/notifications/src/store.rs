@@ -176,6 +176,8 @@ pub enum Settle {
     RetryAt { at: DateTime<Utc>, error: String },
     /// The channel was unreachable: not an attempt; back to the queue, due now.
     Release,
+    /// Not sendable yet (its recipient is not known yet): not an attempt; due again at `at`.
+    WaitUntil { at: DateTime<Utc>, error: String },
 }
 
 /// Settles `id` under `token`; false when the lease was no longer ours (nothing changed).
@@ -217,6 +219,15 @@ pub async fn settle(
                 SET attempts = attempts + 1, next_attempt_at = $3, last_error = $4,
                     first_failure_at = coalesce(first_failure_at, now()), last_failure_at = now(),
                     lease_until = NULL, lease_token = NULL
+              WHERE notification_id = $1 AND lease_token = $2 AND status = 'pending'",
+        )
+        .bind(id)
+        .bind(token)
+        .bind(*at)
+        .bind(error),
+        Settle::WaitUntil { at, error } => sqlx::query(
+            "UPDATE notification_deliveries
+                SET next_attempt_at = $3, last_error = $4, lease_until = NULL, lease_token = NULL
               WHERE notification_id = $1 AND lease_token = $2 AND status = 'pending'",
         )
         .bind(id)

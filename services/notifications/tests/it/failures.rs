@@ -1,7 +1,7 @@
 //! What providers refuse: a 4xx from the SMS API and an SMTP 5yz are dead-lettered at once with the provider's
 //! reason; 5xx are retried on the policy's schedule and dead-lettered after the last retry; a provider that fails
 //! twice then accepts gets the notification once; a request nobody can deliver (no contact on file) is
-//! dead-lettered with that reason.
+//! dead-lettered with that reason; one for a merchant not known yet waits for it.
 
 use std::time::Duration;
 
@@ -196,7 +196,11 @@ async fn a_5xx_is_retried_on_the_schedule_then_dead_lettered_and_a_recovering_pr
 async fn a_request_without_destination_or_contact_is_dead_lettered_with_that_reason() {
     let setup = Setup::new().await;
     let service = setup.start(|_| {}).await;
+    // Known (a contact on file) but without an e-mail address: no_destination at once.
     let (_, recipient) = helpers::merchant();
+    setup
+        .contact(&recipient.id, None, Some("+15550001111"), None)
+        .await;
     let orphan = helpers::request(
         recipient,
         Channel::Email,
@@ -215,5 +219,68 @@ async fn a_request_without_destination_or_contact_is_dead_lettered_with_that_rea
             .unwrap_or_default()
             .contains("no email contact on file")
     );
+    service.stop().await;
+}
+
+/// The chaos run's finding: a merchant's notification can reach its topic before the merchants' read model has
+/// the merchant (two topics, no order between them). It must wait for the merchant — without spending the retry
+/// schedule — and be sent once the merchant is known; only after `unknown_merchant_wait` is it dead-lettered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_request_for_a_merchant_not_known_yet_waits_for_it_then_is_sent_or_dead_lettered() {
+    let setup = Setup::new().await;
+    let service = setup
+        .start(|s| s.dispatch.unknown_merchant_wait = Duration::from_secs(8))
+        .await;
+    let (_, early) = helpers::merchant();
+    let (_, never) = helpers::merchant();
+    let waits = helpers::request(
+        early.clone(),
+        Channel::Email,
+        "settlement_completed",
+        "en",
+        None,
+    );
+    let gives_up = helpers::request(never, Channel::Email, "settlement_completed", "en", None);
+    setup.request(&[waits.clone(), gives_up.clone()]).await;
+    let id = |r: &events::notification::NotificationRequested| r.notification_id.as_uuid();
+    // Both wait: pending, no attempt spent, the reason on the row.
+    let rows = setup
+        .rows_until("both waiting", |r| {
+            r.len() == 2
+                && r.iter().all(|r| {
+                    r.2 == "pending"
+                        && r.5
+                            .as_deref()
+                            .is_some_and(|e| e.contains("not in the merchants"))
+                })
+        })
+        .await;
+    assert!(rows.iter().all(|r| r.3 == 0), "{rows:?}");
+    // The merchant becomes known: sent, as a first attempt.
+    setup
+        .contact(&early.id, Some("late@merchant.example"), None, None)
+        .await;
+    let mails = setup.mails(1, Duration::from_secs(30)).await;
+    assert_eq!(mails[0].rcpt_to, ["late@merchant.example"]);
+    assert_eq!(
+        mails[0].header("Message-ID").as_deref(),
+        Some(helpers::message_id(&waits).as_str())
+    );
+    // The other never does: dead-lettered once its wait is over.
+    let letters = helpers::dead_letters(&setup.bus, 1).await;
+    assert_eq!(
+        header(&letters[0], "notification.id").as_deref(),
+        Some(gives_up.notification_id.to_string().as_str())
+    );
+    assert_eq!(
+        header(&letters[0], "notification.reason").as_deref(),
+        Some("no_destination")
+    );
+    let rows = setup
+        .rows_until("settled", |r| r.iter().all(|r| r.2 != "pending"))
+        .await;
+    let status = |n| rows.iter().find(|r| r.0 == n).map(|r| (r.2.clone(), r.3));
+    assert_eq!(status(id(&waits)), Some(("sent".into(), 1)));
+    assert_eq!(status(id(&gives_up)).map(|s| s.0), Some("failed".into()));
     service.stop().await;
 }
