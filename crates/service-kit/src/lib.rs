@@ -10,9 +10,11 @@
 //! - [`shutdown`]: one cancellation token fired by SIGTERM or Ctrl-C.
 //! - [`kafka`]: the spec's producer settings as data, and client configuration built from settings.
 //! - [`db`]: the PostgreSQL pool and the workspace's migrations.
+//! - [`alloc`]: jemalloc as the global allocator of every binary that links the kit (decision 0046).
 //! - [`services`]: the table of services and their operations ports, shared by `make run`, docker-compose and the
 //!   code.
 
+pub mod alloc;
 pub mod config;
 pub mod db;
 pub mod kafka;
