@@ -570,8 +570,10 @@ async fn run() -> Result<bool, String> {
     let target_dir = std::env::var("CARGO_TARGET_DIR")
         .map(PathBuf::from)
         .unwrap_or_else(|_| testkit::workspace_root().join("target"));
+    // Relative to the workspace root, like every path the Makefile names (cargo runs benches in the crate's
+    // directory).
     let bin_dir = std::env::var("CHAOS_BIN_DIR")
-        .map(PathBuf::from)
+        .map(|d| testkit::workspace_root().join(d))
         .unwrap_or_else(|_| target_dir.join("debug"));
     let out_dir = target_dir.join("chaos").join(format!("run-{seed}"));
     let logs = out_dir.join("logs");
