@@ -576,6 +576,9 @@ async fn run() -> Result<bool, String> {
         .map(|d| testkit::workspace_root().join(d))
         .unwrap_or_else(|_| target_dir.join("debug"));
     let out_dir = target_dir.join("chaos").join(format!("run-{seed}"));
+    // A fresh directory per run: the sandbox's mail and the logs of an earlier run with the same seed must not
+    // count for this one (the notification check looks e-mails up by Message-ID).
+    let _ = std::fs::remove_dir_all(&out_dir);
     let logs = out_dir.join("logs");
     std::fs::create_dir_all(&logs).map_err(|e| format!("{}: {e}", logs.display()))?;
     for (name, _) in FLEET
