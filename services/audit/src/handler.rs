@@ -11,6 +11,8 @@
 //! the order its partition delivered it, numbered without gaps. `audit_events_total` counts each event once the
 //! append is durable.
 //!
+//! Memory: at most [`BATCHES_IN_FLIGHT`] batches of a process are decoded at once.
+//!
 //! [`append`] appends one event (a batch of one).
 
 use chrono::Utc;
@@ -232,11 +234,24 @@ fn decode(record: &Record) -> Result<Decoded, HandlerError> {
 pub struct Auditor {
     pool: PgPool,
     metrics: AuditMetrics,
+    /// Batches decoded and appending at once in this process (see [`BATCHES_IN_FLIGHT`]).
+    in_flight: tokio::sync::Semaphore,
 }
+
+/// How many of this process's partition batches may be decoded and on their way into the log at once. The
+/// appenders' lock orders every append whatever the partition, so more would only wait in memory — each decoded
+/// batch of 500 events holds a few MiB here and in its connection's buffers (issue 19's 150 MiB under a 1M
+/// backlog). Two keep the next batch decoded while one appends; the permits are handed out first come, first
+/// served, so no partition starves.
+pub const BATCHES_IN_FLIGHT: usize = 2;
 
 impl Auditor {
     pub fn new(pool: PgPool, metrics: AuditMetrics) -> Self {
-        Auditor { pool, metrics }
+        Auditor {
+            pool,
+            metrics,
+            in_flight: tokio::sync::Semaphore::new(BATCHES_IN_FLIGHT),
+        }
     }
 }
 
@@ -246,6 +261,11 @@ impl BatchHandler for Auditor {
         records: &[Record],
         _ctx: &mut HandlerCtx<'_>,
     ) -> Result<(), BatchError> {
+        let _permit = self
+            .in_flight
+            .acquire()
+            .await
+            .expect("the semaphore is never closed");
         let decoded = records
             .iter()
             .enumerate()
