@@ -1,38 +1,48 @@
-//! The publisher loop: claim → produce → await every ack → delete, one batch at a time.
+//! The publisher loop: a pipeline of batches — claim → produce → await every ack → delete — with up to
+//! `pipeline_depth` batches handed to the producer at once, so the producer never idles between batches.
 //!
 //! Guarantees (see also [`crate::writer`] and [`crate::lease`]):
 //! - **Nothing lost**: a row is deleted only after the broker acknowledged it (acks=all, idempotent producer).
 //!   Rows are selected by what is in the table, not by a cursor, so a transaction that commits late is simply
 //!   picked up by a later batch.
 //! - **Per-key order**: a key is a (topic, partition key) pair — each row goes to its own row's topic (after
-//!   `topic_routes`), and Kafka orders per topic. A batch holds rows in id order (per key: commit order); one
-//!   producer with idempotence and at most 5 in-flight requests keeps that order within a partition; the next
-//!   batch starts only after the previous one is fully resolved. After a failure of one row, later rows of the
-//!   same key in the batch are not sent; rows that fail retriably stay and go out again, first, in the next
-//!   batch.
+//!   `topic_routes`), and Kafka orders per topic. A batch holds rows in id order (per key: commit order); the
+//!   next batch is read leaving out every row still in flight and is handed to the same producer after it, so
+//!   the producer receives each key's rows in commit order, and one producer with idempotence and at most 5
+//!   in-flight requests keeps that order within a partition through its retries. Batches are settled
+//!   (acknowledgements read, rows deleted) in the order they were sent. After any failure nothing new is read
+//!   until everything in flight has settled; rows that failed retriably stay and go out again, first, in the
+//!   next batch, and after a failure of one row the later rows of its key in the batch are not sent.
+//! - **The one window**: the producer drops a record only by failing it outright (its delivery timeout, or a
+//!   rejection); a later record of the same key already handed to it — in the same batch, or in a batch behind
+//!   it in the pipeline — may then be acknowledged ahead of it. That is logged and counted
+//!   (`outbox_publish_errors_total{kind="order_violation"}`); it cannot be undone. Rejections are kept from
+//!   happening by the size check below; timeouts need the broker to be unreachable for the whole delivery
+//!   timeout and to come back within the few milliseconds between two sends (decision 0047).
 //! - **Poison rows**: a row the broker can never accept (larger than the topic's `max.message.bytes`, or
 //!   rejected as invalid) is quarantined with the error; its key is blocked (the store never returns later rows
 //!   of a key with a quarantined row) and every other key keeps flowing. The size check runs before sending,
-//!   against the topic's live limit, so the common case never reaches the broker. If the broker rejects a row
-//!   that passed the check while a later row of the same key was already acknowledged, the reordering is logged
-//!   and counted (`outbox_publish_errors_total{kind="order_violation"}`) — it cannot be undone.
+//!   against the topic's live limit, so the common case never reaches the broker.
 //! - **Duplicates** only when the process stops between the ack and the delete (or a send timed out although
 //!   the broker had written it); consumers drop them by `event_id`.
 //! - **No busy-waiting**: an idle publisher sleeps until a `NOTIFY` from a committing writer or the poll
-//!   interval (fallback for lost notifications).
-//! - **Graceful shutdown**: stops claiming, lets the in-flight batch finish (bounded by `shutdown_grace`),
+//!   interval (fallback for lost notifications); a notification is read while earlier batches are still in
+//!   flight, so a commit waits for at most one batch's acknowledgements before it is sent.
+//! - **Buckets change between batches**: before a heartbeat (which may release or take buckets) the pipeline
+//!   drains.
+//! - **Graceful shutdown**: stops reading, lets the batches in flight finish (bounded by `shutdown_grace`),
 //!   deletes what was acknowledged, flushes the producer, releases its buckets.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use futures::future::join_all;
+use futures::future::{JoinAll, join_all};
 use rdkafka::admin::{AdminClient, AdminOptions, ResourceSpecifier};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{Header, OwnedHeaders};
-use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
+use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord, Producer};
 use serde::{Deserialize, Serialize};
 use service_kit::KafkaSettings;
 use service_kit::ops::Readiness;
@@ -51,8 +61,11 @@ use crate::writer::NOTIFY_CHANNEL;
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct PublisherSettings {
-    /// Rows per batch: produced together, acknowledged together.
+    /// Rows per batch: read together, produced together, acknowledged and deleted together.
     pub batch_size: i64,
+    /// Batches handed to the producer at once: while the oldest awaits its acknowledgements the next ones are
+    /// read and sent. At most `batch_size × pipeline_depth` rows are in memory.
+    pub pipeline_depth: usize,
     /// Fallback wake-up when no NOTIFY arrives.
     #[serde(with = "humantime_serde")]
     pub poll_interval: Duration,
@@ -77,6 +90,7 @@ impl Default for PublisherSettings {
     fn default() -> Self {
         Self {
             batch_size: 2000,
+            pipeline_depth: 3,
             poll_interval: Duration::from_secs(1),
             heartbeat_interval: Duration::from_secs(2),
             status_interval: Duration::from_secs(5),
@@ -96,6 +110,12 @@ pub struct BatchOutcome {
     pub retriable_failures: usize,
 }
 
+impl BatchOutcome {
+    fn failed(&self) -> bool {
+        self.quarantined + self.retriable_failures > 0
+    }
+}
+
 pub struct Publisher {
     pool: PgPool,
     producer: FutureProducer,
@@ -104,9 +124,28 @@ pub struct Publisher {
     settings: PublisherSettings,
     /// Topic → max.message.bytes, refreshed in the background with the heartbeat.
     limits: TopicLimits,
-    /// The next batch, read while the previous one awaited its acknowledgements. Used only if that batch
-    /// had no failure (otherwise a failed key's later rows could be in it) and only for buckets still owned.
-    prefetched: Option<Vec<OutboxRow>>,
+}
+
+/// A batch handed to the producer, awaiting its acknowledgements.
+struct InFlight {
+    rows: Vec<OutboxRow>,
+    /// Index in `rows` of each row handed to the producer, in the order of `acks`' results.
+    sent: Vec<usize>,
+    acks: JoinAll<DeliveryFuture>,
+    started: Instant,
+    /// Rows that never reached the producer: quarantined, or left for a later attempt.
+    outcome: BatchOutcome,
+}
+
+/// What a batch's acknowledgements resolved to, in the order of [`InFlight::sent`].
+type Acks = Vec<<DeliveryFuture as Future>::Output>;
+
+/// What the pipeline loop waited for.
+enum Wake {
+    Shutdown,
+    Acknowledged(Acks),
+    Notified,
+    Heartbeat,
 }
 
 /// Per-record overhead added to key + value + headers when comparing with `max.message.bytes` (record batch
@@ -123,13 +162,21 @@ impl Publisher {
     ) -> Result<Self, OutboxError> {
         // Settings built in code did not pass Settings::load's check; a reserved property is refused here too.
         kafka.validate()?;
+        if settings.batch_size < 1 || settings.pipeline_depth < 1 {
+            return Err(OutboxError::Settings(
+                service_kit::ConfigError::Inconsistent(format!(
+                    "service.batch_size and service.pipeline_depth must be at least 1 (got {} and {})",
+                    settings.batch_size, settings.pipeline_depth
+                )),
+            ));
+        }
         let mut config = service_kit::kafka::producer_config(kafka);
         // The broker's limit (the spec's 1 MB); librdkafka's default is lower than what the contract allows.
         config.set("message.max.bytes", "1048576");
-        // Keep a full batch in the client queue.
+        // Keep every batch of the pipeline in the client queue, and one more.
         config.set(
             "queue.buffering.max.messages",
-            (settings.batch_size.max(1) * 2).to_string(),
+            (settings.batch_size * (settings.pipeline_depth as i64 + 1)).to_string(),
         );
         let producer: FutureProducer = config.create()?;
         let admin: AdminClient<DefaultClientContext> =
@@ -145,7 +192,6 @@ impl Publisher {
                 admin: Arc::new(admin),
                 known: Arc::default(),
             },
-            prefetched: None,
         })
     }
 
@@ -171,90 +217,222 @@ impl Publisher {
             self.settings.status_interval,
             shutdown.clone(),
         ));
-        let mut next_heartbeat = Instant::now();
+        let depth = self.settings.pipeline_depth;
+        // Batches handed to the producer, oldest first; settled in this order.
+        let mut window: VecDeque<InFlight> = VecDeque::with_capacity(depth);
+        // Keys (topic, partition key) whose row failed while later batches were in flight.
+        let mut failed: HashSet<String> = HashSet::new();
+        // Read the table without waiting for a notification (start-up, a full batch, the poll fallback).
+        let mut read = true;
+        // Read nothing new until the window is empty: after a failure (the next read must start from the failed
+        // rows, and skip a newly quarantined row's key), and before a heartbeat (buckets change between batches).
+        let mut draining = false;
+        // A retriable failure: pause before reading again.
+        let mut retry = false;
         let mut backoff = Duration::ZERO;
+        let mut next_heartbeat = Instant::now();
         while !shutdown.is_cancelled() {
             if Instant::now() >= next_heartbeat {
-                self.heartbeat(&readiness).await;
-                next_heartbeat = Instant::now() + self.settings.heartbeat_interval;
+                draining = true;
+            }
+            if window.is_empty() {
+                failed.clear();
+                if Instant::now() >= next_heartbeat {
+                    self.heartbeat(&readiness).await;
+                    next_heartbeat = Instant::now() + self.settings.heartbeat_interval;
+                }
+                if retry {
+                    backoff =
+                        (backoff * 2).clamp(Duration::from_millis(100), self.settings.max_backoff);
+                    sleep_or_cancel(backoff, &shutdown).await;
+                    retry = false;
+                    read = true;
+                }
+                draining = false;
             }
             let owned = self.leases.owned();
-            if owned.is_empty() {
-                sleep_or_cancel(self.settings.heartbeat_interval, &shutdown).await;
+            if owned.is_empty() && window.is_empty() {
+                sleep_or_cancel(
+                    next_heartbeat.saturating_duration_since(Instant::now()),
+                    &shutdown,
+                )
+                .await;
                 continue;
             }
 
-            let grace = self.settings.shutdown_grace;
-            let result = {
-                let batch = self.publish_batch(&owned);
-                tokio::pin!(batch);
-                tokio::select! {
-                    result = &mut batch => Some(result),
-                    _ = shutdown.cancelled() => tokio::time::timeout(grace, &mut batch).await.ok(),
-                }
-            };
-            let Some(result) = result else {
-                tracing::warn!(
-                    "in-flight batch did not finish within the shutdown grace; its rows stay in the \
-                                outbox and will be published again"
-                );
-                break;
-            };
-            match result {
-                Ok(outcome) if outcome.retriable_failures > 0 => {
-                    readiness.set_not_ready("kafka", "publishing failed; retrying");
-                    backoff =
-                        (backoff * 2).clamp(Duration::from_millis(100), self.settings.max_backoff);
-                    sleep_or_cancel(backoff, &shutdown).await;
-                }
-                Ok(outcome) if outcome.published + outcome.quarantined > 0 => {
-                    readiness.set_ready("kafka");
-                    backoff = Duration::ZERO;
-                }
-                Ok(_) => {
-                    backoff = Duration::ZERO;
-                    let idle = self
-                        .settings
-                        .poll_interval
-                        .min(next_heartbeat.saturating_duration_since(Instant::now()));
-                    tokio::select! {
-                        biased;
-                        _ = shutdown.cancelled() => {}
-                        notification = listener.recv() => {
-                            if let Err(err) = notification {
-                                tracing::warn!(error = %error_chain(&err), "LISTEN connection failed; reconnecting");
-                            }
+            // Read and send the next batch while the earlier ones await their acknowledgements.
+            if read && !draining && window.len() < depth && !owned.is_empty() {
+                // What was notified so far committed before this read: it is in it.
+                while listener.next_buffered().is_some() {}
+                let exclude: Vec<i64> = window
+                    .iter()
+                    .flat_map(|b| b.rows.iter().map(|r| r.id))
+                    .collect();
+                let sent = match store::fetch_publishable(
+                    &self.pool,
+                    &owned,
+                    self.settings.batch_size,
+                    &exclude,
+                )
+                .await
+                {
+                    // A full batch: more is waiting, read on. A partial one: the table was drained when read;
+                    // wait for the next commit's notification.
+                    Ok(rows) if rows.is_empty() => {
+                        read = false;
+                        Ok(None)
+                    }
+                    Ok(rows) => {
+                        read = rows.len() as i64 >= self.settings.batch_size;
+                        self.send(rows).await.map(Some)
+                    }
+                    Err(err) => Err(err.into()),
+                };
+                match sent {
+                    Ok(Some(batch)) => {
+                        if batch.outcome.failed() {
+                            draining = true;
+                            retry |= batch.outcome.retriable_failures > 0;
                         }
-                        _ = tokio::time::sleep(idle) => {}
+                        window.push_back(batch);
+                    }
+                    Ok(None) => backoff = Duration::ZERO,
+                    Err(err) => {
+                        self.failed(&err, &readiness);
+                        (draining, retry) = (true, true);
                     }
                 }
-                Err(err) => {
-                    self.metrics
-                        .errors
-                        .with_label_values(&[if err.is_retriable() {
-                            "retriable"
-                        } else {
-                            "fatal"
-                        }])
-                        .inc();
-                    tracing::error!(error = %error_chain(&err), "publishing a batch failed");
-                    if matches!(err, OutboxError::Database(_)) {
-                        readiness.set_not_ready("database", "database operation failed");
+                continue;
+            }
+
+            // Wait: for the oldest batch's acknowledgements, for a commit to read while it is out, for the
+            // heartbeat, or (nothing in flight) for the poll interval.
+            let room = !draining && window.len() < depth;
+            let until_heartbeat = next_heartbeat.saturating_duration_since(Instant::now());
+            let wake = match window.front_mut() {
+                Some(oldest) => tokio::select! {
+                    biased;
+                    _ = shutdown.cancelled() => Wake::Shutdown,
+                    acks = &mut oldest.acks => Wake::Acknowledged(acks),
+                    notification = listener.recv(), if room => {
+                        log_listener_error(notification);
+                        Wake::Notified
                     }
-                    backoff =
-                        (backoff * 2).clamp(Duration::from_millis(100), self.settings.max_backoff);
-                    sleep_or_cancel(backoff, &shutdown).await;
+                    _ = tokio::time::sleep(until_heartbeat), if !draining => Wake::Heartbeat,
+                },
+                None => tokio::select! {
+                    biased;
+                    _ = shutdown.cancelled() => Wake::Shutdown,
+                    notification = listener.recv() => {
+                        log_listener_error(notification);
+                        Wake::Notified
+                    }
+                    _ = tokio::time::sleep(self.settings.poll_interval.min(until_heartbeat)) => Wake::Notified,
+                },
+            };
+            match wake {
+                Wake::Shutdown => break,
+                Wake::Notified => read = true,
+                Wake::Heartbeat => {}
+                Wake::Acknowledged(acks) => {
+                    let batch = window.pop_front().expect("the oldest batch was awaited");
+                    self.after_settle(
+                        batch,
+                        acks,
+                        &mut failed,
+                        &readiness,
+                        &mut draining,
+                        &mut retry,
+                        &mut backoff,
+                    )
+                    .await;
                 }
             }
         }
 
+        // Shutdown: read nothing more, let what is in flight finish (bounded by the grace), delete what was
+        // acknowledged.
+        let grace = self.settings.shutdown_grace;
+        let finished = tokio::time::timeout(grace, async {
+            while let Some(mut batch) = window.pop_front() {
+                let acks = (&mut batch.acks).await;
+                let (mut draining, mut retry, mut backoff) = (true, false, Duration::ZERO);
+                self.after_settle(
+                    batch,
+                    acks,
+                    &mut failed,
+                    &readiness,
+                    &mut draining,
+                    &mut retry,
+                    &mut backoff,
+                )
+                .await;
+            }
+        })
+        .await;
+        if finished.is_err() {
+            tracing::warn!(
+                "in-flight batches did not finish within the shutdown grace; their rows stay in the outbox and \
+                 will be published again"
+            );
+        }
         tracing::info!("stopping: flushing the producer and releasing buckets");
         let producer = self.producer.clone();
-        let grace = self.settings.shutdown_grace;
         let _ = tokio::task::spawn_blocking(move || producer.flush(grace)).await;
         self.leases.release_all().await;
         let _ = status.await;
         Ok(())
+    }
+
+    /// Settles the oldest batch and decides how the pipeline goes on: a failure drains it, a retriable one
+    /// also pauses it.
+    #[allow(clippy::too_many_arguments)]
+    async fn after_settle(
+        &self,
+        batch: InFlight,
+        acks: Acks,
+        failed: &mut HashSet<String>,
+        readiness: &Readiness,
+        draining: &mut bool,
+        retry: &mut bool,
+        backoff: &mut Duration,
+    ) {
+        match self.settle(batch, acks, failed).await {
+            Ok(outcome) => {
+                if outcome.retriable_failures > 0 {
+                    readiness.set_not_ready("kafka", "publishing failed; retrying");
+                    (*draining, *retry) = (true, true);
+                } else {
+                    if outcome.quarantined > 0 {
+                        *draining = true;
+                    }
+                    if outcome.published > 0 {
+                        readiness.set_ready("kafka");
+                        *backoff = Duration::ZERO;
+                    }
+                }
+            }
+            Err(err) => {
+                self.failed(&err, readiness);
+                (*draining, *retry) = (true, true);
+            }
+        }
+    }
+
+    /// Counts and logs an error of the publishing path.
+    fn failed(&self, err: &OutboxError, readiness: &Readiness) {
+        self.metrics
+            .errors
+            .with_label_values(&[if err.is_retriable() {
+                "retriable"
+            } else {
+                "fatal"
+            }])
+            .inc();
+        tracing::error!(error = %error_chain(err), "publishing a batch failed");
+        if matches!(err, OutboxError::Database(_)) {
+            readiness.set_not_ready("database", "database operation failed");
+        }
     }
 
     async fn heartbeat(&mut self, readiness: &Readiness) {
@@ -285,31 +463,34 @@ impl Publisher {
         .unwrap_or(false)
     }
 
-    /// Publishes one batch of the given buckets' oldest rows. Public for tests and benchmarks.
+    /// Publishes one batch of the given buckets' oldest rows and settles it, with nothing else in flight.
+    /// Public for tests and benchmarks.
     pub async fn publish_batch(&mut self, buckets: &[i16]) -> Result<BatchOutcome, OutboxError> {
-        let mut rows = match self.prefetched.take() {
-            Some(rows) => rows
-                .into_iter()
-                .filter(|r| buckets.contains(&r.bucket))
-                .collect(),
-            None => {
-                store::fetch_publishable(&self.pool, buckets, self.settings.batch_size, &[]).await?
-            }
-        };
+        let rows =
+            store::fetch_publishable(&self.pool, buckets, self.settings.batch_size, &[]).await?;
+        if rows.is_empty() {
+            return Ok(BatchOutcome::default());
+        }
+        let mut batch = self.send(rows).await?;
+        let acks = (&mut batch.acks).await;
+        self.settle(batch, acks, &mut HashSet::new()).await
+    }
+
+    /// Hands a batch's rows to the producer in id order, after routing and the size check. A row that cannot
+    /// be sent is quarantined (poison) or recorded as failed, and the later rows of its key in the batch are
+    /// not sent.
+    async fn send(&self, mut rows: Vec<OutboxRow>) -> Result<InFlight, OutboxError> {
         for row in &mut rows {
             if let Some(routed) = self.settings.topic_routes.get(&row.topic) {
                 row.topic.clone_from(routed);
             }
         }
-        if rows.is_empty() {
-            return Ok(BatchOutcome::default());
-        }
         let started = Instant::now();
         let mut outcome = BatchOutcome::default();
+        let mut sent = Vec::with_capacity(rows.len());
+        let mut deliveries = Vec::with_capacity(rows.len());
         let mut failed_keys: HashSet<(&str, &str)> = HashSet::new();
-        let mut pending = Vec::with_capacity(rows.len());
-
-        for row in &rows {
+        for (i, row) in rows.iter().enumerate() {
             if failed_keys.contains(&row.ordering_key()) {
                 continue; // keep per-key order: nothing after a failed row of the same key
             }
@@ -334,7 +515,10 @@ impl Publisher {
                 continue;
             }
             match self.enqueue(row).await {
-                Ok(delivery) => pending.push((row, delivery)),
+                Ok(delivery) => {
+                    sent.push(i);
+                    deliveries.push(delivery);
+                }
                 Err(err) if is_poison(&err) => {
                     self.quarantine(row, &error_chain(&err)).await?;
                     outcome.quarantined += 1;
@@ -347,29 +531,42 @@ impl Publisher {
                 }
             }
         }
+        drop(failed_keys);
+        Ok(InFlight {
+            rows,
+            sent,
+            acks: join_all(deliveries),
+            started,
+            outcome,
+        })
+    }
 
-        let enqueued = started.elapsed();
-        let (rows_sent, deliveries): (Vec<&OutboxRow>, Vec<_>) = pending.into_iter().unzip();
-        // While the broker acknowledges this batch, read the next one (leaving this one's rows out).
-        let in_batch: Vec<i64> = rows.iter().map(|r| r.id).collect();
-        let (results, next) = tokio::join!(
-            join_all(deliveries),
-            store::fetch_publishable(&self.pool, buckets, self.settings.batch_size, &in_batch)
-        );
-        let acknowledged = started.elapsed();
-        let mut published = Vec::with_capacity(rows_sent.len());
+    /// Reads a sent batch's acknowledgements in order: deletes the acknowledged rows, quarantines what the
+    /// broker rejected as poison and records the retriable failures. `failed` holds the keys that failed in
+    /// this batch or in an earlier one of the same pipeline run, so that an acknowledgement of a later row of
+    /// such a key is seen as the reordering it is.
+    async fn settle(
+        &self,
+        batch: InFlight,
+        acks: Acks,
+        failed: &mut HashSet<String>,
+    ) -> Result<BatchOutcome, OutboxError> {
+        let acknowledged = batch.started.elapsed();
+        let mut outcome = batch.outcome;
+        let mut published = Vec::with_capacity(batch.sent.len());
         let mut retry_ids = Vec::new();
         let mut last_retry_error = String::new();
-        let mut delivery_failed: HashSet<(&str, &str)> = HashSet::new();
         let now = chrono::Utc::now();
-        for (row, result) in rows_sent.into_iter().zip(results) {
+        let key_of = |row: &OutboxRow| format!("{}\u{0}{}", row.topic, row.partition_key);
+        for (&i, result) in batch.sent.iter().zip(acks) {
+            let row = &batch.rows[i];
             let result = match result {
                 Ok(result) => result.map(|_| ()).map_err(|(err, _)| err),
                 Err(_canceled) => Err(KafkaError::Canceled),
             };
             match result {
                 Ok(()) => {
-                    if delivery_failed.contains(&row.ordering_key()) {
+                    if !failed.is_empty() && failed.contains(&key_of(row)) {
                         self.metrics
                             .errors
                             .with_label_values(&["order_violation"])
@@ -389,12 +586,12 @@ impl Publisher {
                         .observe(latency.as_secs_f64());
                 }
                 Err(err) if is_poison(&err) => {
-                    delivery_failed.insert(row.ordering_key());
+                    failed.insert(key_of(row));
                     self.quarantine(row, &error_chain(&err)).await?;
                     outcome.quarantined += 1;
                 }
                 Err(err) => {
-                    delivery_failed.insert(row.ordering_key());
+                    failed.insert(key_of(row));
                     last_retry_error = error_chain(&err);
                     retry_ids.push(row.id);
                 }
@@ -411,34 +608,24 @@ impl Publisher {
             outcome.retriable_failures += retry_ids.len();
         }
         outcome.published = published.len();
-        // A full batch means a backlog: the prefetched rows are next. A partial one means the table was drained
-        // when it was read; reading again now catches more of what committed meanwhile (lower latency).
-        let full = rows.len() as i64 >= self.settings.batch_size;
-        if full && outcome.quarantined == 0 && outcome.retriable_failures == 0 {
-            self.prefetched = next.ok().filter(|rows| !rows.is_empty());
-        }
-        if let Some(row) = rows.first() {
+        if let Some(row) = batch.rows.first() {
             self.metrics
                 .batch_seconds
                 .with_label_values(&[&row.topic])
-                .observe(started.elapsed().as_secs_f64());
+                .observe(batch.started.elapsed().as_secs_f64());
         }
         tracing::debug!(
             ?outcome,
-            enqueue_ms = enqueued.as_secs_f64() * 1e3,
-            ack_ms = (acknowledged - enqueued).as_secs_f64() * 1e3,
-            finish_ms = (started.elapsed() - acknowledged).as_secs_f64() * 1e3,
-            prefetched = self.prefetched.as_ref().map_or(0, Vec::len),
+            rows = batch.rows.len(),
+            acknowledged_ms = acknowledged.as_secs_f64() * 1e3,
+            settled_ms = batch.started.elapsed().as_secs_f64() * 1e3,
             "batch done"
         );
         Ok(outcome)
     }
 
     /// Queues one record, waiting while librdkafka's local queue is full.
-    async fn enqueue(
-        &self,
-        row: &OutboxRow,
-    ) -> Result<rdkafka::producer::DeliveryFuture, KafkaError> {
+    async fn enqueue(&self, row: &OutboxRow) -> Result<DeliveryFuture, KafkaError> {
         let mut headers = OwnedHeaders::new_with_capacity(row.headers.0.len());
         for (name, value) in &row.headers.0 {
             headers = headers.insert(Header {
@@ -468,6 +655,12 @@ impl Publisher {
         self.metrics.errors.with_label_values(&["poison"]).inc();
         store::quarantine(&self.pool, row.id, why).await?;
         Ok(())
+    }
+}
+
+fn log_listener_error(notification: Result<sqlx::postgres::PgNotification, sqlx::Error>) {
+    if let Err(err) = notification {
+        tracing::warn!(error = %error_chain(&err), "LISTEN connection failed; reconnecting");
     }
 }
 

@@ -10,7 +10,7 @@ use outbox_publisher::{Config, SERVICE};
 ///
 /// Configuration: defaults, then the TOML file (--config or CHECKOUT_CONFIG), then CHECKOUT__SECTION__KEY
 /// variables, then KAFKA_BOOTSTRAP_SERVERS and DATABASE_URL. Publisher settings live under [service]:
-/// batch_size, poll_interval, heartbeat_interval, status_interval, shutdown_grace, max_backoff, topic_routes.
+/// batch_size, pipeline_depth, poll_interval, heartbeat_interval, status_interval, shutdown_grace, max_backoff, topic_routes.
 /// Operations: /health, /ready, /metrics on http.listen (default 127.0.0.1:9101).
 #[derive(Debug, Parser)]
 #[command(version)]
