@@ -140,6 +140,25 @@ struct InFlight {
 /// What a batch's acknowledgements resolved to, in the order of [`InFlight::sent`].
 type Acks = Vec<<DeliveryFuture as Future>::Output>;
 
+/// How the pipeline goes on after what it saw.
+#[derive(Debug, Default)]
+struct Flow {
+    /// Read nothing new until the window is empty: after a failure (the next read must start from the failed
+    /// rows, and skip a newly quarantined row's key), and before a heartbeat (buckets change between batches).
+    draining: bool,
+    /// A retriable failure: pause (`backoff`, doubling up to `max_backoff`) before reading again.
+    retry: bool,
+    backoff: Duration,
+}
+
+impl Flow {
+    /// A failure: drain the window, then (`retry`) pause.
+    fn failed(&mut self, retry: bool) {
+        self.draining = true;
+        self.retry |= retry;
+    }
+}
+
 /// What the pipeline loop waited for.
 enum Wake {
     Shutdown,
@@ -224,16 +243,11 @@ impl Publisher {
         let mut failed: HashSet<String> = HashSet::new();
         // Read the table without waiting for a notification (start-up, a full batch, the poll fallback).
         let mut read = true;
-        // Read nothing new until the window is empty: after a failure (the next read must start from the failed
-        // rows, and skip a newly quarantined row's key), and before a heartbeat (buckets change between batches).
-        let mut draining = false;
-        // A retriable failure: pause before reading again.
-        let mut retry = false;
-        let mut backoff = Duration::ZERO;
+        let mut flow = Flow::default();
         let mut next_heartbeat = Instant::now();
         while !shutdown.is_cancelled() {
             if Instant::now() >= next_heartbeat {
-                draining = true;
+                flow.draining = true;
             }
             if window.is_empty() {
                 failed.clear();
@@ -241,14 +255,14 @@ impl Publisher {
                     self.heartbeat(&readiness).await;
                     next_heartbeat = Instant::now() + self.settings.heartbeat_interval;
                 }
-                if retry {
-                    backoff =
-                        (backoff * 2).clamp(Duration::from_millis(100), self.settings.max_backoff);
-                    sleep_or_cancel(backoff, &shutdown).await;
-                    retry = false;
+                if flow.retry {
+                    flow.backoff = (flow.backoff * 2)
+                        .clamp(Duration::from_millis(100), self.settings.max_backoff);
+                    sleep_or_cancel(flow.backoff, &shutdown).await;
+                    flow.retry = false;
                     read = true;
                 }
-                draining = false;
+                flow.draining = false;
             }
             let owned = self.leases.owned();
             if owned.is_empty() && window.is_empty() {
@@ -261,7 +275,7 @@ impl Publisher {
             }
 
             // Read and send the next batch while the earlier ones await their acknowledgements.
-            if read && !draining && window.len() < depth && !owned.is_empty() {
+            if read && !flow.draining && window.len() < depth && !owned.is_empty() {
                 // What was notified so far committed before this read: it is in it.
                 while listener.next_buffered().is_some() {}
                 let exclude: Vec<i64> = window
@@ -291,15 +305,14 @@ impl Publisher {
                 match sent {
                     Ok(Some(batch)) => {
                         if batch.outcome.failed() {
-                            draining = true;
-                            retry |= batch.outcome.retriable_failures > 0;
+                            flow.failed(batch.outcome.retriable_failures > 0);
                         }
                         window.push_back(batch);
                     }
-                    Ok(None) => backoff = Duration::ZERO,
+                    Ok(None) => flow.backoff = Duration::ZERO,
                     Err(err) => {
                         self.failed(&err, &readiness);
-                        (draining, retry) = (true, true);
+                        flow.failed(true);
                     }
                 }
                 continue;
@@ -307,7 +320,7 @@ impl Publisher {
 
             // Wait: for the oldest batch's acknowledgements, for a commit to read while it is out, for the
             // heartbeat, or (nothing in flight) for the poll interval.
-            let room = !draining && window.len() < depth;
+            let room = !flow.draining && window.len() < depth;
             let until_heartbeat = next_heartbeat.saturating_duration_since(Instant::now());
             let wake = match window.front_mut() {
                 Some(oldest) => tokio::select! {
@@ -318,7 +331,7 @@ impl Publisher {
                         log_listener_error(notification);
                         Wake::Notified
                     }
-                    _ = tokio::time::sleep(until_heartbeat), if !draining => Wake::Heartbeat,
+                    _ = tokio::time::sleep(until_heartbeat), if !flow.draining => Wake::Heartbeat,
                 },
                 None => tokio::select! {
                     biased;
@@ -336,16 +349,8 @@ impl Publisher {
                 Wake::Heartbeat => {}
                 Wake::Acknowledged(acks) => {
                     let batch = window.pop_front().expect("the oldest batch was awaited");
-                    self.after_settle(
-                        batch,
-                        acks,
-                        &mut failed,
-                        &readiness,
-                        &mut draining,
-                        &mut retry,
-                        &mut backoff,
-                    )
-                    .await;
+                    self.after_settle(batch, acks, &mut failed, &readiness, &mut flow)
+                        .await;
                 }
             }
         }
@@ -356,17 +361,8 @@ impl Publisher {
         let finished = tokio::time::timeout(grace, async {
             while let Some(mut batch) = window.pop_front() {
                 let acks = (&mut batch.acks).await;
-                let (mut draining, mut retry, mut backoff) = (true, false, Duration::ZERO);
-                self.after_settle(
-                    batch,
-                    acks,
-                    &mut failed,
-                    &readiness,
-                    &mut draining,
-                    &mut retry,
-                    &mut backoff,
-                )
-                .await;
+                self.after_settle(batch, acks, &mut failed, &readiness, &mut flow)
+                    .await;
             }
         })
         .await;
@@ -386,35 +382,31 @@ impl Publisher {
 
     /// Settles the oldest batch and decides how the pipeline goes on: a failure drains it, a retriable one
     /// also pauses it.
-    #[allow(clippy::too_many_arguments)]
     async fn after_settle(
         &self,
         batch: InFlight,
         acks: Acks,
         failed: &mut HashSet<String>,
         readiness: &Readiness,
-        draining: &mut bool,
-        retry: &mut bool,
-        backoff: &mut Duration,
+        flow: &mut Flow,
     ) {
         match self.settle(batch, acks, failed).await {
+            Ok(outcome) if outcome.retriable_failures > 0 => {
+                readiness.set_not_ready("kafka", "publishing failed; retrying");
+                flow.failed(true);
+            }
             Ok(outcome) => {
-                if outcome.retriable_failures > 0 {
-                    readiness.set_not_ready("kafka", "publishing failed; retrying");
-                    (*draining, *retry) = (true, true);
-                } else {
-                    if outcome.quarantined > 0 {
-                        *draining = true;
-                    }
-                    if outcome.published > 0 {
-                        readiness.set_ready("kafka");
-                        *backoff = Duration::ZERO;
-                    }
+                if outcome.quarantined > 0 {
+                    flow.failed(false);
+                }
+                if outcome.published > 0 {
+                    readiness.set_ready("kafka");
+                    flow.backoff = Duration::ZERO;
                 }
             }
             Err(err) => {
                 self.failed(&err, readiness);
-                (*draining, *retry) = (true, true);
+                flow.failed(true);
             }
         }
     }
