@@ -158,6 +158,10 @@ fn consumer_config<P>(shared: &Shared<P>) -> ClientConfig {
             "queued.max.messages.kbytes",
             options.queued_max_messages_kbytes.to_string(),
         )
+        .set(
+            "fetch.queue.backoff.ms",
+            millis(options.fetch_queue_backoff),
+        )
         .set("statistics.interval.ms", millis(options.lag_interval))
         .set("enable.partition.eof", "false");
     if options.static_membership {

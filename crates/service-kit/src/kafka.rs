@@ -188,6 +188,12 @@ const RESERVED: &[(&str, Owner)] = &[
         },
     ),
     (
+        "fetch.queue.backoff.ms",
+        Owner::RuntimeOption {
+            setting: "fetch_queue_backoff",
+        },
+    ),
+    (
         "statistics.interval.ms",
         Owner::RuntimeOption {
             setting: "lag_interval",
@@ -415,6 +421,7 @@ mod tests {
             ("topic.auto.offset.reset", "auto_offset_reset"),
             ("enable.partition.eof", "consumer runtime"),
             ("queued.max.messages.kbytes", "queued_max_messages_kbytes"),
+            ("fetch.queue.backoff.ms", "fetch_queue_backoff"),
             (
                 "statistics.interval.ms",
                 "service.consumer.options.lag_interval",
