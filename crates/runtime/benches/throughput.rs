@@ -219,6 +219,14 @@ async fn main() {
             Guarantee::ExactlyOnceDb,
         ),
     ];
+    // BENCH_MODES=b (or "at-least-once,a"): only those modes, for profiling one; the ratios need all three.
+    let only: Option<Vec<String>> = std::env::var("BENCH_MODES")
+        .ok()
+        .map(|v| v.split(',').map(|m| m.trim().to_string()).collect());
+    let wanted = |i: usize| {
+        only.as_ref()
+            .is_none_or(|only| only.iter().any(|m| m == ["at-least-once", "a", "b"][i]))
+    };
     // Interleaved rounds, so that the machine's other load spreads over every mode; the median is reported.
     let rounds: usize = std::env::var("BENCH_ROUNDS")
         .ok()
@@ -228,6 +236,9 @@ async fn main() {
     let (mut java, mut java_fetch): (Vec<f64>, Vec<f64>) = (Vec::new(), Vec::new());
     for round in 1..=rounds {
         for (i, (name, guarantee)) in modes.iter().enumerate() {
+            if !wanted(i) {
+                continue;
+            }
             let f = run(&topic, records, *guarantee, pool.clone()).await;
             let rate = f.records as f64 / (f.join + f.steady).as_secs_f64();
             println!(
@@ -238,6 +249,9 @@ async fn main() {
             );
             rates[i].push(rate);
         }
+        if only.is_some() {
+            continue;
+        }
         if let Some((total, fetch)) = java_consumer(&topic, records) {
             println!(
                 "round {round}: {:<38} {total:>10.0} records/s  (fetch only, join excluded: {fetch:.0} records/s)",
@@ -246,6 +260,9 @@ async fn main() {
             java.push(total);
             java_fetch.push(fetch);
         }
+    }
+    if only.is_some() {
+        return;
     }
     let median = |v: &mut Vec<f64>| {
         v.sort_by(|a, b| a.partial_cmp(b).expect("finite figures"));

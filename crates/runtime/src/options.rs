@@ -69,10 +69,12 @@ pub struct ConsumerOptions {
     /// that owns many partitions (two topics, or a group that shrank to one member) stays inside the same memory.
     pub buffer_bytes_total: usize,
     /// librdkafka's prefetch bound for the whole consumer (`queued.max.messages.kbytes`; librdkafka lowers
-    /// `fetch.max.bytes` to it).
+    /// `fetch.max.bytes` to it). 4 MiB: it costs more memory than it says (librdkafka's per-message structures
+    /// and the fetch buffers come on top), and with the short `fetch_queue_backoff` a refill is milliseconds away
+    /// (decision 0048).
     pub queued_max_messages_kbytes: u32,
     /// How long librdkafka postpones the next fetch of a partition once its prefetch bound is reached
-    /// (`fetch.queue.backoff.ms`). librdkafka's default of 1 s made a consumer with the 8 MiB prefetch above stop
+    /// (`fetch.queue.backoff.ms`). librdkafka's default of 1 s made a consumer with a prefetch bound of 8 MiB stop
     /// and go: it emptied its queue, then waited up to a second for the next fetch (`make bench-runtime`: 304k
     /// records/s with 1 s, 466k with 10 ms; decision 0048).
     #[serde(with = "humantime_serde")]
@@ -104,8 +106,8 @@ impl Default for ConsumerOptions {
             breaker_probe_initial: Duration::from_secs(1),
             breaker_probe_max: Duration::from_secs(30),
             buffer_bytes_per_partition: 4 << 20,
-            buffer_bytes_total: 32 << 20,
-            queued_max_messages_kbytes: 8192,
+            buffer_bytes_total: 24 << 20,
+            queued_max_messages_kbytes: 4096,
             fetch_queue_backoff: Duration::from_millis(10),
             lag_interval: Duration::from_secs(5),
             auto_offset_reset: "earliest".into(),
