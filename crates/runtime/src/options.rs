@@ -199,6 +199,17 @@ mod tests {
     use crate::policy::SETTLEMENT_PROCESSING;
     use crate::service::ConsumerSettings;
 
+    /// Why a service section with these options cannot resolve its policy.
+    fn rejected(options: ConsumerOptions) -> String {
+        ConsumerSettings {
+            options,
+            ..Default::default()
+        }
+        .policy(SETTLEMENT_PROCESSING)
+        .unwrap_err()
+        .to_string()
+    }
+
     #[test]
     fn a_service_section_resolves_to_the_spec_policy_with_overrides() {
         let config: ConsumerSettings = serde_json::from_value(serde_json::json!({
@@ -214,34 +225,20 @@ mod tests {
 
     #[test]
     fn a_drain_deadline_longer_than_the_session_is_rejected() {
-        let config = ConsumerSettings {
-            options: ConsumerOptions {
-                drain_timeout: Duration::from_secs(60),
-                max_poll_interval: Duration::from_secs(120),
-                ..Default::default()
-            },
+        let err = rejected(ConsumerOptions {
+            drain_timeout: Duration::from_secs(60),
+            max_poll_interval: Duration::from_secs(120),
             ..Default::default()
-        };
-        let err = config
-            .policy(SETTLEMENT_PROCESSING)
-            .unwrap_err()
-            .to_string();
+        });
         assert!(err.contains("drain_timeout"), "{err}");
     }
 
     #[test]
     fn max_poll_interval_must_outlast_the_callbacks() {
-        let config = ConsumerSettings {
-            options: ConsumerOptions {
-                max_poll_interval: Duration::from_secs(20),
-                ..Default::default()
-            },
+        let err = rejected(ConsumerOptions {
+            max_poll_interval: Duration::from_secs(20),
             ..Default::default()
-        };
-        let err = config
-            .policy(SETTLEMENT_PROCESSING)
-            .unwrap_err()
-            .to_string();
+        });
         assert!(err.contains("max_poll_interval"), "{err}");
     }
 
@@ -252,17 +249,10 @@ mod tests {
             Duration::from_millis(10),
             "librdkafka's 1 s default stalls a consumer whose prefetch bound is reached"
         );
-        let config = ConsumerSettings {
-            options: ConsumerOptions {
-                fetch_queue_backoff: Duration::from_secs(301),
-                ..Default::default()
-            },
+        let err = rejected(ConsumerOptions {
+            fetch_queue_backoff: Duration::from_secs(301),
             ..Default::default()
-        };
-        let err = config
-            .policy(SETTLEMENT_PROCESSING)
-            .unwrap_err()
-            .to_string();
+        });
         assert!(err.contains("fetch_queue_backoff"), "{err}");
     }
 
@@ -279,14 +269,10 @@ mod tests {
         assert_eq!(o.stash_limit(16), 2 << 20);
         assert_eq!(o.stash_limit(24), (32 << 20) / 24);
         assert_eq!(o.stash_limit(10_000), MIN_STASH_BYTES);
-        let tiny = ConsumerSettings {
-            options: ConsumerOptions {
-                buffer_bytes_total: 1024,
-                ..Default::default()
-            },
+        let err = rejected(ConsumerOptions {
+            buffer_bytes_total: 1024,
             ..Default::default()
-        };
-        let err = tiny.policy(SETTLEMENT_PROCESSING).unwrap_err().to_string();
+        });
         assert!(err.contains("buffer_bytes_total"), "{err}");
     }
 }
