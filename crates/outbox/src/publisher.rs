@@ -26,8 +26,9 @@
 //! - **Duplicates** only when the process stops between the ack and the delete (or a send timed out although
 //!   the broker had written it); consumers drop them by `event_id`.
 //! - **No busy-waiting**: an idle publisher sleeps until a `NOTIFY` from a committing writer or the poll
-//!   interval (fallback for lost notifications); a notification is read while earlier batches are still in
-//!   flight, so a commit waits for at most one batch's acknowledgements before it is sent.
+//!   interval (fallback for lost notifications). While earlier batches are in flight a notification is read
+//!   too, at most every 5 ms (`READ_SPACING`), so a commit waits neither for their acknowledgements nor for
+//!   a read per commit.
 //! - **Buckets change between batches**: before a heartbeat (which may release or take buckets) the pipeline
 //!   drains.
 //! - **Graceful shutdown**: stops reading, lets the batches in flight finish (bounded by `shutdown_grace`),
@@ -163,7 +164,8 @@ impl Flow {
 enum Wake {
     Shutdown,
     Acknowledged(Acks),
-    Notified,
+    /// Time to read the table: a notification, the spacing after a partial read, or the poll fallback.
+    Read,
     Heartbeat,
 }
 
@@ -340,9 +342,9 @@ impl Publisher {
                     acks = &mut oldest.acks => Wake::Acknowledged(acks),
                     notification = listener.recv(), if room && !read => {
                         log_listener_error(notification);
-                        Wake::Notified
+                        Wake::Read
                     }
-                    _ = tokio::time::sleep_until(next_read_at.into()), if room && read => Wake::Notified,
+                    _ = tokio::time::sleep_until(next_read_at.into()), if room && read => Wake::Read,
                     _ = tokio::time::sleep(until_heartbeat), if !flow.draining => Wake::Heartbeat,
                 },
                 None => tokio::select! {
@@ -350,14 +352,14 @@ impl Publisher {
                     _ = shutdown.cancelled() => Wake::Shutdown,
                     notification = listener.recv() => {
                         log_listener_error(notification);
-                        Wake::Notified
+                        Wake::Read
                     }
-                    _ = tokio::time::sleep(self.settings.poll_interval.min(until_heartbeat)) => Wake::Notified,
+                    _ = tokio::time::sleep(self.settings.poll_interval.min(until_heartbeat)) => Wake::Read,
                 },
             };
             match wake {
                 Wake::Shutdown => break,
-                Wake::Notified => read = true,
+                Wake::Read => read = true,
                 Wake::Heartbeat => {}
                 Wake::Acknowledged(acks) => {
                     let batch = window.pop_front().expect("the oldest batch was awaited");
@@ -535,7 +537,6 @@ impl Publisher {
                 }
             }
         }
-        drop(failed_keys);
         Ok(InFlight {
             rows,
             sent,

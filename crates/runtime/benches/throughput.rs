@@ -208,13 +208,16 @@ async fn main() {
         .await
         .unwrap();
 
+    // (BENCH_MODES name, printed name, guarantee)
     let modes = [
-        ("at-least-once", Guarantee::AtLeastOnce),
+        ("at-least-once", "at-least-once", Guarantee::AtLeastOnce),
         (
+            "a",
             "exactly-once (a) Kafka transactions",
             Guarantee::ExactlyOnceKafka,
         ),
         (
+            "b",
             "exactly-once (b) PostgreSQL offsets",
             Guarantee::ExactlyOnceDb,
         ),
@@ -223,9 +226,9 @@ async fn main() {
     let only: Option<Vec<String>> = std::env::var("BENCH_MODES")
         .ok()
         .map(|v| v.split(',').map(|m| m.trim().to_string()).collect());
-    let wanted = |i: usize| {
+    let wanted = |id: &str| {
         only.as_ref()
-            .is_none_or(|only| only.iter().any(|m| m == ["at-least-once", "a", "b"][i]))
+            .is_none_or(|only| only.iter().any(|m| m == id))
     };
     // Interleaved rounds, so that the machine's other load spreads over every mode; the median is reported.
     let rounds: usize = std::env::var("BENCH_ROUNDS")
@@ -235,8 +238,8 @@ async fn main() {
     let mut rates: Vec<Vec<f64>> = vec![Vec::new(); modes.len()];
     let (mut java, mut java_fetch): (Vec<f64>, Vec<f64>) = (Vec::new(), Vec::new());
     for round in 1..=rounds {
-        for (i, (name, guarantee)) in modes.iter().enumerate() {
-            if !wanted(i) {
+        for (i, (id, name, guarantee)) in modes.iter().enumerate() {
+            if !wanted(id) {
                 continue;
             }
             let f = run(&topic, records, *guarantee, pool.clone()).await;
@@ -270,7 +273,7 @@ async fn main() {
     };
     let medians: Vec<f64> = rates.iter_mut().map(median).collect();
     println!("median of {rounds} rounds:");
-    for ((name, _), rate) in modes.iter().zip(&medians) {
+    for ((_, name, _), rate) in modes.iter().zip(&medians) {
         println!(
             "  {name:<38} {rate:>10.0} records/s  ({:.2} x at-least-once)",
             rate / medians[0]
