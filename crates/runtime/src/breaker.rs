@@ -83,7 +83,11 @@ impl Core {
     }
 
     pub fn state(&self) -> BreakerState {
-        match self.state {
+        Core::visible(self.state)
+    }
+
+    fn visible(state: CoreState) -> BreakerState {
+        match state {
             CoreState::Closed => BreakerState::Closed,
             CoreState::Open { .. } => BreakerState::Open,
             CoreState::HalfOpen => BreakerState::HalfOpen,
@@ -173,7 +177,7 @@ impl Breaker {
             let mut changed = self.changed.subscribe();
             let wait = {
                 let mut core = self.lock();
-                let before = core.state();
+                let before = core.state;
                 match core.try_acquire(Instant::now()) {
                     Ok(kind) => {
                         self.publish(before, &core);
@@ -200,17 +204,22 @@ impl Breaker {
 
     fn settle(&self, kind: PermitKind, f: impl FnOnce(&mut Core, PermitKind, Instant)) {
         let mut core = self.lock();
-        let before = core.state();
+        let before = core.state;
         f(&mut core, kind, Instant::now());
         self.publish(before, &core);
     }
 
-    fn publish(&self, before: BreakerState, core: &Core) {
+    /// Tells the observer of a visible change and wakes the waiters on any change — an abandoned probe changes
+    /// nothing visible but lets a waiter probe. Nothing changes on the common path (a permit taken and
+    /// settled while closed): no one is woken, since no one waits.
+    fn publish(&self, before: CoreState, core: &Core) {
+        if before == core.state {
+            return;
+        }
         let after = core.state();
-        if before != after {
+        if Core::visible(before) != after {
             (self.observer)(after);
         }
-        // Always notify: an abandoned probe changes nothing visible but lets a waiter probe.
         self.changed.send_replace(after);
     }
 

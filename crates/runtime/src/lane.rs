@@ -24,7 +24,6 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::time::{Instant, SystemTime};
 
-use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
@@ -32,6 +31,7 @@ use crate::delivery::{LaneSink, Position, SinkError};
 use crate::dlq;
 use crate::error::{ErrorClass, HandlerError};
 use crate::handler::HandlerCtx;
+use crate::inbox::InboxReceiver;
 use crate::metrics::LaneMetrics;
 use crate::processor::{Processor, Run};
 use crate::record::Record;
@@ -162,11 +162,7 @@ impl<P: Processor, S: LaneSink> Lane<P, S> {
     }
 
     /// Processes records from `queue` until stopped; closes the sink; returns why it stopped.
-    pub async fn run(
-        mut self,
-        mut queue: mpsc::Receiver<Record>,
-        control: Arc<LaneControl>,
-    ) -> LaneExit {
+    pub async fn run(mut self, mut queue: InboxReceiver, control: Arc<LaneControl>) -> LaneExit {
         let span = tracing::info_span!("lane", group = %self.shared.policy.group, topic = %self.topic, partition = self.partition);
         async move {
             let exit = match self.sink.start().await {
@@ -183,11 +179,7 @@ impl<P: Processor, S: LaneSink> Lane<P, S> {
         .await
     }
 
-    async fn consume(
-        &mut self,
-        queue: &mut mpsc::Receiver<Record>,
-        stop: &CancellationToken,
-    ) -> LaneExit {
+    async fn consume(&mut self, queue: &mut InboxReceiver, stop: &CancellationToken) -> LaneExit {
         let batch_size = self.shared.policy.batch_size;
         let mut incoming = Vec::with_capacity(batch_size);
         loop {
@@ -206,12 +198,7 @@ impl<P: Processor, S: LaneSink> Lane<P, S> {
                 }
             } else {
                 let room = batch_size.saturating_sub(self.pending.len());
-                while incoming.len() < room {
-                    match queue.try_recv() {
-                        Ok(record) => incoming.push(record),
-                        Err(_) => break,
-                    }
-                }
+                queue.try_recv_many(&mut incoming, room);
             }
             for record in incoming.drain(..) {
                 self.take(record).await;
@@ -313,10 +300,12 @@ impl<P: Processor, S: LaneSink> Lane<P, S> {
         // Key → offset of its failed record: later records of the key wait for it.
         let mut blocked: HashMap<Option<Vec<u8>>, i64> = HashMap::new();
         while let Some(mut segment) = segments.pop_front() {
-            segment.retain(|offset| {
-                let key = &self.record(*offset).key;
-                blocked.get(key).is_none_or(|failed| offset < failed)
-            });
+            if !blocked.is_empty() {
+                segment.retain(|offset| {
+                    let key = &self.record(*offset).key;
+                    blocked.get(key).is_none_or(|failed| offset < failed)
+                });
+            }
             if segment.is_empty() {
                 continue;
             }
@@ -634,51 +623,58 @@ impl<P: Processor, S: LaneSink> Lane<P, S> {
         self.position_after(&[])
     }
 
-    /// The position once the records at `done` (pending ones) are done too: `next` is the first pending record
-    /// not done (one past the last record taken when there is none), `ahead` every done offset from `next` on —
-    /// including offsets a previous owner applied ahead that have not arrived yet.
+    /// The position once the records at `done` (pending ones, ascending) are done too: `next` is the first
+    /// pending record not done (one past the last record taken when there is none), `ahead` every done offset
+    /// from `next` on — including offsets a previous owner applied ahead that have not arrived yet.
     fn position_after(&self, done: &[i64]) -> Position {
-        let done: BTreeSet<i64> = done.iter().copied().collect();
+        debug_assert!(done.is_sorted(), "done offsets come in pending order");
+        let mut done_iter = done.iter().copied().peekable();
         let next = self
             .pending
             .iter()
             .map(|r| r.offset)
-            .find(|o| !done.contains(o))
+            .find(|&offset| {
+                while done_iter.next_if(|&d| d < offset).is_some() {}
+                done_iter.next_if_eq(&offset).is_none()
+            })
             .or(self.high)
             .unwrap_or(0);
-        let ahead = self
+        let mut ahead: Vec<i64> = self
             .ahead
-            .iter()
-            .chain(done.iter())
+            .range(next..)
             .copied()
-            .filter(|o| *o >= next)
-            .collect::<BTreeSet<i64>>()
-            .into_iter()
+            .chain(done.iter().copied().filter(|&o| o >= next))
             .collect();
+        ahead.sort_unstable();
+        ahead.dedup();
         Position { next, ahead }
     }
 
-    /// The records at `offsets` are durable (`processed`: succeeded, or dead-lettered): the lane's position is
-    /// now `position`.
+    /// The records at `offsets` (pending ones, ascending) are durable (`processed`: succeeded, or
+    /// dead-lettered): the lane's position is now `position`.
     fn mark_done(&mut self, offsets: &[i64], position: Position, processed: bool) {
-        let done: BTreeSet<i64> = offsets.iter().copied().collect();
-        let now = chrono::Utc::now();
+        debug_assert!(offsets.is_sorted(), "done offsets come in pending order");
+        let now = chrono::Utc::now().timestamp_millis();
+        let latency = self.metrics.latency.local();
+        let mut done = offsets.iter().copied().peekable();
         let mut count = 0u64;
         self.pending.retain(|record| {
-            if !done.contains(&record.offset) {
+            while done.next_if(|&d| d < record.offset).is_some() {}
+            if done.next_if_eq(&record.offset).is_none() {
                 return true;
             }
             count += 1;
-            if processed && let Some(at) = record.event_time() {
-                let latency = (now - at).num_milliseconds().max(0) as f64 / 1000.0;
-                self.metrics.latency.observe(latency);
+            if processed && let Some(at) = record.event_time_millis() {
+                latency.observe((now - at).max(0) as f64 / 1000.0);
             }
             false
         });
+        latency.flush();
         if processed {
             self.metrics.processed.inc_by(count);
         }
-        self.ahead = position.ahead.iter().copied().collect();
+        self.ahead.clear();
+        self.ahead.extend(position.ahead);
         self.progress.set(position.next);
     }
 }
@@ -986,10 +982,10 @@ mod tests {
                 Progress::new(),
                 skip,
             );
-            let (tx, rx) = mpsc::channel(500);
-            for record in records {
-                tx.send(record).await.unwrap();
-            }
+            let (tx, rx) = crate::inbox::inbox(500);
+            let mut records: VecDeque<Record> = records.into();
+            tx.push(&mut records);
+            assert!(records.is_empty(), "at most 500 records per test");
             let control = Arc::new(LaneControl::default());
             let task = tokio::spawn(lane.run(rx, control.clone()));
             for _ in 0..100_000 {

@@ -32,6 +32,7 @@ pub mod dlq;
 pub mod error;
 pub mod handler;
 pub mod idempotency;
+mod inbox;
 mod lane;
 pub mod metrics;
 pub mod options;

@@ -43,13 +43,14 @@ use rdkafka::statistics::Statistics;
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 use rdkafka::types::RDKafkaRespErr;
 use tokio::runtime::Handle;
-use tokio::sync::mpsc::{self, error::TrySendError};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::delivery::{Assigned, Delivery, Seek};
 use crate::error::RuntimeError;
+use crate::inbox::{InboxSender, inbox};
 use crate::lane::{Lane, LaneControl, LaneExit, Progress};
+use crate::options::MIN_STASH_BYTES;
 use crate::processor::Processor;
 use crate::record::Record;
 use crate::shared::Shared;
@@ -137,6 +138,7 @@ pub(crate) fn run<P: Processor, D: Delivery>(
             }
             timeout = Duration::ZERO;
         }
+        ctx.hand_off(&consumer);
     };
     let graceful = matches!(exit, PipelineExit::Shutdown);
     ctx.stop_all(&consumer, graceful);
@@ -193,11 +195,14 @@ struct Part {
     lane: LaneHandle,
     /// Offsets below it were already handed to the lane (or skipped) in this assignment.
     next_expected: Option<i64>,
-    /// Records that did not fit in the lane's queue; the partition is paused while this is large.
+    /// Records not in the lane's inbox yet: those of the current burst, and those that did not fit; the
+    /// partition is paused while this is large.
     stash: VecDeque<Record>,
     /// [`Record::approx_size`] of the stash.
     stash_bytes: usize,
     paused: bool,
+    /// Listed in [`State::touched`]: records arrived for it in the current burst.
+    touched: bool,
     commits: Commits,
     consumed: IntCounter,
     lag: IntGauge,
@@ -253,6 +258,31 @@ impl Commits {
 }
 
 impl Part {
+    /// Moves what fits from the stash to the lane's inbox; pauses the partition when its share of the stash
+    /// budget (`limit`) still waits. Whether it paused now.
+    //
+    // Pausing makes librdkafka drop what it prefetched for the partition and fetch it again on resume: the stash
+    // must be large enough that this stays rare (a 500-record bound cost 5-10x the throughput).
+    fn relieve<C: ConsumerContext>(&mut self, limit: usize, consumer: &BaseConsumer<C>) -> bool {
+        let (_, bytes) = self.lane.queue.push(&mut self.stash);
+        self.stash_bytes -= bytes;
+        if self.stash_bytes < limit || self.paused {
+            return false;
+        }
+        let mut tpl = TopicPartitionList::new();
+        tpl.add_partition(&self.topic, self.partition);
+        match consumer.pause(&tpl) {
+            Ok(()) => {
+                self.paused = true;
+                true
+            }
+            Err(err) => {
+                tracing::warn!(error = %err, "pausing a partition failed");
+                false
+            }
+        }
+    }
+
     fn unconfirmed(&self) -> Option<i64> {
         self.commits.unconfirmed(self.lane.progress.done())
     }
@@ -263,7 +293,7 @@ impl Part {
 }
 
 struct LaneHandle {
-    queue: mpsc::Sender<Record>,
+    queue: InboxSender,
     control: Arc<LaneControl>,
     task: JoinHandle<()>,
     /// Receives the lane's exit; disconnected if the task ended without one (aborted or panicked).
@@ -274,6 +304,8 @@ struct LaneHandle {
 #[derive(Default)]
 struct State {
     parts: HashMap<Arc<str>, HashMap<i32, Part>>,
+    /// Partitions that received records in the current burst; handed to their lanes at its end.
+    touched: Vec<(Arc<str>, i32)>,
     any_stash: bool,
     last_commit: Option<Instant>,
     /// Since when a rebalance is in progress (after a revoke, or a commit the coordinator refused for it);
@@ -339,7 +371,8 @@ impl<P: Processor, D: Delivery> PollCtx<P, D> {
             .take()
     }
 
-    /// Hands a message to its partition's lane, or stashes it (pausing the partition when a batch is stashed).
+    /// Takes a message into its partition's stash; the burst's records reach the lanes at its end
+    /// ([`Self::hand_off`]), or earlier when a partition's share of the stash budget is reached.
     fn dispatch(&self, consumer: &BaseConsumer<Self>, message: &BorrowedMessage<'_>) {
         let mut guard = self.lock();
         let state = &mut *guard;
@@ -363,37 +396,57 @@ impl<P: Processor, D: Delivery> PollCtx<P, D> {
         part.next_expected = Some(offset + 1);
         part.consumed.inc();
         let record = Record::from_message(message, part.topic.clone());
-        let record = if part.stash.is_empty() {
-            match part.lane.queue.try_send(record) {
-                Ok(()) => return,
-                Err(TrySendError::Full(record) | TrySendError::Closed(record)) => record,
-            }
-        } else {
-            record
-        };
         part.stash_bytes += record.approx_size();
         part.stash.push_back(record);
-        // Only a stashing record needs the partition's share of the stash budget (off the common path).
-        let (topic, partition) = (part.topic.clone(), part.partition);
-        state.any_stash = true;
-        let limit = self.shared.options.stash_limit(state.count());
-        let Some(part) = state.get_mut(&topic, partition) else {
-            return;
-        };
-        // Pausing makes librdkafka drop what it prefetched for the partition and fetch it again on resume: the
-        // stash must be large enough that this stays rare (a 500-record bound cost 5-10x the throughput).
-        if part.stash_bytes >= limit && !part.paused {
-            let mut tpl = TopicPartitionList::new();
-            tpl.add_partition(&part.topic, part.partition);
-            match consumer.pause(&tpl) {
-                Ok(()) => {
-                    part.paused = true;
-                    let metrics = &self.shared.metrics;
-                    metrics.pauses.with_label_values(&[metrics.group()]).inc();
-                }
-                Err(err) => tracing::warn!(error = %err, "pausing a partition failed"),
-            }
+        if !part.touched {
+            part.touched = true;
+            state.touched.push((part.topic.clone(), part.partition));
         }
+        // No partition's limit is below the floor: the common path stops here.
+        if part.stash_bytes < MIN_STASH_BYTES {
+            return;
+        }
+        let (topic, partition) = (part.topic.clone(), part.partition);
+        let limit = self.shared.options.stash_limit(state.count());
+        if let Some(part) = state.get_mut(&topic, partition)
+            && part.stash_bytes >= limit
+            && part.relieve(limit, consumer)
+        {
+            self.counted_pause();
+        }
+    }
+
+    /// The end of a burst: what arrived goes to the lanes (as much as fits, with one wake-up each).
+    fn hand_off(&self, consumer: &BaseConsumer<Self>) {
+        let mut guard = self.lock();
+        if guard.touched.is_empty() {
+            return;
+        }
+        let limit = self.shared.options.stash_limit(guard.count());
+        let State {
+            parts,
+            touched,
+            any_stash,
+            ..
+        } = &mut *guard;
+        let mut pauses = 0;
+        for (topic, partition) in touched.drain(..) {
+            let Some(part) = parts.get_mut(&topic).and_then(|ps| ps.get_mut(&partition)) else {
+                continue; // revoked during the burst
+            };
+            part.touched = false;
+            pauses += usize::from(part.relieve(limit, consumer));
+            *any_stash |= !part.stash.is_empty();
+        }
+        drop(guard);
+        for _ in 0..pauses {
+            self.counted_pause();
+        }
+    }
+
+    fn counted_pause(&self) {
+        let metrics = &self.shared.metrics;
+        metrics.pauses.with_label_values(&[metrics.group()]).inc();
     }
 
     /// Moves stashed records into lanes that have room (resuming their partitions when the stash is small) and
@@ -406,16 +459,8 @@ impl<P: Processor, D: Delivery> PollCtx<P, D> {
             let limit = self.shared.options.stash_limit(guard.count());
             let mut any_stash = false;
             for part in guard.iter_mut() {
-                while let Some(record) = part.stash.pop_front() {
-                    let size = record.approx_size();
-                    if let Err(TrySendError::Full(record) | TrySendError::Closed(record)) =
-                        part.lane.queue.try_send(record)
-                    {
-                        part.stash.push_front(record);
-                        break;
-                    }
-                    part.stash_bytes -= size;
-                }
+                let (_, bytes) = part.lane.queue.push(&mut part.stash);
+                part.stash_bytes -= bytes;
                 // Resume at half: the next fetch arrives while the rest of the stash drains.
                 if part.paused && part.stash_bytes < limit / 2 {
                     resume.add_partition(&part.topic, part.partition);
@@ -540,7 +585,7 @@ impl<P: Processor, D: Delivery> PollCtx<P, D> {
             sink,
             ..
         } = assigned;
-        let (queue, queue_rx) = mpsc::channel(shared.policy.batch_size);
+        let (queue, queue_rx) = inbox(shared.policy.batch_size);
         let (exit_tx, exit) = std::sync::mpsc::sync_channel(1);
         let control = Arc::new(LaneControl::default());
         let progress = Progress::new();
@@ -572,6 +617,7 @@ impl<P: Processor, D: Delivery> PollCtx<P, D> {
             stash: VecDeque::new(),
             stash_bytes: 0,
             paused: false,
+            touched: false,
             commits: Commits::default(),
         }
     }

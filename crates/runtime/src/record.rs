@@ -115,6 +115,16 @@ impl Record {
         }
     }
 
+    /// [`Self::event_time`] in milliseconds since the epoch (what the lane's latency metric reads per record:
+    /// without a date conversion for the Kafka timestamp).
+    pub fn event_time_millis(&self) -> Option<i64> {
+        if self.value.as_deref().and_then(<[u8]>::first) == Some(&b'{') {
+            self.event_time().map(|t| t.timestamp_millis())
+        } else {
+            self.timestamp
+        }
+    }
+
     /// When the event happened, for the end-to-end latency metric: the envelope's `timestamp` field when the
     /// value is a JSON envelope, else the Kafka timestamp.
     pub fn event_time(&self) -> Option<DateTime<Utc>> {
@@ -261,11 +271,13 @@ mod tests {
             r.event_time().unwrap().to_rfc3339(),
             "2025-01-15T10:00:00+00:00"
         );
+        assert_eq!(r.event_time_millis(), Some(1_736_935_200_000));
         let r = record(b"opaque");
         assert_eq!(
             r.event_time().unwrap().timestamp_millis(),
             1_700_000_000_000
         );
+        assert_eq!(r.event_time_millis(), Some(1_700_000_000_000));
     }
 
     #[test]
