@@ -40,14 +40,20 @@ impl Handler for NoOp {
 }
 
 fn processed(registry: &Registry) -> u64 {
+    metric(registry, "records_processed_total") as u64
+}
+
+/// The sum of a runtime counter over its labels, or of a histogram's observation count.
+fn metric(registry: &Registry, name: &str) -> f64 {
+    let name = format!("checkout_consumer_{name}");
     registry
         .gather()
         .iter()
-        .filter(|f| f.name() == "checkout_consumer_records_processed_total")
+        .filter(|f| f.name() == name)
         .flat_map(|f| {
             f.get_metric()
                 .iter()
-                .map(|m| m.get_counter().get_value() as u64)
+                .map(|m| m.get_counter().get_value() + m.get_histogram().get_sample_count() as f64)
         })
         .sum()
 }
@@ -127,6 +133,9 @@ struct Figures {
     join: Duration,
     steady: Duration,
     records: usize,
+    /// Units of work (handler calls + commits) and partition pauses: why a run was slow.
+    units: f64,
+    pauses: f64,
 }
 
 async fn run(topic: &str, records: usize, guarantee: Guarantee, pool: sqlx::PgPool) -> Figures {
@@ -175,6 +184,10 @@ async fn run(topic: &str, records: usize, guarantee: Guarantee, pool: sqlx::PgPo
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
     let done = Instant::now();
+    let (units, pauses) = (
+        metric(&registry, "unit_records"),
+        metric(&registry, "partition_pauses_total"),
+    );
     shutdown.cancel();
     task.await.unwrap().unwrap();
     let first = first.unwrap();
@@ -182,6 +195,8 @@ async fn run(topic: &str, records: usize, guarantee: Guarantee, pool: sqlx::PgPo
         join: first - started,
         steady: done - first,
         records,
+        units,
+        pauses,
     }
 }
 
@@ -245,10 +260,13 @@ async fn main() {
             let f = run(&topic, records, *guarantee, pool.clone()).await;
             let rate = f.records as f64 / (f.join + f.steady).as_secs_f64();
             println!(
-                "round {round}: {name:<38} {rate:>10.0} records/s  ({} records in {:.2?}, the first after {:.2?})",
+                "round {round}: {name:<38} {rate:>10.0} records/s  ({} records in {:.2?}, the first after {:.2?}; \
+                 {:.0} records per unit, {} pauses)",
                 f.records,
                 f.join + f.steady,
-                f.join
+                f.join,
+                f.records as f64 / f.units.max(1.0),
+                f.pauses
             );
             rates[i].push(rate);
         }

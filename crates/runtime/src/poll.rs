@@ -176,6 +176,10 @@ fn consumer_config<P>(shared: &Shared<P>) -> ClientConfig {
             "fetch.queue.backoff.ms",
             millis(options.fetch_queue_backoff),
         )
+        .set(
+            "max.partition.fetch.bytes",
+            options.max_partition_fetch_bytes.to_string(),
+        )
         .set("statistics.interval.ms", millis(options.lag_interval))
         .set("enable.partition.eof", "false");
     if options.static_membership {

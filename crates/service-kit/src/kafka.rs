@@ -194,6 +194,12 @@ const RESERVED: &[(&str, Owner)] = &[
         },
     ),
     (
+        "max.partition.fetch.bytes",
+        Owner::RuntimeOption {
+            setting: "max_partition_fetch_bytes",
+        },
+    ),
+    (
         "statistics.interval.ms",
         Owner::RuntimeOption {
             setting: "lag_interval",
@@ -210,6 +216,7 @@ const ALIASES: &[(&str, &str)] = &[
     ("queue.buffering.max.ms", "linger.ms"),
     ("metadata.broker.list", "bootstrap.servers"),
     ("auto.commit.enable", "enable.auto.commit"),
+    ("fetch.message.max.bytes", "max.partition.fetch.bytes"),
 ];
 
 /// librdkafka applies a `topic.`-prefixed global property to the default topic configuration under the
@@ -422,6 +429,8 @@ mod tests {
             ("enable.partition.eof", "consumer runtime"),
             ("queued.max.messages.kbytes", "queued_max_messages_kbytes"),
             ("fetch.queue.backoff.ms", "fetch_queue_backoff"),
+            ("max.partition.fetch.bytes", "max_partition_fetch_bytes"),
+            ("fetch.message.max.bytes", "max_partition_fetch_bytes"),
             (
                 "statistics.interval.ms",
                 "service.consumer.options.lag_interval",
