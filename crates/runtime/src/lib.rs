@@ -19,8 +19,8 @@
 //! Layout (one concern per module): [`policy`] (the spec's tables as data), [`options`] (operational knobs),
 //! [`error`], [`record`], [`handler`], [`retry`] (the decision function), [`breaker`], [`dlq`], [`metrics`],
 //! [`idempotency`]; internally `consumer` (builder and run loop), `poll` (the poll thread, rebalancing,
-//! commits), `lane` (per-partition processing and retries), `at_least_once`, `eos_kafka`, `eos_db` (how each
-//! mode makes a batch durable), `produce`.
+//! commits), `inbox` (the bounded hand-off from the poll thread to a lane), `lane` (per-partition processing and
+//! retries), `at_least_once`, `eos_kafka`, `eos_db` (how each mode makes a batch durable), `produce`.
 //!
 //! Decisions: `docs/decisions/0007-consumer-runtime.md`.
 

@@ -5,12 +5,15 @@
 //!   polled on a dedicated OS thread, which keeps calling `poll` while handlers run or wait, so the consumer
 //!   stays in its group however long a record is retried. Blocking calls (synchronous commits, reading stored
 //!   positions) happen here too, each bounded.
-//! - **Order and bounded memory**: each assigned partition has a lane fed through a bounded queue (capacity =
-//!   batch size). When it is full, messages wait in a stash; when its share of the stash budget waits there
+//! - **Order and bounded memory**: each assigned partition has a lane fed through a bounded inbox (capacity =
+//!   batch size, `inbox`). The records of a burst (up to `BURST`) gather in their partitions' stashes
+//!   and move to the inboxes at its end, one lock and one wake-up per partition; what does not fit waits in the
+//!   stash; when its share of the stash budget waits there
 //!   (`buffer_bytes_per_partition`, at most `buffer_bytes_total` ÷ assigned partitions) the partition is
 //!   **paused**, and it resumes when half of that has moved on. The next expected offset per
 //!   partition is tracked and anything below it is dropped, so a pause, resume or refetch never reorders or
-//!   duplicates records within an assignment. librdkafka's prefetch is bounded by `queued.max.messages.kbytes`.
+//!   duplicates records within an assignment. librdkafka's prefetch is bounded by `queued.max.messages.kbytes`,
+//!   and what one fetch brings for a partition by `max.partition.fetch.bytes` (so it fits in the stash share).
 //! - **Commits only what is done, only for what is owned** (when the mode commits to Kafka — see
 //!   [`Delivery::commits_to_kafka`]): offsets come from the lanes' durable progress; an offset counts as
 //!   committed only once Kafka confirmed it, so on revoke and shutdown every revoked partition whose confirmed
