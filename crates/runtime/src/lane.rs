@@ -633,10 +633,7 @@ impl<P: Processor, S: LaneSink> Lane<P, S> {
             .pending
             .iter()
             .map(|r| r.offset)
-            .find(|&offset| {
-                while done_iter.next_if(|&d| d < offset).is_some() {}
-                done_iter.next_if_eq(&offset).is_none()
-            })
+            .find(|&offset| !take_if_done(&mut done_iter, offset))
             .or(self.high)
             .unwrap_or(0);
         let mut ahead: Vec<i64> = self
@@ -659,8 +656,7 @@ impl<P: Processor, S: LaneSink> Lane<P, S> {
         let mut done = offsets.iter().copied().peekable();
         let mut count = 0u64;
         self.pending.retain(|record| {
-            while done.next_if(|&d| d < record.offset).is_some() {}
-            if done.next_if_eq(&record.offset).is_none() {
+            if !take_if_done(&mut done, record.offset) {
                 return true;
             }
             count += 1;
@@ -677,6 +673,13 @@ impl<P: Processor, S: LaneSink> Lane<P, S> {
         self.ahead.extend(position.ahead);
         self.progress.set(position.next);
     }
+}
+
+/// Walking ascending `done` offsets beside ascending pending offsets: whether `offset` is among them (the walk
+/// moves past it, and past anything below it).
+fn take_if_done(done: &mut std::iter::Peekable<impl Iterator<Item = i64>>, offset: i64) -> bool {
+    while done.next_if(|&d| d < offset).is_some() {}
+    done.next_if_eq(&offset).is_some()
 }
 
 async fn sleep_until(due: Option<tokio::time::Instant>) {

@@ -271,8 +271,7 @@ impl Part {
     // Pausing makes librdkafka drop what it prefetched for the partition and fetch it again on resume: the stash
     // must be large enough that this stays rare (a 500-record bound cost 5-10x the throughput).
     fn relieve<C: ConsumerContext>(&mut self, limit: usize, consumer: &BaseConsumer<C>) -> bool {
-        let (_, bytes) = self.lane.queue.push(&mut self.stash);
-        self.stash_bytes -= bytes;
+        self.stash_bytes -= self.lane.queue.push(&mut self.stash);
         if self.stash_bytes < limit || self.paused {
             return false;
         }
@@ -419,7 +418,7 @@ impl<P: Processor, D: Delivery> PollCtx<P, D> {
             && part.stash_bytes >= limit
             && part.relieve(limit, consumer)
         {
-            self.counted_pause();
+            self.count_pauses(1);
         }
     }
 
@@ -442,18 +441,21 @@ impl<P: Processor, D: Delivery> PollCtx<P, D> {
                 continue; // revoked during the burst
             };
             part.touched = false;
-            pauses += usize::from(part.relieve(limit, consumer));
+            pauses += u64::from(part.relieve(limit, consumer));
             *any_stash |= !part.stash.is_empty();
         }
         drop(guard);
-        for _ in 0..pauses {
-            self.counted_pause();
+        if pauses > 0 {
+            self.count_pauses(pauses);
         }
     }
 
-    fn counted_pause(&self) {
+    fn count_pauses(&self, pauses: u64) {
         let metrics = &self.shared.metrics;
-        metrics.pauses.with_label_values(&[metrics.group()]).inc();
+        metrics
+            .pauses
+            .with_label_values(&[metrics.group()])
+            .inc_by(pauses);
     }
 
     /// Moves stashed records into lanes that have room (resuming their partitions when the stash is small) and
@@ -466,8 +468,7 @@ impl<P: Processor, D: Delivery> PollCtx<P, D> {
             let limit = self.shared.options.stash_limit(guard.count());
             let mut any_stash = false;
             for part in guard.iter_mut() {
-                let (_, bytes) = part.lane.queue.push(&mut part.stash);
-                part.stash_bytes -= bytes;
+                part.stash_bytes -= part.lane.queue.push(&mut part.stash);
                 // Resume at half: the next fetch arrives while the rest of the stash drains.
                 if part.paused && part.stash_bytes < limit / 2 {
                     resume.add_partition(&part.topic, part.partition);

@@ -118,27 +118,29 @@ impl Record {
     /// [`Self::event_time`] in milliseconds since the epoch (what the lane's latency metric reads per record:
     /// without a date conversion for the Kafka timestamp).
     pub fn event_time_millis(&self) -> Option<i64> {
-        if self.value.as_deref().and_then(<[u8]>::first) == Some(&b'{') {
-            self.event_time().map(|t| t.timestamp_millis())
-        } else {
-            self.timestamp
-        }
+        self.envelope_time()
+            .map(|t| t.timestamp_millis())
+            .or(self.timestamp)
     }
 
     /// When the event happened, for the end-to-end latency metric: the envelope's `timestamp` field when the
     /// value is a JSON envelope, else the Kafka timestamp.
     pub fn event_time(&self) -> Option<DateTime<Utc>> {
+        self.envelope_time()
+            .or_else(|| self.timestamp.and_then(DateTime::from_timestamp_millis))
+    }
+
+    /// The envelope's `timestamp` field, when the value is a JSON object that has one.
+    fn envelope_time(&self) -> Option<DateTime<Utc>> {
         #[derive(serde::Deserialize)]
         struct EnvelopeTime {
             timestamp: DateTime<Utc>,
         }
-        let from_envelope = self
-            .value
+        self.value
             .as_deref()
             .filter(|v| v.first() == Some(&b'{'))
             .and_then(|v| serde_json::from_slice::<EnvelopeTime>(v).ok())
-            .map(|e| e.timestamp);
-        from_envelope.or_else(|| self.timestamp.and_then(DateTime::from_timestamp_millis))
+            .map(|e| e.timestamp)
     }
 }
 
