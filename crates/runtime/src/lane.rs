@@ -184,16 +184,20 @@ impl<P: Processor, S: LaneSink> Lane<P, S> {
         let mut incoming = Vec::with_capacity(batch_size);
         loop {
             if self.pending.is_empty() {
-                let due = self.sink.due();
-                tokio::select! {
-                    biased;
-                    _ = stop.cancelled() => return LaneExit::Stopped,
-                    n = queue.recv_many(&mut incoming, batch_size) => if n == 0 { return LaneExit::Stopped },
-                    _ = sleep_until(due), if due.is_some() => {
-                        if let Err(exit) = self.flush().await {
-                            return exit;
+                if queue.try_recv_many(&mut incoming, batch_size) == 0 {
+                    // Nothing to do: what the sink keeps between back-to-back units goes back before the wait.
+                    self.sink.idle();
+                    let due = self.sink.due();
+                    tokio::select! {
+                        biased;
+                        _ = stop.cancelled() => return LaneExit::Stopped,
+                        n = queue.recv_many(&mut incoming, batch_size) => if n == 0 { return LaneExit::Stopped },
+                        _ = sleep_until(due), if due.is_some() => {
+                            if let Err(exit) = self.flush().await {
+                                return exit;
+                            }
+                            continue;
                         }
-                        continue;
                     }
                 }
             } else {
@@ -720,6 +724,8 @@ mod tests {
         commits: Vec<(Vec<i64>, Position)>,
         letters: Vec<(i64, String, Position)>,
         aborts: usize,
+        /// Times the lane said it had nothing left to do, and the number of commits before each.
+        idles: Vec<usize>,
     }
 
     struct FakeSink {
@@ -822,6 +828,11 @@ mod tests {
         async fn flush(&mut self, _position: &Position) -> Result<(), SinkError> {
             Ok(())
         }
+        fn idle(&mut self) {
+            let mut journal = self.journal.lock().unwrap();
+            let commits = journal.commits.len();
+            journal.idles.push(commits);
+        }
         async fn close(&mut self, _position: &Position, _graceful: bool) {}
     }
 
@@ -918,7 +929,18 @@ mod tests {
 
     /// Business errors: 2 retries 10 ms apart, then the DLQ.
     fn harness<P: Processor>(processor: P, attempts: AttemptStore) -> Harness<P> {
-        let mut policy = GroupPolicy::spec(READ_MODEL_PROJECTIONS).unwrap();
+        harness_with(
+            processor,
+            attempts,
+            GroupPolicy::spec(READ_MODEL_PROJECTIONS).unwrap(),
+        )
+    }
+
+    fn harness_with<P: Processor>(
+        processor: P,
+        attempts: AttemptStore,
+        mut policy: GroupPolicy,
+    ) -> Harness<P> {
         policy.retry = RetryPolicy {
             max_retries: 2,
             backoff: Backoff::Fixed {
@@ -1039,6 +1061,24 @@ mod tests {
         assert_eq!(
             *script.calls.lock().unwrap(),
             vec![vec![10, 11, 12, 13, 14]]
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_sink_lets_go_of_what_it_keeps_only_when_nothing_is_left_to_do() {
+        // Five queued records in batches of two: three back-to-back units, then the lane waits.
+        let mut policy = GroupPolicy::spec(READ_MODEL_PROJECTIONS).unwrap();
+        policy.batch_size = 2;
+        let h = harness_with(Batched(Script::default()), AttemptStore::memory(), policy);
+        let records = (10..15).map(|o| rec(o, &format!("k{o}"), "ok")).collect();
+        h.run(records, true, true, vec![], |j| !j.idles.is_empty())
+            .await;
+        let journal = h.journal.lock().unwrap();
+        assert_eq!(journal.commits.len(), 3, "{journal:?}");
+        assert_eq!(
+            journal.idles,
+            vec![3],
+            "idle once, after the third unit, never between units"
         );
     }
 

@@ -14,6 +14,10 @@
 //!   are skipped when they arrive, and a partition **with no stored row starts at the beginning of its topic**
 //!   (or its end, when `auto_offset_reset = "latest"` says so) — never at Kafka's committed offset, which this
 //!   mode writes for lag tools only.
+//! - A lane keeps its connection from one unit to the next (`BEGIN`, the handler's statements, the
+//!   compare-and-set, `COMMIT` — without the pool's test on every acquire and release), for at most [`HOLD`]
+//!   before handing it back to the pool, at once when it has nothing to do, and never when the pool has no other
+//!   connection to give. A kept connection that the server closed is replaced before the unit starts on it.
 //! - Output and DLQ records are acknowledged by the broker before the database commit: at-least-once for them
 //!   (use the outbox for exactly-once publishing); a crash between a DLQ ack and the commit can dead-letter a
 //!   record twice (its provenance headers identify it).
@@ -24,8 +28,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use rdkafka::producer::FutureProducer;
-use sqlx::{PgConnection, PgPool, Postgres, Transaction};
+use sqlx::pool::PoolConnection;
+use sqlx::postgres::PgTransactionManager;
+use sqlx::{PgConnection, PgPool, Postgres};
+use sqlx_core::transaction::TransactionManager;
 use tokio::runtime::Handle;
+use tokio::time::Instant;
 
 use super::{Assigned, Delivery, LaneSink, Position, Seek, SinkError, classify};
 use crate::error::{ErrorClass, HandlerError, classify_sqlx};
@@ -116,6 +124,7 @@ impl Delivery for DbOffsets {
                         topic: topic.clone(),
                         partition: *partition,
                         generation,
+                        held: None,
                         db_timeout: self.db_timeout,
                         produce_timeout: self.produce_timeout,
                     },
@@ -134,8 +143,43 @@ pub(crate) struct Sink {
     /// The generation of the stored position as this lane read or wrote it last (`None`: no row yet): the
     /// expected value of the compare-and-set.
     generation: Option<i64>,
+    /// The connection of the last unit, kept for the next one (see [`HOLD`]).
+    held: Option<Held>,
     db_timeout: Duration,
     produce_timeout: Duration,
+}
+
+/// How long a lane may keep a connection between units before handing it back to the pool, which tests it (a
+/// round trip) and retires it at the end of its lifetime. 500 ms is HikariCP's `aliveBypassWindowMs`: a
+/// connection that answered that recently is not tested again.
+const HOLD: Duration = Duration::from_millis(500);
+
+/// A connection a lane kept from its last unit, and since when it is out of the pool.
+struct Held {
+    conn: PoolConnection<Postgres>,
+    since: Instant,
+}
+
+/// An open unit: a pooled connection inside a transaction. Dropped while open (a failure, or its future
+/// cancelled) it queues a `ROLLBACK`, as sqlx's own `Transaction` does; the connection sends it before anything
+/// else, at the latest when it returns to the pool.
+pub(crate) struct Unit {
+    conn: Option<PoolConnection<Postgres>>,
+    since: Instant,
+}
+
+impl Unit {
+    fn conn(&mut self) -> &mut PgConnection {
+        self.conn.as_mut().expect("an open unit has its connection")
+    }
+}
+
+impl Drop for Unit {
+    fn drop(&mut self) {
+        if let Some(conn) = self.conn.as_mut() {
+            PgTransactionManager::start_rollback(conn);
+        }
+    }
 }
 
 /// A failure of the runtime's own statements: a lost connection or a timeout is infrastructure; anything else
@@ -148,6 +192,72 @@ fn db_error(err: sqlx::Error) -> SinkError {
 }
 
 impl Sink {
+    /// Opens a unit: on the connection the lane kept, or one from the pool.
+    ///
+    /// A kept connection that fails to begin (the server closed it since the last unit) is given back to the
+    /// pool, which discards it, and the unit starts on another one: nothing had run on it yet.
+    async fn open(&mut self) -> Result<Unit, SinkError> {
+        if let Some(Held { mut conn, since }) =
+            self.held.take().filter(|h| h.since.elapsed() < HOLD)
+        {
+            match tokio::time::timeout(
+                self.db_timeout,
+                PgTransactionManager::begin(&mut conn, None),
+            )
+            .await
+            {
+                Ok(Ok(())) => {
+                    return Ok(Unit {
+                        conn: Some(conn),
+                        since,
+                    });
+                }
+                Ok(Err(err)) => tracing::debug!(
+                    error = %service_kit::telemetry::error_chain(&err),
+                    "the lane's connection failed to begin a transaction; taking another from the pool"
+                ),
+                Err(_) => {
+                    return Err(SinkError::Unavailable(HandlerError::infrastructure(
+                        format!("database statement timed out after {:?}", self.db_timeout),
+                    )));
+                }
+            }
+        }
+        let mut conn = self.bounded(self.pool.acquire()).await?;
+        self.bounded(PgTransactionManager::begin(&mut conn, None))
+            .await?;
+        Ok(Unit {
+            conn: Some(conn),
+            since: Instant::now(),
+        })
+    }
+
+    /// Keeps the connection of a unit that ended (committed or rolled back) for the next one — unless the pool
+    /// has no connection left to give, when another task may be waiting for this one.
+    fn keep(&mut self, mut unit: Unit) {
+        let Some(conn) = unit.conn.take() else {
+            return;
+        };
+        let options = self.pool.options();
+        let exhausted =
+            self.pool.num_idle() == 0 && self.pool.size() >= options.get_max_connections();
+        if !exhausted {
+            self.held = Some(Held {
+                conn,
+                since: unit.since,
+            });
+        }
+    }
+
+    /// Rolls `unit` back; its connection is kept if that worked.
+    async fn rollback(&mut self, mut unit: Unit) {
+        if let Ok(Ok(())) =
+            tokio::time::timeout(self.db_timeout, PgTransactionManager::rollback(unit.conn())).await
+        {
+            self.keep(unit);
+        }
+    }
+
     /// Runs `op` with the configured statement deadline; a timeout is an infrastructure failure.
     async fn bounded<T>(
         &self,
@@ -164,7 +274,7 @@ impl Sink {
     /// Stores `position` (compare-and-set on the generation) and commits `tx`.
     async fn store_and_commit(
         &mut self,
-        mut tx: Transaction<'static, Postgres>,
+        mut tx: Unit,
         position: &Position,
     ) -> Result<(), SinkError> {
         let stored = match self.generation {
@@ -181,7 +291,7 @@ impl Sink {
                 .bind(position.next)
                 .bind(&position.ahead)
                 .bind(expected)
-                .fetch_optional(&mut *tx);
+                .fetch_optional(tx.conn());
                 self.bounded(update).await?
             }
             None => {
@@ -194,12 +304,12 @@ impl Sink {
                 .bind(self.partition)
                 .bind(position.next)
                 .bind(&position.ahead)
-                .fetch_optional(&mut *tx);
+                .fetch_optional(tx.conn());
                 self.bounded(insert).await?
             }
         };
         let Some(generation) = stored else {
-            let _ = tx.rollback().await;
+            self.rollback(tx).await;
             tracing::warn!(
                 expected = ?self.generation, next = position.next,
                 "the stored position moved under us: another consumer owns this partition; stopping (fenced)"
@@ -207,14 +317,16 @@ impl Sink {
             return Err(SinkError::Fenced);
         };
         // Whether a failed commit happened is unknown; the next compare-and-set tells (and fences us if it did).
-        self.bounded(tx.commit()).await?;
+        self.bounded(PgTransactionManager::commit(tx.conn()))
+            .await?;
+        self.keep(tx);
         self.generation = Some(generation);
         Ok(())
     }
 }
 
 impl LaneSink for Sink {
-    type Unit = Transaction<'static, Postgres>;
+    type Unit = Unit;
 
     fn gaps(&self) -> bool {
         true
@@ -225,11 +337,11 @@ impl LaneSink for Sink {
     }
 
     async fn begin(&mut self) -> Result<Self::Unit, SinkError> {
-        self.bounded(self.pool.begin()).await
+        self.open().await
     }
 
     fn db(unit: &mut Self::Unit) -> Option<&mut PgConnection> {
-        Some(&mut **unit)
+        Some(unit.conn())
     }
 
     async fn commit(
@@ -240,14 +352,14 @@ impl LaneSink for Sink {
     ) -> Result<(), SinkError> {
         if let Err(error) = produce::send_all(&self.producer, &outputs, self.produce_timeout).await
         {
-            let _ = unit.rollback().await;
+            self.rollback(unit).await;
             return Err(classify(error));
         }
         self.store_and_commit(unit, position).await
     }
 
     async fn abort(&mut self, unit: Self::Unit) {
-        let _ = unit.rollback().await;
+        self.rollback(unit).await;
     }
 
     async fn dead_letter(
@@ -258,7 +370,7 @@ impl LaneSink for Sink {
         produce::send_all(&self.producer, &[letter], self.produce_timeout)
             .await
             .map_err(classify)?;
-        let tx = self.begin().await?;
+        let tx = self.open().await?;
         self.store_and_commit(tx, position).await
     }
 
@@ -270,5 +382,189 @@ impl LaneSink for Sink {
         Ok(())
     }
 
-    async fn close(&mut self, _position: &Position, _graceful: bool) {}
+    fn idle(&mut self) {
+        self.held = None;
+    }
+
+    async fn close(&mut self, _position: &Position, _graceful: bool) {
+        self.held = None;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! The sink's connection handling against the real PostgreSQL (`make up`); no broker (nothing is produced).
+
+    use sqlx::postgres::PgPoolOptions;
+
+    use super::*;
+
+    async fn sink(pool: &PgPool) -> Sink {
+        let producer: FutureProducer = rdkafka::ClientConfig::new()
+            .set("bootstrap.servers", "127.0.0.1:1")
+            .create()
+            .unwrap();
+        let delivery = DbOffsets {
+            pool: pool.clone(),
+            producer,
+            group: "g".into(),
+            runtime: Handle::current(),
+            db_timeout: Duration::from_secs(10),
+            produce_timeout: Duration::from_secs(1),
+            without_row: Seek::Beginning,
+        };
+        let partitions = [(Arc::<str>::from("t"), 0)];
+        let assign = tokio::task::spawn_blocking(move || delivery.assign(&partitions));
+        let mut assigned = assign.await.unwrap().unwrap();
+        assigned.pop().unwrap().sink
+    }
+
+    async fn backend_pid(unit: &mut Unit) -> i32 {
+        sqlx::query_scalar("SELECT pg_backend_pid()")
+            .fetch_one(unit.conn())
+            .await
+            .unwrap()
+    }
+
+    fn position(next: i64) -> Position {
+        Position {
+            next,
+            ahead: Vec::new(),
+        }
+    }
+
+    async fn pool(url: &str, max: u32) -> PgPool {
+        PgPoolOptions::new()
+            .max_connections(max)
+            .acquire_timeout(Duration::from_secs(2))
+            .connect(url)
+            .await
+            .unwrap()
+    }
+
+    /// Waits until every connection of `pool` is back in it (returning one is asynchronous).
+    async fn all_idle(pool: &PgPool) {
+        for _ in 0..500 {
+            if pool.num_idle() == pool.size() as usize {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        panic!("{} of {} connections idle", pool.num_idle(), pool.size());
+    }
+
+    #[tokio::test]
+    async fn back_to_back_units_share_a_connection_that_goes_back_to_the_pool_when_the_lane_idles()
+    {
+        let db = testkit::fresh_database().await;
+        let pool = pool(&db.url, 4).await;
+        let mut sink = sink(&pool).await;
+        let mut first = sink.begin().await.unwrap();
+        let pid = backend_pid(&mut first).await;
+        sink.commit(first, Vec::new(), &position(1)).await.unwrap();
+        let mut second = sink.begin().await.unwrap();
+        assert_eq!(
+            backend_pid(&mut second).await,
+            pid,
+            "the lane kept its connection"
+        );
+        sink.abort(second).await;
+        let mut third = sink.begin().await.unwrap();
+        assert_eq!(
+            backend_pid(&mut third).await,
+            pid,
+            "kept after a rollback too"
+        );
+        sink.commit(third, Vec::new(), &position(2)).await.unwrap();
+        sink.idle();
+        all_idle(&pool).await;
+        let stored: (i64, i64) = sqlx::query_as(
+            "SELECT next_offset, generation FROM consumer_offsets WHERE consumer_group = 'g'",
+        )
+        .fetch_one(&db.pool)
+        .await
+        .unwrap();
+        assert_eq!(
+            stored,
+            (2, 2),
+            "two commits, the rolled back unit left nothing"
+        );
+    }
+
+    #[tokio::test]
+    async fn the_last_connection_of_a_pool_is_never_kept_from_others() {
+        let db = testkit::fresh_database().await;
+        let pool = pool(&db.url, 1).await;
+        let mut sink = sink(&pool).await;
+        let unit = sink.begin().await.unwrap();
+        sink.commit(unit, Vec::new(), &position(1)).await.unwrap();
+        // The lane is busy (not idle), but the pool has nothing else to give: another task gets the connection.
+        let other = tokio::time::timeout(Duration::from_secs(1), pool.acquire()).await;
+        assert!(
+            matches!(other, Ok(Ok(_))),
+            "the pool's only connection was kept by the lane"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_kept_connection_the_server_closed_is_replaced_without_failing_the_unit() {
+        let db = testkit::fresh_database().await;
+        let pool = pool(&db.url, 4).await;
+        let mut sink = sink(&pool).await;
+        let mut unit = sink.begin().await.unwrap();
+        let pid = backend_pid(&mut unit).await;
+        sink.commit(unit, Vec::new(), &position(1)).await.unwrap();
+        let killed: bool = sqlx::query_scalar("SELECT pg_terminate_backend($1)")
+            .bind(pid)
+            .fetch_one(&db.pool)
+            .await
+            .unwrap();
+        assert!(killed);
+        for _ in 0..500 {
+            let alive: bool =
+                sqlx::query_scalar("SELECT EXISTS (SELECT FROM pg_stat_activity WHERE pid = $1)")
+                    .bind(pid)
+                    .fetch_one(&db.pool)
+                    .await
+                    .unwrap();
+            if !alive {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        let mut unit = sink.begin().await.expect("a unit on another connection");
+        assert_ne!(backend_pid(&mut unit).await, pid);
+        sink.commit(unit, Vec::new(), &position(2)).await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_unit_dropped_open_leaves_nothing_and_its_connection_stays_usable() {
+        let db = testkit::fresh_database().await;
+        sqlx::query("CREATE TABLE sink (v int)")
+            .execute(&db.pool)
+            .await
+            .unwrap();
+        let pool = pool(&db.url, 1).await;
+        let mut sink = sink(&pool).await;
+        let mut unit = sink.begin().await.unwrap();
+        sqlx::query("INSERT INTO sink VALUES (1)")
+            .execute(Sink::db(&mut unit).unwrap())
+            .await
+            .unwrap();
+        // As when the lane's future is cancelled mid-unit.
+        drop(unit);
+        drop(sink);
+        all_idle(&pool).await;
+        let rows: i64 = sqlx::query_scalar("SELECT count(*) FROM sink")
+            .fetch_one(&db.pool)
+            .await
+            .unwrap();
+        assert_eq!(rows, 0, "the dropped unit's insert was rolled back");
+        let mut conn = pool.acquire().await.unwrap();
+        let savepoint = sqlx::raw_sql("SAVEPOINT probe").execute(&mut *conn).await;
+        assert!(
+            savepoint.is_err_and(|e| e.to_string().contains("transaction block")),
+            "the connection came back outside any transaction"
+        );
+    }
 }

@@ -137,6 +137,10 @@ pub(crate) trait LaneSink: Send + 'static {
     /// Commits what is pending (mode (a): the open transaction, with `position`).
     fn flush(&mut self, position: &Position) -> impl Future<Output = Result<(), SinkError>> + Send;
 
+    /// The lane has nothing to do and is about to wait for records: let go of what it kept between units (mode
+    /// (b): its database connection, back to the pool).
+    fn idle(&mut self) {}
+
     /// The lane ends: commit what is pending (`graceful`) or drop it.
     fn close(&mut self, position: &Position, graceful: bool) -> impl Future<Output = ()> + Send;
 }
