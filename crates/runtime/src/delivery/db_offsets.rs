@@ -235,9 +235,17 @@ impl Sink {
     /// Keeps the connection of a unit that ended (committed or rolled back) for the next one — unless the pool
     /// has no connection left to give, when another task may be waiting for this one.
     fn keep(&mut self, mut unit: Unit) {
-        let Some(conn) = unit.conn.take() else {
+        let Some(mut conn) = unit.conn.take() else {
             return;
         };
+        if PgTransactionManager::get_transaction_depth(&conn) != 0 {
+            // Not after a commit or a rollback that succeeded; never begin a unit inside another one (its
+            // `BEGIN` would be a savepoint), nor hand the pool a connection inside a transaction.
+            while PgTransactionManager::get_transaction_depth(&conn) != 0 {
+                PgTransactionManager::start_rollback(&mut conn);
+            }
+            return;
+        }
         let options = self.pool.options();
         let exhausted =
             self.pool.num_idle() == 0 && self.pool.size() >= options.get_max_connections();
