@@ -20,7 +20,7 @@ CARGO ?= cargo
 # Run a command with the stack's environment (.dev/env) exported.
 WITH_ENV := set -a && . ./.dev/env && set +a &&
 
-.PHONY: help up down clean build tools test test-cluster dr-drill restore-drill chaos-broker chaos deploy-check deploy-topics deploy-rules run fmt fmt-check lint ci bench bench-events bench-outbox bench-peers bench-runtime bench-e2e bench-verify bench-webhooks bench-memory
+.PHONY: help up down clean build tools test test-cluster dr-drill restore-drill chaos-broker chaos deploy-check deploy-topics deploy-rules run fmt fmt-check lint ci bench bench-quiet bench-events bench-outbox bench-peers bench-runtime bench-e2e bench-verify bench-webhooks bench-memory
 
 help: ## Show the targets.
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | expand -t 14
@@ -84,32 +84,35 @@ chaos: ## Chaos run: every service binary (2 replicas where the spec has >1 cons
 	@set -a && . ./.dev/env && . ./.dev-dr/drill.env && set +a && export KAFKA_BOOTSTRAP_SERVERS="$$DR_PRIMARY_BOOTSTRAP" && \
 	  rc=0 && $(CARGO) test -q -p checkoutctl --bench chaos || rc=$$?; ./deploy/local/dr down; exit $$rc
 
-bench: up ## Every benchmark, one after the other, into one report: target/bench/report.md (figures, load average during each part, the commit); BENCH_PARTS="bench-outbox ..." runs a subset. Figures are printed, never asserted.
+bench-quiet: up ## Before a benchmark: drop the test databases and topics tests left more than BENCH_QUIET_MINUTES (10) ago; hundreds of them slow PostgreSQL and the broker down (every bench-* target runs it).
+	@./deploy/local/bench-quiet
+
+bench: bench-quiet ## Every benchmark, one after the other, into one report: target/bench/report.md (figures, load average during each part, the commit); BENCH_PARTS="bench-outbox ..." runs a subset. Figures are printed, never asserted.
 	@./deploy/local/bench-report
 
 bench-events: ## Event codec: decode+validate and encode of ~1 KiB envelopes (criterion).
 	$(CARGO) bench -p events --bench codec
 
-bench-runtime: up ## Consumer runtime: no-op handler records/s at-least-once vs exactly-once (a) and (b).
+bench-runtime: bench-quiet ## Consumer runtime: no-op handler records/s at-least-once vs exactly-once (a) and (b).
 	$(WITH_ENV) BENCH_RECORDS=$${BENCH_RECORDS:-1000000} $(CARGO) bench -p runtime --bench throughput
 
-bench-e2e: up ## Projections, audit, analytics and settlement at 500, 1000, 2000 events/s (10k invoices each): commit → read model and payment → SettlementCompleted p50/p99, catch-up per group, checked against the truth.
+bench-e2e: bench-quiet ## Projections, audit, analytics and settlement at 500, 1000, 2000 events/s (10k invoices each): commit → read model and payment → SettlementCompleted p50/p99, catch-up per group, checked against the truth.
 	$(WITH_ENV) E2E_RATES=$${E2E_RATES:-500,1000,2000} $(CARGO) bench -p flows --bench e2e
 
-bench-webhooks: up ## Webhooks at 500 events/s with one merchant in ten hanging: commit → received p50/p99 for the healthy endpoints (BENCH_WEBHOOKS_RATE, _MERCHANTS, _INVOICES, _HANGING_PCT).
+bench-webhooks: bench-quiet ## Webhooks at 500 events/s with one merchant in ten hanging: commit → received p50/p99 for the healthy endpoints (BENCH_WEBHOOKS_RATE, _MERCHANTS, _INVOICES, _HANGING_PCT).
 	$(WITH_ENV) $(CARGO) bench -p webhooks --bench delivery
 
-bench-verify: up ## `checkoutctl verify` on ~100k invoices filled through the real services: invoices, settlements, ledger rows, seconds per check and in total (BENCH_VERIFY_INVOICES, BENCH_VERIFY_RUNS).
+bench-verify: bench-quiet ## `checkoutctl verify` on ~100k invoices filled through the real services: invoices, settlements, ledger rows, seconds per check and in total (BENCH_VERIFY_INVOICES, BENCH_VERIFY_RUNS).
 	$(WITH_ENV) $(CARGO) bench -p checkoutctl --bench verify
 
-bench-memory: up ## RSS of every service binary (release) with ~1M events of backlog in front of it, sampled over time, vs the 150 MiB limit (BENCH_MEMORY_EVENTS, BENCH_MEMORY_SECS).
+bench-memory: bench-quiet ## RSS of every service binary (release) with ~1M events of backlog in front of it, sampled over time, vs the 150 MiB limit (BENCH_MEMORY_EVENTS, BENCH_MEMORY_SECS).
 	$(CARGO) build --release --workspace --bins
 	$(WITH_ENV) $(CARGO) bench -p flows --bench memory
 
-bench-outbox: up ## Outbox figures: 1M-event drain, commit→ack p50/p99 at 2k/s, ratio to kafka-producer-perf-test.
+bench-outbox: bench-quiet ## Outbox figures: 1M-event drain, commit→ack p50/p99 at 2k/s, ratio to kafka-producer-perf-test.
 	$(WITH_ENV) $(CARGO) bench -p outbox-publisher --bench outbox
 
-bench-peers: up ## Outbox publisher vs Debezium's outbox router (embedded engine 3.6.1, pgoutput) vs kafka-producer-perf-test on the same 1M backlog (BENCH_EVENTS), same broker, a PostgreSQL of its own with wal_level=logical (deploy/local/bench-pg); prints the ratios.
+bench-peers: bench-quiet ## Outbox publisher vs Debezium's outbox router (embedded engine 3.6.1, pgoutput) vs kafka-producer-perf-test on the same 1M backlog (BENCH_EVENTS), same broker, a PostgreSQL of its own with wal_level=logical (deploy/local/bench-pg); prints the ratios.
 	./deploy/local/debezium/run --prepare
 	@url="$$(./deploy/local/bench-pg start)" && set -a && . ./.dev/env && set +a && \
 	  rc=0 && BENCH_DATABASE_URL="$$url" $(CARGO) bench -p outbox-publisher --bench peers || rc=$$?; ./deploy/local/bench-pg stop; exit $$rc
