@@ -171,6 +171,19 @@ impl Breaker {
         self.lock().state()
     }
 
+    /// A permit if one is available now, without waiting.
+    pub fn try_acquire(&self) -> Option<Permit<'_>> {
+        let mut core = self.lock();
+        let before = core.state;
+        let kind = core.try_acquire(Instant::now()).ok()?;
+        self.publish(before, &core);
+        Some(Permit {
+            breaker: self,
+            kind,
+            settled: false,
+        })
+    }
+
     /// Waits for a permit; `None` when `stop` is cancelled first.
     pub async fn acquire(&self, stop: &CancellationToken) -> Option<Permit<'_>> {
         loop {

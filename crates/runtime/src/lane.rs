@@ -24,9 +24,11 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::time::{Instant, SystemTime};
 
+use tokio::sync::{Semaphore, SemaphorePermit};
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
+use crate::breaker::{Breaker, Permit};
 use crate::delivery::{LaneSink, Position, SinkError};
 use crate::dlq;
 use crate::error::{ErrorClass, HandlerError};
@@ -255,7 +257,7 @@ impl<P: Processor, S: LaneSink> Lane<P, S> {
     /// isolated and settled.
     async fn round(&mut self, stop: &CancellationToken) -> Result<(), LaneExit> {
         let shared = self.shared.clone();
-        let Some(permit) = shared.breaker.acquire(stop).await else {
+        let Some(permit) = breaker_permit(&mut self.sink, &shared.breaker, stop).await else {
             return Err(LaneExit::Stopped);
         };
         let take = if permit.is_probe() {
@@ -265,11 +267,7 @@ impl<P: Processor, S: LaneSink> Lane<P, S> {
         };
         let offsets: Vec<i64> = self.pending[..take].iter().map(|r| r.offset).collect();
         let round = {
-            let _slot = shared
-                .slots
-                .acquire()
-                .await
-                .expect("the semaphore is never closed");
+            let _slot = slot(&mut self.sink, &shared.slots).await;
             self.isolate(offsets).await
         };
         match &round.unavailable {
@@ -467,8 +465,10 @@ impl<P: Processor, S: LaneSink> Lane<P, S> {
                         offset, attempt = log.attempts, error_class = %class, retry_in = ?wait,
                         error = %error.chain(), "record failed; retrying in place"
                     );
-                    // Whatever is done must not wait with it (mode (a)'s open transaction).
+                    // Whatever is done must not wait with it (mode (a)'s open transaction), nor what the sink
+                    // keeps between units (mode (b)'s connection).
                     self.flush().await?;
+                    self.sink.idle();
                     tokio::select! {
                         biased;
                         _ = stop.cancelled() => return Err(LaneExit::Stopped),
@@ -484,15 +484,11 @@ impl<P: Processor, S: LaneSink> Lane<P, S> {
                 }
             }
             let shared = self.shared.clone();
-            let Some(permit) = shared.breaker.acquire(stop).await else {
+            let Some(permit) = breaker_permit(&mut self.sink, &shared.breaker, stop).await else {
                 return Err(LaneExit::Stopped);
             };
             let outcome = {
-                let _slot = shared
-                    .slots
-                    .acquire()
-                    .await
-                    .expect("the semaphore is never closed");
+                let _slot = slot(&mut self.sink, &shared.slots).await;
                 self.attempt(&[offset], log.attempts + 1).await
             };
             let next = match outcome {
@@ -545,7 +541,7 @@ impl<P: Processor, S: LaneSink> Lane<P, S> {
         let letter = dlq::dead_letter(self.record(offset), &self.shared.policy.group, error, log);
         loop {
             let shared = self.shared.clone();
-            let Some(permit) = shared.breaker.acquire(stop).await else {
+            let Some(permit) = breaker_permit(&mut self.sink, &shared.breaker, stop).await else {
                 return Err(LaneExit::Stopped);
             };
             let position = self.position_after(&[offset]);
@@ -591,6 +587,7 @@ impl<P: Processor, S: LaneSink> Lane<P, S> {
             "a write of this partition was refused and will be until an operator acts (a missing topic?); \
              the partition waits, the others go on"
         );
+        self.sink.idle();
         tokio::select! {
             biased;
             _ = stop.cancelled() => Err(LaneExit::Stopped),
@@ -691,6 +688,32 @@ async fn sleep_until(due: Option<tokio::time::Instant>) {
         Some(due) => tokio::time::sleep_until(due).await,
         None => std::future::pending().await,
     }
+}
+
+/// A breaker permit; when one must be waited for, the sink first lets go of what it keeps between units.
+async fn breaker_permit<'b, S: LaneSink>(
+    sink: &mut S,
+    breaker: &'b Breaker,
+    stop: &CancellationToken,
+) -> Option<Permit<'b>> {
+    if let Some(permit) = breaker.try_acquire() {
+        return Some(permit);
+    }
+    sink.idle();
+    breaker.acquire(stop).await
+}
+
+/// A handler slot (`max_parallel_partitions`); when one must be waited for, the sink first lets go of what it
+/// keeps between units.
+async fn slot<'s, S: LaneSink>(sink: &mut S, slots: &'s Semaphore) -> SemaphorePermit<'s> {
+    if let Ok(permit) = slots.try_acquire() {
+        return permit;
+    }
+    sink.idle();
+    slots
+        .acquire()
+        .await
+        .expect("the semaphore is never closed")
 }
 
 #[cfg(test)]
@@ -1079,6 +1102,24 @@ mod tests {
             journal.idles,
             vec![3],
             "idle once, after the third unit, never between units"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_sink_lets_go_of_what_it_keeps_before_a_retry_wait() {
+        // b@11 fails twice (10 ms apart) and is dead-lettered; each wait starts with the sink let go.
+        let script = Script::failing(&["bad"], true);
+        let h = harness(Batched(script), AttemptStore::memory());
+        let records = vec![rec(10, "a", "ok"), rec(11, "b", "bad")];
+        h.run(records, true, true, vec![], |j| {
+            j.letters.len() == 1 && !j.idles.is_empty()
+        })
+        .await;
+        let journal = h.journal.lock().unwrap();
+        assert_eq!(
+            journal.idles,
+            vec![1, 1, 1],
+            "before each of the two retry waits (after the first unit's commit), and when done: {journal:?}"
         );
     }
 

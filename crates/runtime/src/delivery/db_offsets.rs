@@ -16,8 +16,11 @@
 //!   mode writes for lag tools only.
 //! - A lane keeps its connection from one unit to the next (`BEGIN`, the handler's statements, the
 //!   compare-and-set, `COMMIT` — without the pool's test on every acquire and release), for at most [`HOLD`]
-//!   before handing it back to the pool, at once when it has nothing to do, and never when the pool has no other
-//!   connection to give. A kept connection that the server closed is replaced before the unit starts on it.
+//!   before handing it back to the pool, at once when it has nothing to do or must wait (a retry, the breaker, a
+//!   handler slot), and never when the pool has no other connection to give. A kept connection that the server
+//!   closed is replaced before the unit starts on it; one whose `BEGIN` did not complete is closed, never pooled.
+//! - The position is stored only when the unit's own transaction is the only one open: a handler's savepoint left
+//!   open, or a nested `begin()` that rolled the unit back, fails the unit instead.
 //! - Output and DLQ records are acknowledged by the broker before the database commit: at-least-once for them
 //!   (use the outbox for exactly-once publishing); a crash between a DLQ ack and the commit can dead-letter a
 //!   record twice (its provenance headers identify it).
@@ -177,9 +180,36 @@ impl Unit {
 impl Drop for Unit {
     fn drop(&mut self) {
         if let Some(conn) = self.conn.as_mut() {
-            PgTransactionManager::start_rollback(conn);
+            roll_back_all(conn);
         }
     }
+}
+
+/// Queues the rollback of every open level (a handler's savepoint left open included): sqlx sends it before
+/// anything else on the connection, at the latest when it returns to the pool.
+fn roll_back_all(conn: &mut PgConnection) {
+    while PgTransactionManager::get_transaction_depth(conn) > 0 {
+        PgTransactionManager::start_rollback(conn);
+    }
+}
+
+/// Begins a transaction on `conn`. If that does not complete — an error, or the future dropped by a timeout or
+/// a cancelled lane after the `BEGIN` may have reached the server, when sqlx does not know the connection is in
+/// a transaction — the connection is closed rather than returned to the pool.
+async fn begin_on(conn: &mut PoolConnection<Postgres>) -> Result<(), sqlx::Error> {
+    struct Closing<'c>(Option<&'c mut PoolConnection<Postgres>>);
+    impl Drop for Closing<'_> {
+        fn drop(&mut self) {
+            if let Some(conn) = self.0.take() {
+                conn.close_on_drop();
+            }
+        }
+    }
+    let mut guard = Closing(Some(conn));
+    let conn = guard.0.as_mut().expect("set above");
+    PgTransactionManager::begin(conn, None).await?;
+    guard.0 = None;
+    Ok(())
 }
 
 /// A failure of the runtime's own statements: a lost connection or a timeout is infrastructure; anything else
@@ -200,12 +230,7 @@ impl Sink {
         if let Some(Held { mut conn, since }) =
             self.held.take().filter(|h| h.since.elapsed() < HOLD)
         {
-            match tokio::time::timeout(
-                self.db_timeout,
-                PgTransactionManager::begin(&mut conn, None),
-            )
-            .await
-            {
+            match tokio::time::timeout(self.db_timeout, begin_on(&mut conn)).await {
                 Ok(Ok(())) => {
                     return Ok(Unit {
                         conn: Some(conn),
@@ -224,8 +249,7 @@ impl Sink {
             }
         }
         let mut conn = self.bounded(self.pool.acquire()).await?;
-        self.bounded(PgTransactionManager::begin(&mut conn, None))
-            .await?;
+        self.bounded(begin_on(&mut conn)).await?;
         Ok(Unit {
             conn: Some(conn),
             since: Instant::now(),
@@ -241,9 +265,7 @@ impl Sink {
         if PgTransactionManager::get_transaction_depth(&conn) != 0 {
             // Not after a commit or a rollback that succeeded; never begin a unit inside another one (its
             // `BEGIN` would be a savepoint), nor hand the pool a connection inside a transaction.
-            while PgTransactionManager::get_transaction_depth(&conn) != 0 {
-                PgTransactionManager::start_rollback(&mut conn);
-            }
+            roll_back_all(&mut conn);
             return;
         }
         let options = self.pool.options();
@@ -285,6 +307,16 @@ impl Sink {
         mut tx: Unit,
         position: &Position,
     ) -> Result<(), SinkError> {
+        // The unit's own transaction, and only it, must be open: a handler that left a savepoint open (depth 2)
+        // would make the `COMMIT` below only release it, and one whose failed nested `begin()` rolled the whole
+        // transaction back (depth 0) would store the position without the unit's writes.
+        let depth = PgTransactionManager::get_transaction_depth(tx.conn());
+        if depth != 1 {
+            return Err(SinkError::Unavailable(HandlerError::transient(format!(
+                "the unit's transaction is not the only one open (depth {depth}): a handler left a nested \
+                 transaction open or rolled the unit back; the unit is rolled back and retried"
+            ))));
+        }
         let stored = match self.generation {
             Some(expected) => {
                 let update = sqlx::query_scalar::<_, i64>(
@@ -543,6 +575,49 @@ mod tests {
         let mut unit = sink.begin().await.expect("a unit on another connection");
         assert_ne!(backend_pid(&mut unit).await, pid);
         sink.commit(unit, Vec::new(), &position(2)).await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_unit_whose_handler_left_a_nested_transaction_open_is_not_committed() {
+        let db = testkit::fresh_database().await;
+        sqlx::query("CREATE TABLE sink (v int)")
+            .execute(&db.pool)
+            .await
+            .unwrap();
+        let pool = pool(&db.url, 1).await;
+        let mut sink = sink(&pool).await;
+        let mut unit = sink.begin().await.unwrap();
+        let conn = Sink::db(&mut unit).unwrap();
+        sqlx::query("INSERT INTO sink VALUES (1)")
+            .execute(&mut *conn)
+            .await
+            .unwrap();
+        // A savepoint the handler never releases (its `Transaction` leaked): `COMMIT` would only release it.
+        std::mem::forget(sqlx::Connection::begin(&mut *conn).await.unwrap());
+        let refused = sink.commit(unit, Vec::new(), &position(1)).await;
+        assert!(
+            matches!(refused, Err(SinkError::Unavailable(_))),
+            "{refused:?}"
+        );
+        drop(sink);
+        all_idle(&pool).await;
+        let (rows, positions): (i64, i64) = sqlx::query_as(
+            "SELECT (SELECT count(*) FROM sink), (SELECT count(*) FROM consumer_offsets)",
+        )
+        .fetch_one(&db.pool)
+        .await
+        .unwrap();
+        assert_eq!(
+            (rows, positions),
+            (0, 0),
+            "neither the write nor the position"
+        );
+        let mut conn = pool.acquire().await.unwrap();
+        let savepoint = sqlx::raw_sql("SAVEPOINT probe").execute(&mut *conn).await;
+        assert!(
+            savepoint.is_err_and(|e| e.to_string().contains("transaction block")),
+            "the connection came back outside any transaction"
+        );
     }
 
     #[tokio::test]
