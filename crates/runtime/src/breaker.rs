@@ -173,35 +173,16 @@ impl Breaker {
 
     /// A permit if one is available now, without waiting.
     pub fn try_acquire(&self) -> Option<Permit<'_>> {
-        let mut core = self.lock();
-        let before = core.state;
-        let kind = core.try_acquire(Instant::now()).ok()?;
-        self.publish(before, &core);
-        Some(Permit {
-            breaker: self,
-            kind,
-            settled: false,
-        })
+        self.permit_now().ok()
     }
 
     /// Waits for a permit; `None` when `stop` is cancelled first.
     pub async fn acquire(&self, stop: &CancellationToken) -> Option<Permit<'_>> {
         loop {
             let mut changed = self.changed.subscribe();
-            let wait = {
-                let mut core = self.lock();
-                let before = core.state;
-                match core.try_acquire(Instant::now()) {
-                    Ok(kind) => {
-                        self.publish(before, &core);
-                        return Some(Permit {
-                            breaker: self,
-                            kind,
-                            settled: false,
-                        });
-                    }
-                    Err(wait) => wait,
-                }
+            let wait = match self.permit_now() {
+                Ok(permit) => return Some(permit),
+                Err(wait) => wait,
             };
             let until = match wait {
                 Wait::Until(until) => until,
@@ -234,6 +215,19 @@ impl Breaker {
             (self.observer)(after);
         }
         self.changed.send_replace(after);
+    }
+
+    /// A permit now, or how long to wait for one.
+    fn permit_now(&self) -> Result<Permit<'_>, Wait> {
+        let mut core = self.lock();
+        let before = core.state;
+        let kind = core.try_acquire(Instant::now())?;
+        self.publish(before, &core);
+        Ok(Permit {
+            breaker: self,
+            kind,
+            settled: false,
+        })
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Core> {

@@ -164,23 +164,24 @@ struct Held {
 }
 
 /// An open unit: a pooled connection inside a transaction. Dropped while open (a failure, or its future
-/// cancelled) it queues a `ROLLBACK`, as sqlx's own `Transaction` does; the connection sends it before anything
-/// else, at the latest when it returns to the pool.
-pub(crate) struct Unit {
-    conn: Option<PoolConnection<Postgres>>,
-    since: Instant,
-}
+/// cancelled) it queues a `ROLLBACK` of every level, as sqlx's own `Transaction` does for its one; the connection
+/// sends it before anything else, at the latest when it returns to the pool.
+pub(crate) struct Unit(Option<Held>);
 
 impl Unit {
     fn conn(&mut self) -> &mut PgConnection {
-        self.conn.as_mut().expect("an open unit has its connection")
+        &mut self
+            .0
+            .as_mut()
+            .expect("an open unit has its connection")
+            .conn
     }
 }
 
 impl Drop for Unit {
     fn drop(&mut self) {
-        if let Some(conn) = self.conn.as_mut() {
-            roll_back_all(conn);
+        if let Some(held) = self.0.as_mut() {
+            roll_back_all(&mut held.conn);
         }
     }
 }
@@ -227,56 +228,35 @@ impl Sink {
     /// A kept connection that fails to begin (the server closed it since the last unit) is given back to the
     /// pool, which discards it, and the unit starts on another one: nothing had run on it yet.
     async fn open(&mut self) -> Result<Unit, SinkError> {
-        if let Some(Held { mut conn, since }) =
-            self.held.take().filter(|h| h.since.elapsed() < HOLD)
-        {
-            match tokio::time::timeout(self.db_timeout, begin_on(&mut conn)).await {
-                Ok(Ok(())) => {
-                    return Ok(Unit {
-                        conn: Some(conn),
-                        since,
-                    });
-                }
+        if let Some(mut held) = self.held.take().filter(|h| h.since.elapsed() < HOLD) {
+            match tokio::time::timeout(self.db_timeout, begin_on(&mut held.conn)).await {
+                Ok(Ok(())) => return Ok(Unit(Some(held))),
                 Ok(Err(err)) => tracing::debug!(
                     error = %service_kit::telemetry::error_chain(&err),
                     "the lane's connection failed to begin a transaction; taking another from the pool"
                 ),
-                Err(_) => {
-                    return Err(SinkError::Unavailable(HandlerError::infrastructure(
-                        format!("database statement timed out after {:?}", self.db_timeout),
-                    )));
-                }
+                Err(_) => return Err(self.timed_out()),
             }
         }
         let mut conn = self.bounded(self.pool.acquire()).await?;
         self.bounded(begin_on(&mut conn)).await?;
-        Ok(Unit {
-            conn: Some(conn),
+        Ok(Unit(Some(Held {
+            conn,
             since: Instant::now(),
-        })
+        })))
     }
 
     /// Keeps the connection of a unit that ended (committed or rolled back) for the next one — unless the pool
-    /// has no connection left to give, when another task may be waiting for this one.
+    /// has no connection left to give, when another task may be waiting for this one, or something is still
+    /// open on it (a handler's savepoint after a rollback: dropping the unit rolls it back, and the connection
+    /// goes back to the pool).
     fn keep(&mut self, mut unit: Unit) {
-        let Some(mut conn) = unit.conn.take() else {
-            return;
-        };
-        if PgTransactionManager::get_transaction_depth(&conn) != 0 {
-            // Not after a commit or a rollback that succeeded; never begin a unit inside another one (its
-            // `BEGIN` would be a savepoint), nor hand the pool a connection inside a transaction.
-            roll_back_all(&mut conn);
+        let exhausted = self.pool.num_idle() == 0
+            && self.pool.size() >= self.pool.options().get_max_connections();
+        if exhausted || PgTransactionManager::get_transaction_depth(unit.conn()) != 0 {
             return;
         }
-        let options = self.pool.options();
-        let exhausted =
-            self.pool.num_idle() == 0 && self.pool.size() >= options.get_max_connections();
-        if !exhausted {
-            self.held = Some(Held {
-                conn,
-                since: unit.since,
-            });
-        }
+        self.held = unit.0.take();
     }
 
     /// Rolls `unit` back; its connection is kept if that worked.
@@ -295,10 +275,15 @@ impl Sink {
     ) -> Result<T, SinkError> {
         match tokio::time::timeout(self.db_timeout, op).await {
             Ok(result) => result.map_err(db_error),
-            Err(_) => Err(SinkError::Unavailable(HandlerError::infrastructure(
-                format!("database statement timed out after {:?}", self.db_timeout),
-            ))),
+            Err(_) => Err(self.timed_out()),
         }
+    }
+
+    fn timed_out(&self) -> SinkError {
+        SinkError::Unavailable(HandlerError::infrastructure(format!(
+            "database statement timed out after {:?}",
+            self.db_timeout
+        )))
     }
 
     /// Stores `position` (compare-and-set on the generation) and commits `tx`.
@@ -493,6 +478,26 @@ mod tests {
         panic!("{} of {} connections idle", pool.num_idle(), pool.size());
     }
 
+    async fn database_with_a_sink_table() -> testkit::TestDb {
+        let db = testkit::fresh_database().await;
+        sqlx::query("CREATE TABLE sink (v int)")
+            .execute(&db.pool)
+            .await
+            .unwrap();
+        db
+    }
+
+    /// Once every connection of `pool` is back, the one it hands out is in no transaction.
+    async fn assert_back_outside_any_transaction(pool: &PgPool) {
+        all_idle(pool).await;
+        let mut conn = pool.acquire().await.unwrap();
+        let savepoint = sqlx::raw_sql("SAVEPOINT probe").execute(&mut *conn).await;
+        assert!(
+            savepoint.is_err_and(|e| e.to_string().contains("transaction block")),
+            "the connection came back outside any transaction"
+        );
+    }
+
     #[tokio::test]
     async fn back_to_back_units_share_a_connection_that_goes_back_to_the_pool_when_the_lane_idles()
     {
@@ -579,11 +584,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_unit_whose_handler_left_a_nested_transaction_open_is_not_committed() {
-        let db = testkit::fresh_database().await;
-        sqlx::query("CREATE TABLE sink (v int)")
-            .execute(&db.pool)
-            .await
-            .unwrap();
+        let db = database_with_a_sink_table().await;
         let pool = pool(&db.url, 1).await;
         let mut sink = sink(&pool).await;
         let mut unit = sink.begin().await.unwrap();
@@ -600,7 +601,6 @@ mod tests {
             "{refused:?}"
         );
         drop(sink);
-        all_idle(&pool).await;
         let (rows, positions): (i64, i64) = sqlx::query_as(
             "SELECT (SELECT count(*) FROM sink), (SELECT count(*) FROM consumer_offsets)",
         )
@@ -612,21 +612,12 @@ mod tests {
             (0, 0),
             "neither the write nor the position"
         );
-        let mut conn = pool.acquire().await.unwrap();
-        let savepoint = sqlx::raw_sql("SAVEPOINT probe").execute(&mut *conn).await;
-        assert!(
-            savepoint.is_err_and(|e| e.to_string().contains("transaction block")),
-            "the connection came back outside any transaction"
-        );
+        assert_back_outside_any_transaction(&pool).await;
     }
 
     #[tokio::test]
     async fn a_unit_dropped_open_leaves_nothing_and_its_connection_stays_usable() {
-        let db = testkit::fresh_database().await;
-        sqlx::query("CREATE TABLE sink (v int)")
-            .execute(&db.pool)
-            .await
-            .unwrap();
+        let db = database_with_a_sink_table().await;
         let pool = pool(&db.url, 1).await;
         let mut sink = sink(&pool).await;
         let mut unit = sink.begin().await.unwrap();
@@ -637,17 +628,11 @@ mod tests {
         // As when the lane's future is cancelled mid-unit.
         drop(unit);
         drop(sink);
-        all_idle(&pool).await;
         let rows: i64 = sqlx::query_scalar("SELECT count(*) FROM sink")
             .fetch_one(&db.pool)
             .await
             .unwrap();
         assert_eq!(rows, 0, "the dropped unit's insert was rolled back");
-        let mut conn = pool.acquire().await.unwrap();
-        let savepoint = sqlx::raw_sql("SAVEPOINT probe").execute(&mut *conn).await;
-        assert!(
-            savepoint.is_err_and(|e| e.to_string().contains("transaction block")),
-            "the connection came back outside any transaction"
-        );
+        assert_back_outside_any_transaction(&pool).await;
     }
 }

@@ -137,8 +137,8 @@ pub(crate) trait LaneSink: Send + 'static {
     /// Commits what is pending (mode (a): the open transaction, with `position`).
     fn flush(&mut self, position: &Position) -> impl Future<Output = Result<(), SinkError>> + Send;
 
-    /// The lane has nothing to do and is about to wait for records: let go of what it kept between units (mode
-    /// (b): its database connection, back to the pool).
+    /// The lane is about to wait — for records, a retry, the breaker or a handler slot — rather than start its
+    /// next unit: let go of what it kept between units (mode (b): its database connection, back to the pool).
     fn idle(&mut self) {}
 
     /// The lane ends: commit what is pending (`graceful`) or drop it.
