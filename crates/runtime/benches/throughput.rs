@@ -8,7 +8,11 @@
 //!
 //! Each run gets its own consumer group over the same pre-produced topic and is timed from the consumer's start to
 //! the last record processed (joining the group included; the time to the first record is reported too). Rounds
-//! interleave the modes and the median is reported, because the machine is shared.
+//! interleave the modes and the median is reported, because the machine is shared. A warm-up round of every mode
+//! comes first (`BENCH_WARMUP`, default 1), printed and not counted: the broker compiles each mode's code paths the
+//! first time they run after its start or after its code cache flushed them. Each run also prints the CPU seconds
+//! the whole machine and this process used during it, beside what the cores could give: a run near that limit is
+//! CPU-bound, one far below it waits.
 //!
 //! The peer, in the same rounds: Kafka's own `kafka-consumer-perf-test` (the Java consumer, a fresh group, the
 //! same topic), whose `nMsg.sec` counts from its start to its last record — the group join included, as ours does;
@@ -136,6 +140,48 @@ struct Figures {
     /// Units of work (handler calls + commits) and partition pauses: why a run was slow.
     units: f64,
     pauses: f64,
+    /// CPU seconds the whole machine (all cores) and this process used during the run: whether it was CPU-bound.
+    cpu_machine: f64,
+    cpu_process: f64,
+}
+
+fn cores() -> f64 {
+    std::thread::available_parallelism().map_or(1.0, |n| n.get() as f64)
+}
+
+/// Clock ticks per second of `/proc` figures (`USER_HZ`, 100 on Linux).
+const TICKS: f64 = 100.0;
+
+/// CPU seconds used so far: by the machine (busy time of all cores, `/proc/stat`) and by this process.
+fn cpu_seconds() -> (f64, f64) {
+    let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
+    // cpu  user nice system idle iowait irq softirq steal ...: busy = everything but idle and iowait.
+    let machine: f64 = stat
+        .lines()
+        .next()
+        .map(|l| {
+            l.split_whitespace()
+                .skip(1)
+                .enumerate()
+                .filter(|(i, _)| *i != 3 && *i != 4)
+                .filter_map(|(_, v)| v.parse::<f64>().ok())
+                .take(7)
+                .sum()
+        })
+        .unwrap_or(0.0);
+    let own = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    // Fields after the command's closing parenthesis; utime and stime are the 14th and 15th of the line.
+    let process: f64 = own
+        .rsplit_once(')')
+        .map(|(_, rest)| {
+            rest.split_whitespace()
+                .skip(11)
+                .take(2)
+                .filter_map(|v| v.parse::<f64>().ok())
+                .sum()
+        })
+        .unwrap_or(0.0);
+    (machine / TICKS, process / TICKS)
 }
 
 async fn run(topic: &str, records: usize, guarantee: Guarantee, pool: sqlx::PgPool) -> Figures {
@@ -160,6 +206,7 @@ async fn run(topic: &str, records: usize, guarantee: Guarantee, pool: sqlx::PgPo
     builder = builder.database(pool);
     let consumer = builder.build().unwrap();
     let shutdown = tokio_util::sync::CancellationToken::new();
+    let cpu_before = cpu_seconds();
     let started = Instant::now();
     let task = tokio::spawn(consumer.run(shutdown.clone()));
     let mut first = None;
@@ -184,6 +231,7 @@ async fn run(topic: &str, records: usize, guarantee: Guarantee, pool: sqlx::PgPo
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
     let done = Instant::now();
+    let cpu_after = cpu_seconds();
     let (units, pauses) = (
         metric(&registry, "unit_records"),
         metric(&registry, "partition_pauses_total"),
@@ -197,6 +245,8 @@ async fn run(topic: &str, records: usize, guarantee: Guarantee, pool: sqlx::PgPo
         records,
         units,
         pauses,
+        cpu_machine: cpu_after.0 - cpu_before.0,
+        cpu_process: cpu_after.1 - cpu_before.1,
     }
 }
 
@@ -250,9 +300,21 @@ async fn main() {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(3);
+    // Warm-up rounds first, printed and not counted: the broker's JIT compiles the code paths of each mode (a
+    // transaction's requests, read_committed fetches) when they are first used after a start or after its code
+    // cache flushed them, which cost mode (a)'s first 1M round ~1 s of broker CPU on two cores.
+    let warmup: usize = std::env::var("BENCH_WARMUP")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1);
     let mut rates: Vec<Vec<f64>> = vec![Vec::new(); modes.len()];
     let (mut java, mut java_fetch): (Vec<f64>, Vec<f64>) = (Vec::new(), Vec::new());
-    for round in 1..=rounds {
+    for round in 1 - warmup as isize..=rounds as isize {
+        let label = if round < 1 {
+            "warm-up".to_string()
+        } else {
+            format!("round {round}")
+        };
         for (i, (id, name, guarantee)) in modes.iter().enumerate() {
             if !wanted(id) {
                 continue;
@@ -260,26 +322,33 @@ async fn main() {
             let f = run(&topic, records, *guarantee, pool.clone()).await;
             let rate = f.records as f64 / (f.join + f.steady).as_secs_f64();
             println!(
-                "round {round}: {name:<38} {rate:>10.0} records/s  ({} records in {:.2?}, the first after {:.2?}; \
-                 {:.0} records per unit, {} pauses)",
+                "{label}: {name:<38} {rate:>10.0} records/s  ({} records in {:.2?}, the first after {:.2?}; \
+                 {:.0} records per unit, {} pauses; CPU {:.2} s of the machine's {:.2}, {:.2} s by this process)",
                 f.records,
                 f.join + f.steady,
                 f.join,
                 f.records as f64 / f.units.max(1.0),
-                f.pauses
+                f.pauses,
+                f.cpu_machine,
+                cores() * (f.join + f.steady).as_secs_f64(),
+                f.cpu_process,
             );
-            rates[i].push(rate);
+            if round >= 1 {
+                rates[i].push(rate);
+            }
         }
         if only.is_some() {
             continue;
         }
         if let Some((total, fetch)) = java_consumer(&topic, records) {
             println!(
-                "round {round}: {:<38} {total:>10.0} records/s  (fetch only, join excluded: {fetch:.0} records/s)",
+                "{label}: {:<38} {total:>10.0} records/s  (fetch only, join excluded: {fetch:.0} records/s)",
                 "kafka-consumer-perf-test (Java)"
             );
-            java.push(total);
-            java_fetch.push(fetch);
+            if round >= 1 {
+                java.push(total);
+                java_fetch.push(fetch);
+            }
         }
     }
     if only.is_some() {

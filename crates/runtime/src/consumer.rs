@@ -346,6 +346,7 @@ fn pipeline<P: Processor>(
                 transaction_timeout: options.transaction_timeout,
                 call_timeout: options.transactional_call_timeout,
                 commit_interval: options.transaction_commit_interval,
+                offsets_interval: options.commit_interval,
             };
             poll::run(shared, delivery, runtime, shutdown)
         }

@@ -26,10 +26,12 @@ pub struct ConsumerOptions {
     pub static_membership: bool,
     /// How many partitions may run a handler at the same time.
     pub max_parallel_partitions: usize,
-    /// At-least-once and mode (b): how often done offsets are committed to Kafka (asynchronously).
+    /// At-least-once and mode (b): how often done offsets are committed to Kafka (asynchronously). Mode (a): how
+    /// often a transaction holding only offsets (no outputs, no dead letters) is committed.
     #[serde(with = "humantime_serde")]
     pub commit_interval: Duration,
-    /// Mode (a): how often the open transaction is committed (with the offsets of the records done in it).
+    /// Mode (a): how often the open transaction is committed (with the offsets of the records done in it) once it
+    /// holds outputs or dead letters, which `read_committed` readers see only then.
     #[serde(with = "humantime_serde")]
     pub transaction_commit_interval: Duration,
     /// Mode (a): librdkafka `transaction.timeout.ms`.

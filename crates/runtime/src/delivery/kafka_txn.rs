@@ -6,10 +6,13 @@
 //!   Whoever owns the partition next uses the same id, so its `init_transactions` fences the previous owner's
 //!   producer and aborts that owner's open transaction at once — a killed member's partitions never wait for
 //!   `transaction.timeout.ms` (a per-process random id could not be fenced by anyone).
-//! - Outputs are enqueued into the open transaction as units finish; every `transaction_commit_interval`, and
-//!   when the lane stops gracefully, the lane's position is sent to the transaction
-//!   (`send_offsets_to_transaction`, with the consumer's current group metadata) and the transaction committed.
-//!   A consumer reading `read_committed` sees a unit's outputs if and only if its offset is committed too.
+//! - Outputs are enqueued into the open transaction as units finish; every `transaction_commit_interval` while
+//!   the transaction holds outputs or dead letters, every `commit_interval` (at-least-once's offset cadence)
+//!   while it holds only the position, and when the lane stops gracefully, the lane's position is sent to the
+//!   transaction (`send_offsets_to_transaction`, with the consumer's current group metadata) and the transaction
+//!   committed. A consumer reading `read_committed` sees a unit's outputs if and only if its offset is committed
+//!   too. A transaction of offsets alone holds back nobody's reads, and what a crash loses of it is redone by the
+//!   next owner without a duplicate: those records produced nothing (decision 0052).
 //! - No gaps: a Kafka offset is one number, so a record that fails holds back the records after it.
 //! - Any transactional failure aborts (bounded by `transactional_call_timeout`) and asks for the pipeline to be
 //!   re-created: it resumes from the committed offsets, so aborted work is redone exactly once. The blocking
@@ -50,7 +53,10 @@ pub(crate) struct KafkaTxn {
     pub metadata: Arc<GroupMetadata>,
     pub transaction_timeout: Duration,
     pub call_timeout: Duration,
+    /// How often a transaction holding outputs or dead letters is committed.
     pub commit_interval: Duration,
+    /// How often a transaction holding only the position is committed.
+    pub offsets_interval: Duration,
 }
 
 /// The `transactional.id` of the lane of `topic`/`partition` in `group`.
@@ -96,7 +102,9 @@ impl Delivery for KafkaTxn {
                         metadata: self.metadata.clone(),
                         call_timeout: self.call_timeout,
                         commit_interval: self.commit_interval,
+                        offsets_interval: self.offsets_interval,
                         pending: None,
+                        holds_outputs: false,
                         last_commit: Instant::now(),
                     },
                 }
@@ -114,8 +122,11 @@ pub(crate) struct Sink {
     metadata: Arc<GroupMetadata>,
     call_timeout: Duration,
     commit_interval: Duration,
+    offsets_interval: Duration,
     /// The position to commit with the open transaction, once work was enqueued into it.
     pending: Option<Position>,
+    /// Whether the open transaction holds outputs or dead letters (readers wait for them), or only the position.
+    holds_outputs: bool,
     last_commit: Instant,
 }
 
@@ -156,16 +167,26 @@ impl Sink {
     ) -> Result<(), SinkError> {
         let producer = self.producer().await?;
         for out in outputs {
+            self.holds_outputs = true;
             // Some outputs may be in the transaction without their offset: it must never commit.
             produce::enqueue(&producer, out)
                 .await
                 .map_err(|e| restart("enqueueing an output", e.chain()))?;
         }
         self.pending = Some(position.clone());
-        if self.last_commit.elapsed() >= self.commit_interval {
+        if self.last_commit.elapsed() >= self.interval() {
             self.commit_pending(true).await?;
         }
         Ok(())
+    }
+
+    /// How long the open transaction may stay open: short while readers wait for its outputs.
+    fn interval(&self) -> Duration {
+        if self.holds_outputs {
+            self.commit_interval
+        } else {
+            self.offsets_interval
+        }
     }
 
     /// Sends the pending position to the open transaction and commits it; begins the next one unless `last`.
@@ -205,6 +226,7 @@ impl Sink {
             return Err(err);
         }
         self.pending = None;
+        self.holds_outputs = false;
         self.last_commit = Instant::now();
         Ok(())
     }
@@ -213,6 +235,7 @@ impl Sink {
     /// producer is dropped (a new one is created if the lane goes on).
     async fn abort_open(&mut self) {
         self.pending = None;
+        self.holds_outputs = false;
         if let Some(producer) = self.producer.take() {
             let timeout = self.call_timeout;
             let _ = tokio::task::spawn_blocking(move || {
@@ -270,7 +293,7 @@ impl LaneSink for Sink {
     fn due(&self) -> Option<Instant> {
         self.pending
             .as_ref()
-            .map(|_| self.last_commit + self.commit_interval)
+            .map(|_| self.last_commit + self.interval())
     }
 
     async fn flush(&mut self, _position: &Position) -> Result<(), SinkError> {

@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use runtime::policy::{PolicyOverrides, READ_MODEL_PROJECTIONS};
-use runtime::{Consumer, Guarantee, HandlerError};
+use runtime::{Consumer, ConsumerOptions, Guarantee, HandlerError};
 
 use crate::helpers::*;
 
@@ -64,4 +64,74 @@ async fn outputs_and_dead_letters_commit_atomically_with_the_offsets() {
         "the dead letter is committed with the offsets"
     );
     assert_eq!(value(&letters[0]), "poison");
+}
+
+/// A transaction that holds only offsets is committed at at-least-once's `commit_interval`, not every
+/// `transaction_commit_interval`: nobody waits to read it. The first output in it makes it due at the short
+/// interval, and it carries the offsets done before it along; a graceful stop commits what is left.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_transaction_of_offsets_alone_waits_for_the_offset_cadence_and_an_output_makes_it_due() {
+    let input = topic("eos-a-cadence-in", 1).await;
+    let output = topic("eos-a-cadence-out", 1).await;
+    let quiet = |from: usize, n: usize| -> Vec<In> {
+        (from..from + n)
+            .map(|i| rec(0, &i.to_string(), "quiet"))
+            .collect()
+    };
+    produce(&input, &quiet(0, 50)).await;
+    let overrides = PolicyOverrides {
+        guarantee: Some(Guarantee::ExactlyOnceKafka),
+        ..Default::default()
+    };
+    let policy = policy(READ_MODEL_PROJECTIONS, &input, overrides);
+    let group = policy.group.clone();
+    let handler = Scripted::ok().with_output_of(&output, |v| v == "loud");
+    let calls = handler.calls.clone();
+    let options = ConsumerOptions {
+        // Longer than this test: only an output or the stop can commit.
+        commit_interval: Duration::from_secs(240),
+        transaction_timeout: Duration::from_secs(300),
+        transaction_commit_interval: Duration::from_millis(100),
+        ..fast_options()
+    };
+    let running = Running::start(
+        Consumer::builder(policy, kafka())
+            .handler(handler)
+            .database(database().await)
+            .options(options)
+            .build()
+            .unwrap(),
+    );
+    let handled = move |n: usize| {
+        let calls = calls.clone();
+        move || calls.lock().unwrap().len() >= n
+    };
+    wait_for(MINUTE, "the 50 quiet records handled", handled(50)).await;
+    // Ten transaction intervals later, offsets alone are still uncommitted.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let (g, t) = (group.clone(), input.clone());
+    assert_eq!(
+        blocking(move || committed(&g, &t, 1)).await,
+        [-1],
+        "a transaction of offsets alone waits for commit_interval"
+    );
+    produce(&input, &[rec(0, "50", "loud")]).await;
+    let (g, t) = (group.clone(), input.clone());
+    // Well within the 240 s offset cadence: the output made the transaction due.
+    wait_for(MINUTE, "the output's transaction committed", move || {
+        committed(&g, &t, 1) == [51]
+    })
+    .await;
+    let out =
+        blocking(move || read_topic(&output, "read_committed", 1, Duration::from_secs(1), MINUTE))
+            .await;
+    assert_eq!(out.iter().map(value).collect::<Vec<_>>(), ["loud"]);
+    produce(&input, &quiet(51, 10)).await;
+    wait_for(MINUTE, "the 10 later quiet records handled", handled(61)).await;
+    running.stop().await;
+    assert_eq!(
+        blocking(move || committed(&group, &input, 1)).await,
+        [61],
+        "a graceful stop commits the offsets-only transaction"
+    );
 }

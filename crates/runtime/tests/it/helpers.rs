@@ -457,6 +457,8 @@ pub struct Scripted {
     pub calls: Arc<Mutex<Vec<Call>>>,
     behaviour: Behaviour,
     output: Option<String>,
+    /// Which values are copied to `output` (all when `None`).
+    output_only: Option<fn(&str) -> bool>,
     db_sink: bool,
 }
 
@@ -468,6 +470,7 @@ impl Scripted {
             calls: Default::default(),
             behaviour: Arc::new(behaviour),
             output: None,
+            output_only: None,
             db_sink: false,
         }
     }
@@ -479,6 +482,13 @@ impl Scripted {
     /// Copies every successful record (key, value) to `topic`.
     pub fn with_output(mut self, topic: &str) -> Scripted {
         self.output = Some(topic.to_string());
+        self
+    }
+
+    /// Copies only the successful records whose value `only` accepts to `topic`.
+    pub fn with_output_of(mut self, topic: &str, only: fn(&str) -> bool) -> Scripted {
+        self.output = Some(topic.to_string());
+        self.output_only = Some(only);
         self
     }
 
@@ -520,7 +530,9 @@ impl Handler for Scripted {
                 .execute(db)
                 .await?;
         }
-        if let Some(output) = &self.output {
+        if let Some(output) = &self.output
+            && self.output_only.is_none_or(|only| only(&value))
+        {
             ctx.produce(OutputRecord::new(
                 output,
                 record.key.clone().unwrap_or_default(),
