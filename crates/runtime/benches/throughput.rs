@@ -12,7 +12,8 @@
 //! comes first (`BENCH_WARMUP`, default 1), printed and not counted: the broker compiles each mode's code paths the
 //! first time they run after its start or after its code cache flushed them. Each run also prints the CPU seconds
 //! the whole machine and this process used during it, beside what the cores could give: a run near that limit is
-//! CPU-bound, one far below it waits.
+//! CPU-bound, one far below it waits. `BENCH_THREADS=1` adds this process's CPU seconds per kind of thread (the
+//! poll thread, librdkafka's broker threads, the runtime's workers).
 //!
 //! The peer, in the same rounds: Kafka's own `kafka-consumer-perf-test` (the Java consumer, a fresh group, the
 //! same topic), whose `nMsg.sec` counts from its start to its last record — the group join included, as ours does;
@@ -143,10 +144,64 @@ struct Figures {
     /// CPU seconds the whole machine (all cores) and this process used during the run: whether it was CPU-bound.
     cpu_machine: f64,
     cpu_process: f64,
+    /// CPU seconds per kind of thread of this process.
+    threads: Vec<(String, f64)>,
 }
 
 fn cores() -> f64 {
     std::thread::available_parallelism().map_or(1.0, |n| n.get() as f64)
+}
+
+/// CPU ticks used so far by each thread of this process: (thread id, kind of thread, ticks). The kind is the
+/// thread's name without its numbering (`poll-bench-1a2b` → `poll`, `rdk:broker1` → `rdk:broker`).
+fn thread_ticks() -> Vec<(String, String, f64)> {
+    let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
+        return Vec::new();
+    };
+    tasks
+        .flatten()
+        .filter_map(|task| {
+            let comm = std::fs::read_to_string(task.path().join("comm")).ok()?;
+            let stat = std::fs::read_to_string(task.path().join("stat")).ok()?;
+            let ticks: f64 = stat
+                .rsplit_once(')')?
+                .1
+                .split_whitespace()
+                .skip(11)
+                .take(2)
+                .filter_map(|v| v.parse::<f64>().ok())
+                .sum();
+            let name = comm.trim();
+            let kind = if name.starts_with("poll-") {
+                "poll".to_string()
+            } else {
+                name.trim_end_matches(|c: char| c.is_ascii_digit() || c == '-')
+                    .to_string()
+            };
+            Some((task.file_name().to_string_lossy().into_owned(), kind, ticks))
+        })
+        .collect()
+}
+
+/// CPU seconds per kind of thread between two [`thread_ticks`] snapshots, largest first.
+fn thread_seconds(
+    before: &[(String, String, f64)],
+    after: &[(String, String, f64)],
+) -> Vec<(String, f64)> {
+    let mut kinds: Vec<(String, f64)> = Vec::new();
+    for (tid, kind, ticks) in after {
+        let earlier = before
+            .iter()
+            .find(|(t, _, _)| t == tid)
+            .map_or(0.0, |(_, _, t)| *t);
+        match kinds.iter_mut().find(|(k, _)| k == kind) {
+            Some((_, sum)) => *sum += (ticks - earlier) / TICKS,
+            None => kinds.push((kind.clone(), (ticks - earlier) / TICKS)),
+        }
+    }
+    kinds.sort_by(|a, b| b.1.total_cmp(&a.1));
+    kinds.retain(|(_, s)| *s >= 0.01);
+    kinds
 }
 
 /// Clock ticks per second of `/proc` figures (`USER_HZ`, 100 on Linux).
@@ -207,6 +262,7 @@ async fn run(topic: &str, records: usize, guarantee: Guarantee, pool: sqlx::PgPo
     let consumer = builder.build().unwrap();
     let shutdown = tokio_util::sync::CancellationToken::new();
     let cpu_before = cpu_seconds();
+    let threads_before = thread_ticks();
     let started = Instant::now();
     let task = tokio::spawn(consumer.run(shutdown.clone()));
     let mut first = None;
@@ -232,6 +288,7 @@ async fn run(topic: &str, records: usize, guarantee: Guarantee, pool: sqlx::PgPo
     }
     let done = Instant::now();
     let cpu_after = cpu_seconds();
+    let threads = thread_seconds(&threads_before, &thread_ticks());
     let (units, pauses) = (
         metric(&registry, "unit_records"),
         metric(&registry, "partition_pauses_total"),
@@ -247,6 +304,7 @@ async fn run(topic: &str, records: usize, guarantee: Guarantee, pool: sqlx::PgPo
         pauses,
         cpu_machine: cpu_after.0 - cpu_before.0,
         cpu_process: cpu_after.1 - cpu_before.1,
+        threads,
     }
 }
 
@@ -333,6 +391,14 @@ async fn main() {
                 cores() * (f.join + f.steady).as_secs_f64(),
                 f.cpu_process,
             );
+            if std::env::var_os("BENCH_THREADS").is_some() {
+                let threads: Vec<String> = f
+                    .threads
+                    .iter()
+                    .map(|(kind, secs)| format!("{kind} {secs:.2}"))
+                    .collect();
+                println!("    CPU seconds by thread: {}", threads.join(", "));
+            }
             if round >= 1 {
                 rates[i].push(rate);
             }
