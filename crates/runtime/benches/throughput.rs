@@ -210,17 +210,18 @@ const TICKS: f64 = 100.0;
 /// CPU seconds used so far: by the machine (busy time of all cores, `/proc/stat`) and by this process.
 fn cpu_seconds() -> (f64, f64) {
     let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
-    // cpu  user nice system idle iowait irq softirq steal ...: busy = everything but idle and iowait.
+    // cpu  user nice system idle iowait irq softirq steal guest guest_nice: busy = user, nice, system, irq,
+    // softirq and steal (guest time is already counted in user).
     let machine: f64 = stat
         .lines()
         .next()
         .map(|l| {
             l.split_whitespace()
                 .skip(1)
+                .take(8)
                 .enumerate()
                 .filter(|(i, _)| *i != 3 && *i != 4)
                 .filter_map(|(_, v)| v.parse::<f64>().ok())
-                .take(7)
                 .sum()
         })
         .unwrap_or(0.0);

@@ -315,3 +315,45 @@ impl LaneSink for Sink {
         self.abort_open().await;
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sink() -> Sink {
+        Sink {
+            config: ClientConfig::new(),
+            producer: None,
+            topic: "t".into(),
+            partition: 0,
+            metadata: Default::default(),
+            call_timeout: Duration::from_secs(10),
+            commit_interval: Duration::from_millis(100),
+            offsets_interval: Duration::from_secs(1),
+            pending: None,
+            holds_outputs: false,
+            last_commit: Instant::now(),
+        }
+    }
+
+    #[test]
+    fn a_transaction_is_due_after_the_interval_of_what_it_holds() {
+        let mut sink = sink();
+        assert_eq!(sink.due(), None, "nothing done, nothing to commit");
+        sink.pending = Some(Position {
+            next: 10,
+            ahead: Vec::new(),
+        });
+        assert_eq!(
+            sink.due(),
+            Some(sink.last_commit + Duration::from_secs(1)),
+            "offsets alone: the offset cadence"
+        );
+        sink.holds_outputs = true;
+        assert_eq!(
+            sink.due(),
+            Some(sink.last_commit + Duration::from_millis(100)),
+            "outputs (or dead letters): the transaction interval, counted from the last commit"
+        );
+    }
+}

@@ -90,7 +90,6 @@ async fn a_transaction_of_offsets_alone_waits_for_the_offset_cadence_and_an_outp
     let options = ConsumerOptions {
         // Longer than this test: only an output or the stop can commit.
         commit_interval: Duration::from_secs(240),
-        transaction_timeout: Duration::from_secs(300),
         transaction_commit_interval: Duration::from_millis(100),
         ..fast_options()
     };
@@ -134,4 +133,38 @@ async fn a_transaction_of_offsets_alone_waits_for_the_offset_cadence_and_an_outp
         [61],
         "a graceful stop commits the offsets-only transaction"
     );
+}
+
+/// A lane left with offsets alone commits them when `commit_interval` has passed, without waiting for more work
+/// or a stop.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn offsets_alone_are_committed_by_the_idle_lane_after_the_offset_cadence() {
+    let input = topic("eos-a-idle-in", 1).await;
+    let output = topic("eos-a-idle-out", 1).await;
+    let records: Vec<In> = (0..20).map(|i| rec(0, &i.to_string(), "quiet")).collect();
+    produce(&input, &records).await;
+    let overrides = PolicyOverrides {
+        guarantee: Some(Guarantee::ExactlyOnceKafka),
+        ..Default::default()
+    };
+    let policy = policy(READ_MODEL_PROJECTIONS, &input, overrides);
+    let group = policy.group.clone();
+    let options = ConsumerOptions {
+        commit_interval: Duration::from_secs(2),
+        ..fast_options()
+    };
+    let running = Running::start(
+        Consumer::builder(policy, kafka())
+            .handler(Scripted::ok().with_output_of(&output, |v| v == "loud"))
+            .database(database().await)
+            .options(options)
+            .build()
+            .unwrap(),
+    );
+    let (g, t) = (group.clone(), input.clone());
+    wait_for(MINUTE, "the idle lane's offsets committed", move || {
+        committed(&g, &t, 1) == [20]
+    })
+    .await;
+    running.stop().await;
 }
