@@ -162,15 +162,7 @@ fn thread_ticks() -> Vec<(String, String, f64)> {
         .flatten()
         .filter_map(|task| {
             let comm = std::fs::read_to_string(task.path().join("comm")).ok()?;
-            let stat = std::fs::read_to_string(task.path().join("stat")).ok()?;
-            let ticks: f64 = stat
-                .rsplit_once(')')?
-                .1
-                .split_whitespace()
-                .skip(11)
-                .take(2)
-                .filter_map(|v| v.parse::<f64>().ok())
-                .sum();
+            let ticks = ticks(&std::fs::read_to_string(task.path().join("stat")).ok()?);
             let name = comm.trim();
             let kind = if name.starts_with("poll-") {
                 "poll".to_string()
@@ -225,19 +217,20 @@ fn cpu_seconds() -> (f64, f64) {
                 .sum()
         })
         .unwrap_or(0.0);
-    let own = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
-    // Fields after the command's closing parenthesis; utime and stime are the 14th and 15th of the line.
-    let process: f64 = own
-        .rsplit_once(')')
-        .map(|(_, rest)| {
-            rest.split_whitespace()
-                .skip(11)
-                .take(2)
-                .filter_map(|v| v.parse::<f64>().ok())
-                .sum()
-        })
-        .unwrap_or(0.0);
+    let process = std::fs::read_to_string("/proc/self/stat").map_or(0.0, |stat| ticks(&stat));
     (machine / TICKS, process / TICKS)
+}
+
+/// utime + stime of a `/proc/…/stat` line: its 14th and 15th fields (the 12th and 13th after the command's
+/// closing parenthesis).
+fn ticks(stat: &str) -> f64 {
+    stat.rsplit_once(')').map_or(0.0, |(_, rest)| {
+        rest.split_whitespace()
+            .skip(11)
+            .take(2)
+            .filter_map(|v| v.parse::<f64>().ok())
+            .sum()
+    })
 }
 
 async fn run(topic: &str, records: usize, guarantee: Guarantee, pool: sqlx::PgPool) -> Figures {

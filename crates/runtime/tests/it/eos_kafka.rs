@@ -3,11 +3,20 @@
 use std::time::Duration;
 
 use runtime::policy::{PolicyOverrides, READ_MODEL_PROJECTIONS};
-use runtime::{Consumer, ConsumerOptions, Guarantee, HandlerError};
+use runtime::{Consumer, ConsumerOptions, GroupPolicy, Guarantee, HandlerError};
 
 use crate::helpers::*;
 
 const MINUTE: Duration = Duration::from_secs(60);
+
+/// The projections policy over `input`, in mode (a), with a group of its own.
+fn mode_a(input: &str) -> GroupPolicy {
+    let overrides = PolicyOverrides {
+        guarantee: Some(Guarantee::ExactlyOnceKafka),
+        ..Default::default()
+    };
+    policy(READ_MODEL_PROJECTIONS, input, overrides)
+}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn outputs_and_dead_letters_commit_atomically_with_the_offsets() {
@@ -18,11 +27,7 @@ async fn outputs_and_dead_letters_commit_atomically_with_the_offsets() {
         .collect();
     records[7].value = "poison".into();
     produce(&input, &records).await;
-    let overrides = PolicyOverrides {
-        guarantee: Some(Guarantee::ExactlyOnceKafka),
-        ..Default::default()
-    };
-    let policy = policy(READ_MODEL_PROJECTIONS, &input, overrides);
+    let policy = mode_a(&input);
     let group = policy.group.clone();
     let handler = Scripted::new(|r, _| match r.value.as_deref() {
         Some(b"poison") => Err(HandlerError::schema("unknown event_version 9")),
@@ -79,11 +84,7 @@ async fn a_transaction_of_offsets_alone_waits_for_the_offset_cadence_and_an_outp
             .collect()
     };
     produce(&input, &quiet(0, 50)).await;
-    let overrides = PolicyOverrides {
-        guarantee: Some(Guarantee::ExactlyOnceKafka),
-        ..Default::default()
-    };
-    let policy = policy(READ_MODEL_PROJECTIONS, &input, overrides);
+    let policy = mode_a(&input);
     let group = policy.group.clone();
     let handler = Scripted::ok().with_output_of(&output, |v| v == "loud");
     let calls = handler.calls.clone();
@@ -143,11 +144,7 @@ async fn offsets_alone_are_committed_by_the_idle_lane_after_the_offset_cadence()
     let output = topic("eos-a-idle-out", 1).await;
     let records: Vec<In> = (0..20).map(|i| rec(0, &i.to_string(), "quiet")).collect();
     produce(&input, &records).await;
-    let overrides = PolicyOverrides {
-        guarantee: Some(Guarantee::ExactlyOnceKafka),
-        ..Default::default()
-    };
-    let policy = policy(READ_MODEL_PROJECTIONS, &input, overrides);
+    let policy = mode_a(&input);
     let group = policy.group.clone();
     let options = ConsumerOptions {
         commit_interval: Duration::from_secs(2),
