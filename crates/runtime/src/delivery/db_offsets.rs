@@ -635,4 +635,88 @@ mod tests {
         assert_eq!(rows, 0, "the dropped unit's insert was rolled back");
         assert_back_outside_any_transaction(&pool).await;
     }
+
+    #[tokio::test]
+    async fn a_kept_connection_goes_back_through_the_pool_at_the_latest_after_the_hold() {
+        let db = testkit::fresh_database().await;
+        let acquired = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let (on_acquire, on_connect) = (acquired.clone(), acquired.clone());
+        // Counts the connections the pool hands out, idle ones (after its test) and new ones: one per trip
+        // through the pool.
+        let pool = PgPoolOptions::new()
+            .max_connections(4)
+            .before_acquire(move |_, _| {
+                let counter = on_acquire.clone();
+                Box::pin(async move {
+                    counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                    Ok(true)
+                })
+            })
+            .after_connect(move |_, _| {
+                let counter = on_connect.clone();
+                Box::pin(async move {
+                    counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                    Ok(())
+                })
+            })
+            .connect(&db.url)
+            .await
+            .unwrap();
+        let mut sink = sink(&pool).await;
+        let taken = acquired.load(std::sync::atomic::Ordering::SeqCst);
+        for next in 1..=5 {
+            let unit = sink.begin().await.unwrap();
+            sink.commit(unit, Vec::new(), &position(next))
+                .await
+                .unwrap();
+        }
+        assert_eq!(
+            acquired.load(std::sync::atomic::Ordering::SeqCst),
+            taken + 1,
+            "back-to-back units within the hold take one connection from the pool"
+        );
+        // Still busy (never idle), but the connection has been out of the pool longer than HOLD.
+        tokio::time::sleep(HOLD + Duration::from_millis(100)).await;
+        let unit = sink.begin().await.unwrap();
+        sink.commit(unit, Vec::new(), &position(6)).await.unwrap();
+        assert_eq!(
+            acquired.load(std::sync::atomic::Ordering::SeqCst),
+            taken + 2,
+            "after the hold the unit went through the pool (and its test) again"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_begin_cut_off_after_it_reached_the_server_closes_its_connection() {
+        use futures_util::FutureExt;
+        let db = testkit::fresh_database().await;
+        let pool = pool(&db.url, 1).await;
+        // Polled once: the `BEGIN` is written, and the future dropped before the answer (as a lane's timeout or
+        // cancellation would) — unless the answer was already there, when the test rolls back and tries again.
+        let mut cut = None;
+        for _ in 0..100 {
+            let mut conn = pool.acquire().await.unwrap();
+            let pid: i32 = sqlx::query_scalar("SELECT pg_backend_pid()")
+                .fetch_one(&mut *conn)
+                .await
+                .unwrap();
+            if begin_on(&mut conn).now_or_never().is_none() {
+                cut = Some(pid);
+                break;
+            }
+            PgTransactionManager::rollback(&mut conn).await.unwrap();
+        }
+        let pid = cut.expect("a BEGIN still waiting for its answer after one poll");
+        let mut next = pool.acquire().await.unwrap();
+        let next_pid: i32 = sqlx::query_scalar("SELECT pg_backend_pid()")
+            .fetch_one(&mut *next)
+            .await
+            .unwrap();
+        assert_ne!(
+            next_pid, pid,
+            "the connection of the cut-off BEGIN was closed, not pooled"
+        );
+        drop(next);
+        assert_back_outside_any_transaction(&pool).await;
+    }
 }
