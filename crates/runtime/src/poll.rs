@@ -30,7 +30,7 @@
 //! - **Lag** per partition = high watermark (last stable offset for `read_committed`) − next offset to process,
 //!   sampled from librdkafka's statistics every `lag_interval`.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
@@ -309,7 +309,11 @@ struct LaneHandle {
 
 #[derive(Default)]
 struct State {
-    parts: HashMap<Arc<str>, HashMap<i32, Part>>,
+    /// The partitions with a lane. A list: a member owns tens of partitions, and a burst's records come
+    /// partition after partition, so the one found last is looked at first ([`find`]).
+    parts: Vec<Part>,
+    /// Where in `parts` the last partition looked up was.
+    last: usize,
     /// Partitions that received records in the current burst; handed to their lanes at its end.
     touched: Vec<(Arc<str>, i32)>,
     any_stash: bool,
@@ -323,28 +327,45 @@ struct State {
     waiting_backoff: Duration,
 }
 
+/// Where `topic`/`partition` is in `parts`, looking at `last` first (and remembering it there).
+fn find(parts: &[Part], last: &mut usize, topic: &str, partition: i32) -> Option<usize> {
+    let is = |p: &Part| p.partition == partition && *p.topic == *topic;
+    if parts.get(*last).is_some_and(is) {
+        return Some(*last);
+    }
+    let at = parts.iter().position(is)?;
+    *last = at;
+    Some(at)
+}
+
 impl State {
     fn iter_mut(&mut self) -> impl Iterator<Item = &mut Part> {
-        self.parts.values_mut().flat_map(HashMap::values_mut)
+        self.parts.iter_mut()
     }
 
     fn get_mut(&mut self, topic: &str, partition: i32) -> Option<&mut Part> {
-        self.parts
-            .get_mut(topic)
-            .and_then(|ps| ps.get_mut(&partition))
+        let at = find(&self.parts, &mut self.last, topic, partition)?;
+        Some(&mut self.parts[at])
     }
 
     fn remove(&mut self, topic: &str, partition: i32) -> Option<Part> {
-        let topic_parts = self.parts.get_mut(topic)?;
-        let part = topic_parts.remove(&partition);
-        if topic_parts.is_empty() {
-            self.parts.remove(topic);
+        let at = find(&self.parts, &mut self.last, topic, partition)?;
+        Some(self.parts.swap_remove(at))
+    }
+
+    /// Adds a partition's lane; the one it replaces, if there was one.
+    fn insert(&mut self, part: Part) -> Option<Part> {
+        match find(&self.parts, &mut self.last, &part.topic, part.partition) {
+            Some(at) => Some(std::mem::replace(&mut self.parts[at], part)),
+            None => {
+                self.parts.push(part);
+                None
+            }
         }
-        part
     }
 
     fn count(&self) -> usize {
-        self.parts.values().map(HashMap::len).sum::<usize>() + self.waiting.len()
+        self.parts.len() + self.waiting.len()
     }
 }
 
@@ -382,11 +403,12 @@ impl<P: Processor, D: Delivery> PollCtx<P, D> {
     fn dispatch(&self, consumer: &BaseConsumer<Self>, message: &BorrowedMessage<'_>) {
         let mut guard = self.lock();
         let state = &mut *guard;
-        let Some(part) = state
-            .parts
-            .get_mut(message.topic())
-            .and_then(|ps| ps.get_mut(&message.partition()))
-        else {
+        let Some(at) = find(
+            &state.parts,
+            &mut state.last,
+            message.topic(),
+            message.partition(),
+        ) else {
             tracing::trace!(
                 topic = message.topic(),
                 partition = message.partition(),
@@ -394,6 +416,7 @@ impl<P: Processor, D: Delivery> PollCtx<P, D> {
             );
             return;
         };
+        let part = &mut state.parts[at];
         let offset = message.offset();
         if part.next_expected.is_some_and(|next| offset < next) {
             tracing::debug!(topic = %part.topic, partition = part.partition, offset, "redelivered offset dropped");
@@ -412,12 +435,9 @@ impl<P: Processor, D: Delivery> PollCtx<P, D> {
         if part.stash_bytes < MIN_STASH_BYTES {
             return;
         }
-        let (topic, partition) = (part.topic.clone(), part.partition);
         let limit = self.shared.options.stash_limit(state.count());
-        if let Some(part) = state.get_mut(&topic, partition)
-            && part.stash_bytes >= limit
-            && part.relieve(limit, consumer)
-        {
+        let part = &mut state.parts[at];
+        if part.stash_bytes >= limit && part.relieve(limit, consumer) {
             self.count_pauses(1);
         }
     }
@@ -431,15 +451,17 @@ impl<P: Processor, D: Delivery> PollCtx<P, D> {
         let limit = self.shared.options.stash_limit(guard.count());
         let State {
             parts,
+            last,
             touched,
             any_stash,
             ..
         } = &mut *guard;
         let mut pauses = 0;
         for (topic, partition) in touched.drain(..) {
-            let Some(part) = parts.get_mut(&topic).and_then(|ps| ps.get_mut(&partition)) else {
+            let Some(at) = find(parts, last, &topic, partition) else {
                 continue; // revoked during the burst
             };
+            let part = &mut parts[at];
             part.touched = false;
             pauses += u64::from(part.relieve(limit, consumer));
             *any_stash |= !part.stash.is_empty();
@@ -663,10 +685,8 @@ impl<P: Processor, D: Delivery> PollCtx<P, D> {
         let mut parts: Vec<Part> = {
             let mut state = self.lock();
             state.waiting.clear();
+            state.last = 0;
             std::mem::take(&mut state.parts)
-                .into_values()
-                .flat_map(HashMap::into_values)
-                .collect()
         };
         if let Ok(assignment) = consumer.assignment()
             && assignment.count() > 0
@@ -768,12 +788,7 @@ impl<P: Processor, D: Delivery> PollCtx<P, D> {
         let mut state = self.lock();
         for assigned in assigned {
             let part = self.start_lane(assigned);
-            if let Some(old) = state
-                .parts
-                .entry(part.topic.clone())
-                .or_default()
-                .insert(part.partition, part)
-            {
+            if let Some(old) = state.insert(part) {
                 // Cannot happen (revoke removes parts first); never leave a lane running unowned.
                 self.stop_lanes(std::slice::from_ref(&old), false);
             }
@@ -913,11 +928,12 @@ impl<P: Processor, D: Delivery> ClientContext for PollCtx<P, D> {
     fn stats(&self, statistics: Statistics) {
         let state = self.lock();
         for (topic, topic_stats) in &statistics.topics {
-            let Some(parts) = state.parts.get(topic.as_str()) else {
-                continue;
-            };
             for partition_stats in topic_stats.partitions.values() {
-                let Some(part) = parts.get(&partition_stats.partition) else {
+                let Some(part) = state
+                    .parts
+                    .iter()
+                    .find(|p| p.partition == partition_stats.partition && *p.topic == **topic)
+                else {
                     continue;
                 };
                 let high = if partition_stats.ls_offset >= 0 {
