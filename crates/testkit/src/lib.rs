@@ -12,6 +12,7 @@
 //! `.dev/env.b3`, written by `make up BROKERS=3`.
 
 pub mod broker;
+pub mod pg_proxy;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};

@@ -420,6 +420,8 @@ impl LaneSink for Sink {
 mod tests {
     //! The sink's connection handling against the real PostgreSQL (`make up`); no broker (nothing is produced).
 
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
     use sqlx::postgres::PgPoolOptions;
 
     use super::*;
@@ -444,9 +446,9 @@ mod tests {
         assigned.pop().unwrap().sink
     }
 
-    async fn backend_pid(unit: &mut Unit) -> i32 {
+    async fn backend_pid(conn: &mut PgConnection) -> i32 {
         sqlx::query_scalar("SELECT pg_backend_pid()")
-            .fetch_one(unit.conn())
+            .fetch_one(conn)
             .await
             .unwrap()
     }
@@ -505,18 +507,18 @@ mod tests {
         let pool = pool(&db.url, 4).await;
         let mut sink = sink(&pool).await;
         let mut first = sink.begin().await.unwrap();
-        let pid = backend_pid(&mut first).await;
+        let pid = backend_pid(first.conn()).await;
         sink.commit(first, Vec::new(), &position(1)).await.unwrap();
         let mut second = sink.begin().await.unwrap();
         assert_eq!(
-            backend_pid(&mut second).await,
+            backend_pid(second.conn()).await,
             pid,
             "the lane kept its connection"
         );
         sink.abort(second).await;
         let mut third = sink.begin().await.unwrap();
         assert_eq!(
-            backend_pid(&mut third).await,
+            backend_pid(third.conn()).await,
             pid,
             "kept after a rollback too"
         );
@@ -557,7 +559,7 @@ mod tests {
         let pool = pool(&db.url, 4).await;
         let mut sink = sink(&pool).await;
         let mut unit = sink.begin().await.unwrap();
-        let pid = backend_pid(&mut unit).await;
+        let pid = backend_pid(unit.conn()).await;
         sink.commit(unit, Vec::new(), &position(1)).await.unwrap();
         let killed: bool = sqlx::query_scalar("SELECT pg_terminate_backend($1)")
             .bind(pid)
@@ -578,7 +580,7 @@ mod tests {
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
         let mut unit = sink.begin().await.expect("a unit on another connection");
-        assert_ne!(backend_pid(&mut unit).await, pid);
+        assert_ne!(backend_pid(unit.conn()).await, pid);
         sink.commit(unit, Vec::new(), &position(2)).await.unwrap();
     }
 
@@ -639,7 +641,7 @@ mod tests {
     #[tokio::test]
     async fn a_kept_connection_goes_back_through_the_pool_at_the_latest_after_the_hold() {
         let db = testkit::fresh_database().await;
-        let acquired = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let acquired = Arc::new(AtomicUsize::new(0));
         let (on_acquire, on_connect) = (acquired.clone(), acquired.clone());
         // Counts the connections the pool hands out, idle ones (after its test) and new ones: one per trip
         // through the pool.
@@ -648,14 +650,14 @@ mod tests {
             .before_acquire(move |_, _| {
                 let counter = on_acquire.clone();
                 Box::pin(async move {
-                    counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                    counter.fetch_add(1, Ordering::SeqCst);
                     Ok(true)
                 })
             })
             .after_connect(move |_, _| {
                 let counter = on_connect.clone();
                 Box::pin(async move {
-                    counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                    counter.fetch_add(1, Ordering::SeqCst);
                     Ok(())
                 })
             })
@@ -663,7 +665,7 @@ mod tests {
             .await
             .unwrap();
         let mut sink = sink(&pool).await;
-        let taken = acquired.load(std::sync::atomic::Ordering::SeqCst);
+        let taken = acquired.load(Ordering::SeqCst);
         let started = Instant::now();
         for next in 1..=5 {
             let unit = sink.begin().await.unwrap();
@@ -672,7 +674,7 @@ mod tests {
                 .unwrap();
         }
         // One trip through the pool, and at most one more per HOLD the five units took (a loaded machine).
-        let trips = acquired.load(std::sync::atomic::Ordering::SeqCst) - taken;
+        let trips = acquired.load(Ordering::SeqCst) - taken;
         let holds = (started.elapsed().as_millis() / HOLD.as_millis()) as usize;
         assert!(
             (1..=1 + holds).contains(&trips),
@@ -680,89 +682,35 @@ mod tests {
         );
         // Still busy (never idle), but the connection has been out of the pool longer than HOLD.
         tokio::time::sleep(HOLD + Duration::from_millis(100)).await;
-        let before = acquired.load(std::sync::atomic::Ordering::SeqCst);
+        let before = acquired.load(Ordering::SeqCst);
         let unit = sink.begin().await.unwrap();
         sink.commit(unit, Vec::new(), &position(6)).await.unwrap();
         assert_eq!(
-            acquired.load(std::sync::atomic::Ordering::SeqCst),
+            acquired.load(Ordering::SeqCst),
             before + 1,
             "after the hold the unit went through the pool (and its test) again"
         );
-    }
-
-    /// A TCP proxy in front of `target` that holds the server's answers back for 200 ms while `slow` is set.
-    async fn slow_answers_proxy(
-        target: std::net::SocketAddr,
-        slow: Arc<std::sync::atomic::AtomicBool>,
-    ) -> std::net::SocketAddr {
-        use tokio::io::{AsyncReadExt, AsyncWriteExt};
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        tokio::spawn(async move {
-            while let Ok((client, _)) = listener.accept().await {
-                let server = tokio::net::TcpStream::connect(target).await.unwrap();
-                let (mut client_read, mut client_write) = client.into_split();
-                let (mut server_read, mut server_write) = server.into_split();
-                tokio::spawn(async move {
-                    let _ = tokio::io::copy(&mut client_read, &mut server_write).await;
-                });
-                let slow = slow.clone();
-                tokio::spawn(async move {
-                    let mut buf = vec![0u8; 16 << 10];
-                    while let Ok(n) = server_read.read(&mut buf).await {
-                        if n == 0 {
-                            break;
-                        }
-                        if slow.load(std::sync::atomic::Ordering::SeqCst) {
-                            tokio::time::sleep(Duration::from_millis(200)).await;
-                        }
-                        if client_write.write_all(&buf[..n]).await.is_err() {
-                            break;
-                        }
-                    }
-                });
-            }
-        });
-        addr
     }
 
     #[tokio::test]
     async fn a_begin_cut_off_after_it_reached_the_server_closes_its_connection() {
         use futures_util::FutureExt;
         let db = testkit::fresh_database().await;
-        let options: sqlx::postgres::PgConnectOptions = db.url.parse().unwrap();
-        let target = tokio::net::lookup_host((options.get_host(), options.get_port()))
-            .await
-            .unwrap()
-            .next()
-            .unwrap();
-        let slow = Arc::new(std::sync::atomic::AtomicBool::new(false));
-        let proxy = slow_answers_proxy(target, slow.clone()).await;
-        let pool = PgPoolOptions::new()
-            .max_connections(1)
-            .acquire_timeout(Duration::from_secs(5))
-            .connect_with(options.host("127.0.0.1").port(proxy.port()))
-            .await
-            .unwrap();
+        let proxy = testkit::pg_proxy::PgProxy::start(&db.url).await;
+        let pool = pool(&proxy.url(&db.url), 1).await;
         let mut conn = pool.acquire().await.unwrap();
-        let pid: i32 = sqlx::query_scalar("SELECT pg_backend_pid()")
-            .fetch_one(&mut *conn)
-            .await
-            .unwrap();
+        let pid = backend_pid(&mut conn).await;
         // Polled once: the `BEGIN` is written, and the future dropped before its answer (held back by the proxy)
         // — as a lane's timeout or cancellation would.
-        slow.store(true, std::sync::atomic::Ordering::SeqCst);
+        proxy.slow_answers(true);
         assert!(
             begin_on(&mut conn).now_or_never().is_none(),
             "the BEGIN was still waiting for its answer"
         );
         drop(conn);
-        slow.store(false, std::sync::atomic::Ordering::SeqCst);
+        proxy.slow_answers(false);
         let mut next = pool.acquire().await.unwrap();
-        let next_pid: i32 = sqlx::query_scalar("SELECT pg_backend_pid()")
-            .fetch_one(&mut *next)
-            .await
-            .unwrap();
+        let next_pid = backend_pid(&mut next).await;
         assert_ne!(
             next_pid, pid,
             "the connection of the cut-off BEGIN was closed, not pooled"

@@ -166,8 +166,9 @@ impl Sink {
         position: &Position,
     ) -> Result<(), SinkError> {
         let producer = self.producer().await?;
+        // Set before producing: an output enqueued before a failure is in the transaction too.
+        self.holds_outputs |= !outputs.is_empty();
         for out in outputs {
-            self.holds_outputs = true;
             // Some outputs may be in the transaction without their offset: it must never commit.
             produce::enqueue(&producer, out)
                 .await

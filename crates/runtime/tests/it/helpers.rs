@@ -3,7 +3,6 @@
 //! the testbed process.
 
 use std::collections::HashMap;
-use std::net::SocketAddr;
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -22,7 +21,6 @@ use runtime::{
     Processor, Record, RuntimeError,
 };
 use service_kit::KafkaSettings;
-use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
@@ -589,82 +587,7 @@ fn parse_assignment(bytes: &[u8]) -> Vec<(String, i32)> {
     out
 }
 
-/// A TCP proxy in front of PostgreSQL that a test can cut (every connection dropped, new ones refused) and
-/// restore: a real outage as the consumer behind it sees it, without touching the shared server.
-pub struct PgProxy {
-    pub addr: SocketAddr,
-    up: Arc<AtomicBool>,
-    connections: Arc<Mutex<Vec<JoinHandle<()>>>>,
-    accept: JoinHandle<()>,
-}
-
-impl PgProxy {
-    pub async fn start(target_url: &str) -> PgProxy {
-        let target = host_port(target_url);
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let up = Arc::new(AtomicBool::new(true));
-        let connections: Arc<Mutex<Vec<JoinHandle<()>>>> = Default::default();
-        let accept = {
-            let (up, connections) = (up.clone(), connections.clone());
-            tokio::spawn(async move {
-                loop {
-                    let Ok((mut client, _)) = listener.accept().await else {
-                        continue;
-                    };
-                    if !up.load(Ordering::SeqCst) {
-                        drop(client);
-                        continue;
-                    }
-                    let target = target.clone();
-                    let task = tokio::spawn(async move {
-                        if let Ok(mut server) = TcpStream::connect(&target).await {
-                            let _ = tokio::io::copy_bidirectional(&mut client, &mut server).await;
-                        }
-                    });
-                    connections.lock().unwrap().push(task);
-                }
-            })
-        };
-        PgProxy {
-            addr,
-            up,
-            connections,
-            accept,
-        }
-    }
-
-    /// `url` with its host and port replaced by the proxy's.
-    pub fn url(&self, url: &str) -> String {
-        url.replacen(&host_port(url), &self.addr.to_string(), 1)
-    }
-
-    pub fn cut(&self) {
-        self.up.store(false, Ordering::SeqCst);
-        for task in self.connections.lock().unwrap().drain(..) {
-            task.abort();
-        }
-    }
-
-    pub fn restore(&self) {
-        self.up.store(true, Ordering::SeqCst);
-    }
-}
-
-impl Drop for PgProxy {
-    fn drop(&mut self) {
-        self.accept.abort();
-        self.cut();
-    }
-}
-
-fn host_port(url: &str) -> String {
-    let after_at = &url[url
-        .rfind('@')
-        .map(|i| i + 1)
-        .unwrap_or_else(|| url.find("://").unwrap() + 3)..];
-    after_at.split(['/', '?']).next().unwrap().to_string()
-}
+pub use testkit::pg_proxy::PgProxy;
 
 /// The testbed process (`src/bin/runtime-testbed.rs`).
 pub struct Testbed {
