@@ -13,7 +13,9 @@
 //! first time they run after its start or after its code cache flushed them. Each run also prints the CPU seconds
 //! the whole machine and this process used during it, beside what the cores could give: a run near that limit is
 //! CPU-bound, one far below it waits. `BENCH_THREADS=1` adds this process's CPU seconds per kind of thread (the
-//! poll thread, librdkafka's broker threads, the runtime's workers).
+//! poll thread, librdkafka's broker threads, the runtime's workers) and how long each kind was runnable but
+//! waited for a core (the poll thread is the one serial stage: its wait is the run's lost time).
+//! `BENCH_DEBUG=cgrp,fetch RUST_LOG=debug` logs librdkafka's debug contexts (e.g. what a group's join waits for).
 //!
 //! The peer, in the same rounds: Kafka's own `kafka-consumer-perf-test` (the Java consumer, a fresh group, the
 //! same topic), whose `nMsg.sec` counts from its start to its last record — the group join included, as ours does;
@@ -130,7 +132,11 @@ fn java_consumer(topic: &str, records: usize) -> Option<(f64, f64)> {
 fn kafka() -> KafkaSettings {
     KafkaSettings {
         bootstrap_servers: testkit::infra().bootstrap_servers.clone(),
-        client: Default::default(),
+        // BENCH_DEBUG=cgrp,fetch: librdkafka's debug contexts, logged (with RUST_LOG=debug) through tracing.
+        client: std::env::var("BENCH_DEBUG")
+            .ok()
+            .map(|contexts| [("debug".to_string(), contexts)].into())
+            .unwrap_or_default(),
     }
 }
 
@@ -144,17 +150,25 @@ struct Figures {
     /// CPU seconds the whole machine (all cores) and this process used during the run: whether it was CPU-bound.
     cpu_machine: f64,
     cpu_process: f64,
-    /// CPU seconds per kind of thread of this process.
-    threads: Vec<(String, f64)>,
+    /// Per kind of thread of this process: CPU seconds, and seconds it was runnable but waited for a core.
+    threads: Vec<(String, f64, f64)>,
 }
 
 fn cores() -> f64 {
     std::thread::available_parallelism().map_or(1.0, |n| n.get() as f64)
 }
 
-/// CPU ticks used so far by each thread of this process: (thread id, kind of thread, ticks). The kind is the
-/// thread's name without its numbering (`poll-bench-1a2b` → `poll`, `rdk:broker1` → `rdk:broker`).
-fn thread_ticks() -> Vec<(String, String, f64)> {
+/// One thread's times so far: its id, its kind (its name without the numbering: `poll-bench-1a2b` → `poll`,
+/// `rdk:broker1` → `rdk:broker`), CPU seconds (`/proc/self/task/*/stat`) and seconds spent runnable but waiting
+/// for a core (`schedstat`'s run-queue wait; 0 where the kernel does not keep it).
+struct ThreadTimes {
+    tid: String,
+    kind: String,
+    cpu: f64,
+    wait: f64,
+}
+
+fn thread_times() -> Vec<ThreadTimes> {
     let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
         return Vec::new();
     };
@@ -162,7 +176,12 @@ fn thread_ticks() -> Vec<(String, String, f64)> {
         .flatten()
         .filter_map(|task| {
             let comm = std::fs::read_to_string(task.path().join("comm")).ok()?;
-            let ticks = ticks(&std::fs::read_to_string(task.path().join("stat")).ok()?);
+            let cpu = ticks(&std::fs::read_to_string(task.path().join("stat")).ok()?) / TICKS;
+            // schedstat: nanoseconds on a core, nanoseconds waiting in the run queue, time slices.
+            let wait = std::fs::read_to_string(task.path().join("schedstat"))
+                .ok()
+                .and_then(|s| s.split_whitespace().nth(1)?.parse::<f64>().ok())
+                .map_or(0.0, |ns| ns / 1e9);
             let name = comm.trim();
             let kind = if name.starts_with("poll-") {
                 "poll".to_string()
@@ -170,29 +189,32 @@ fn thread_ticks() -> Vec<(String, String, f64)> {
                 name.trim_end_matches(|c: char| c.is_ascii_digit() || c == '-')
                     .to_string()
             };
-            Some((task.file_name().to_string_lossy().into_owned(), kind, ticks))
+            Some(ThreadTimes {
+                tid: task.file_name().to_string_lossy().into_owned(),
+                kind,
+                cpu,
+                wait,
+            })
         })
         .collect()
 }
 
-/// CPU seconds per kind of thread between two [`thread_ticks`] snapshots, largest first.
-fn thread_seconds(
-    before: &[(String, String, f64)],
-    after: &[(String, String, f64)],
-) -> Vec<(String, f64)> {
-    let mut kinds: Vec<(String, f64)> = Vec::new();
-    for (tid, kind, ticks) in after {
-        let earlier = before
+/// Per kind of thread between two [`thread_times`] snapshots: (kind, CPU seconds, seconds waiting for a core),
+/// most CPU first.
+fn thread_seconds(before: &[ThreadTimes], after: &[ThreadTimes]) -> Vec<(String, f64, f64)> {
+    let mut kinds: Vec<(String, f64, f64)> = Vec::new();
+    for t in after {
+        let (cpu, wait) = before
             .iter()
-            .find(|(t, _, _)| t == tid)
-            .map_or(0.0, |(_, _, t)| *t);
-        match kinds.iter_mut().find(|(k, _)| k == kind) {
-            Some((_, sum)) => *sum += (ticks - earlier) / TICKS,
-            None => kinds.push((kind.clone(), (ticks - earlier) / TICKS)),
+            .find(|b| b.tid == t.tid)
+            .map_or((t.cpu, t.wait), |b| (t.cpu - b.cpu, t.wait - b.wait));
+        match kinds.iter_mut().find(|(k, _, _)| *k == t.kind) {
+            Some((_, c, w)) => (*c, *w) = (*c + cpu, *w + wait),
+            None => kinds.push((t.kind.clone(), cpu, wait)),
         }
     }
     kinds.sort_by(|a, b| b.1.total_cmp(&a.1));
-    kinds.retain(|(_, s)| *s >= 0.01);
+    kinds.retain(|(_, cpu, _)| *cpu >= 0.01);
     kinds
 }
 
@@ -256,7 +278,7 @@ async fn run(topic: &str, records: usize, guarantee: Guarantee, pool: sqlx::PgPo
     let consumer = builder.build().unwrap();
     let shutdown = tokio_util::sync::CancellationToken::new();
     let cpu_before = cpu_seconds();
-    let threads_before = thread_ticks();
+    let threads_before = thread_times();
     let started = Instant::now();
     let task = tokio::spawn(consumer.run(shutdown.clone()));
     let mut first = None;
@@ -282,7 +304,7 @@ async fn run(topic: &str, records: usize, guarantee: Guarantee, pool: sqlx::PgPo
     }
     let done = Instant::now();
     let cpu_after = cpu_seconds();
-    let threads = thread_seconds(&threads_before, &thread_ticks());
+    let threads = thread_seconds(&threads_before, &thread_times());
     let (units, pauses) = (
         metric(&registry, "unit_records"),
         metric(&registry, "partition_pauses_total"),
@@ -304,6 +326,9 @@ async fn run(topic: &str, records: usize, guarantee: Guarantee, pool: sqlx::PgPo
 
 #[tokio::main]
 async fn main() {
+    if std::env::var_os("BENCH_DEBUG").is_some() {
+        service_kit::telemetry::init(&Default::default());
+    }
     let records: usize = std::env::var("BENCH_RECORDS")
         .ok()
         .and_then(|v| v.parse().ok())
@@ -389,9 +414,12 @@ async fn main() {
                 let threads: Vec<String> = f
                     .threads
                     .iter()
-                    .map(|(kind, secs)| format!("{kind} {secs:.2}"))
+                    .map(|(kind, cpu, wait)| format!("{kind} {cpu:.2} ({wait:.2})"))
                     .collect();
-                println!("    CPU seconds by thread: {}", threads.join(", "));
+                println!(
+                    "    CPU seconds by thread (in brackets: seconds runnable but waiting for a core): {}",
+                    threads.join(", ")
+                );
             }
             if round >= 1 {
                 rates[i].push(rate);
