@@ -17,8 +17,12 @@
 //! - A lane keeps its connection from one unit to the next (`BEGIN`, the handler's statements, the
 //!   compare-and-set, `COMMIT` — without the pool's test on every acquire and release), for at most [`HOLD`]
 //!   before handing it back to the pool, at once when it has nothing to do or must wait (a retry, the breaker, a
-//!   handler slot), and never when the pool has no other connection to give. A kept connection that the server
-//!   closed is replaced before the unit starts on it; one whose `BEGIN` did not complete is closed, never pooled.
+//!   handler slot), and never when the pool has no other connection to give. A kept connection's `COMMIT`
+//!   carries the next unit's `BEGIN` (`COMMIT; BEGIN`, one round trip: decision 0053); a kept connection is
+//!   given back only outside any transaction — the lane rolls that empty transaction back first, and closes the
+//!   connection instead when it cannot. One whose `BEGIN` did not complete is closed, never pooled; one the
+//!   server closed between two units fails the unit that runs on it next (an infrastructure error, retried),
+//!   as when it is closed during a unit.
 //! - The position is stored only when the unit's own transaction is the only one open: a handler's savepoint left
 //!   open, or a nested `begin()` that rolled the unit back, fails the unit instead.
 //! - Output and DLQ records are acknowledged by the broker before the database commit: at-least-once for them
@@ -157,15 +161,45 @@ pub(crate) struct Sink {
 /// connection that answered that recently is not tested again.
 const HOLD: Duration = Duration::from_millis(500);
 
-/// A connection a lane kept from its last unit, and since when it is out of the pool.
+/// A connection a lane kept from its last unit, and since when it is out of the pool. After a committed unit it
+/// is already inside the next unit's transaction (sqlx's transaction depth 1, as the server's).
+///
+/// Dropped while a transaction is open on it (a failure, a cancelled future) it queues a `ROLLBACK` of every
+/// level, as sqlx's own `Transaction` does for its one; the connection sends it before anything else, at the
+/// latest when the pool tests it.
 struct Held {
     conn: PoolConnection<Postgres>,
     since: Instant,
 }
 
-/// An open unit: a pooled connection inside a transaction. Dropped while open (a failure, or its future
-/// cancelled) it queues a `ROLLBACK` of every level, as sqlx's own `Transaction` does for its one; the connection
-/// sends it before anything else, at the latest when it returns to the pool.
+impl Held {
+    /// Whether a transaction is open on it: a unit's, or the next one its `COMMIT; BEGIN` began.
+    fn in_transaction(&self) -> bool {
+        PgTransactionManager::get_transaction_depth(&self.conn) > 0
+    }
+}
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        roll_back_all(&mut self.conn);
+    }
+}
+
+/// Gives a kept connection back to the pool outside any transaction: the open one (the empty transaction a
+/// `COMMIT; BEGIN` began) is rolled back first, and a connection that cannot roll back within `deadline` is
+/// closed instead.
+async fn give_back(mut held: Held, deadline: Duration) {
+    if held.in_transaction()
+        && !matches!(
+            tokio::time::timeout(deadline, PgTransactionManager::rollback(&mut held.conn)).await,
+            Ok(Ok(()))
+        )
+    {
+        held.conn.close_on_drop();
+    }
+}
+
+/// An open unit: a pooled connection inside a transaction.
 pub(crate) struct Unit(Option<Held>);
 
 impl Unit {
@@ -175,14 +209,6 @@ impl Unit {
             .as_mut()
             .expect("an open unit has its connection")
             .conn
-    }
-}
-
-impl Drop for Unit {
-    fn drop(&mut self) {
-        if let Some(held) = self.0.as_mut() {
-            roll_back_all(&mut held.conn);
-        }
     }
 }
 
@@ -223,12 +249,20 @@ fn db_error(err: sqlx::Error) -> SinkError {
 }
 
 impl Sink {
-    /// Opens a unit: on the connection the lane kept, or one from the pool.
+    /// Opens a unit: in the transaction the last unit's `COMMIT; BEGIN` began, on the connection the lane kept,
+    /// or on one from the pool.
     ///
     /// A kept connection that fails to begin (the server closed it since the last unit) is given back to the
-    /// pool, which discards it, and the unit starts on another one: nothing had run on it yet.
+    /// pool, which discards it, and the unit starts on another one: nothing had run on it yet. One kept longer
+    /// than [`HOLD`] goes back through the pool and its test.
     async fn open(&mut self) -> Result<Unit, SinkError> {
-        if let Some(mut held) = self.held.take().filter(|h| h.since.elapsed() < HOLD) {
+        if let Some(held) = self.held.take_if(|h| h.since.elapsed() >= HOLD) {
+            tokio::spawn(give_back(held, self.db_timeout));
+        }
+        if let Some(mut held) = self.held.take() {
+            if held.in_transaction() {
+                return Ok(Unit(Some(held)));
+            }
             match tokio::time::timeout(self.db_timeout, begin_on(&mut held.conn)).await {
                 Ok(Ok(())) => return Ok(Unit(Some(held))),
                 Ok(Err(err)) => tracing::debug!(
@@ -251,12 +285,56 @@ impl Sink {
     /// open on it (a handler's savepoint after a rollback: dropping the unit rolls it back, and the connection
     /// goes back to the pool).
     fn keep(&mut self, mut unit: Unit) {
-        let exhausted = self.pool.num_idle() == 0
-            && self.pool.size() >= self.pool.options().get_max_connections();
-        if exhausted || PgTransactionManager::get_transaction_depth(unit.conn()) != 0 {
+        if !self.may_keep() || PgTransactionManager::get_transaction_depth(unit.conn()) != 0 {
             return;
         }
         self.held = unit.0.take();
+    }
+
+    /// Whether the lane may keep a connection: not when the pool has none left to give, when another task may
+    /// be waiting for this one.
+    fn may_keep(&self) -> bool {
+        self.pool.num_idle() > 0 || self.pool.size() < self.pool.options().get_max_connections()
+    }
+
+    /// Commits the unit. When the lane may keep the connection, the `COMMIT` carries the next unit's `BEGIN`
+    /// (one round trip instead of two: decision 0053) and the connection is kept inside that transaction;
+    /// otherwise it commits alone and the connection goes back to the pool.
+    ///
+    /// A failed `COMMIT; BEGIN` closes its connection: whether either statement took effect is unknown (the next
+    /// compare-and-set tells whether the commit did).
+    async fn commit_unit(&mut self, mut tx: Unit) -> Result<(), SinkError> {
+        if !self.may_keep() {
+            self.bounded(PgTransactionManager::commit(tx.conn()))
+                .await?;
+            self.keep(tx);
+            return Ok(());
+        }
+        let chained = {
+            use sqlx::Executor as _;
+            let conn = tx.conn();
+            tokio::time::timeout(
+                self.db_timeout,
+                conn.execute(sqlx::raw_sql("COMMIT; BEGIN")),
+            )
+            .await
+        };
+        match chained {
+            Ok(Ok(_)) => {
+                // The server is in the next unit's transaction, and sqlx's depth (1) says so.
+                self.held = tx.0.take();
+                Ok(())
+            }
+            failed => {
+                if let Some(held) = tx.0.as_mut() {
+                    held.conn.close_on_drop();
+                }
+                Err(match failed {
+                    Ok(Err(err)) => db_error(err),
+                    _ => self.timed_out(),
+                })
+            }
+        }
     }
 
     /// Rolls `unit` back; its connection is kept if that worked.
@@ -342,9 +420,7 @@ impl Sink {
             return Err(SinkError::Fenced);
         };
         // Whether a failed commit happened is unknown; the next compare-and-set tells (and fences us if it did).
-        self.bounded(PgTransactionManager::commit(tx.conn()))
-            .await?;
-        self.keep(tx);
+        self.commit_unit(tx).await?;
         self.generation = Some(generation);
         Ok(())
     }
@@ -408,11 +484,16 @@ impl LaneSink for Sink {
     }
 
     fn idle(&mut self) {
-        self.held = None;
+        if let Some(held) = self.held.take() {
+            // Off the lane's path: the lane is about to wait anyway.
+            tokio::spawn(give_back(held, self.db_timeout));
+        }
     }
 
     async fn close(&mut self, _position: &Position, _graceful: bool) {
-        self.held = None;
+        if let Some(held) = self.held.take() {
+            give_back(held, self.db_timeout).await;
+        }
     }
 }
 
@@ -451,6 +532,38 @@ mod tests {
             .fetch_one(conn)
             .await
             .unwrap()
+    }
+
+    /// The server's view of a backend: `idle`, `idle in transaction`, `active`…
+    async fn state(pool: &PgPool, pid: i32) -> String {
+        sqlx::query_scalar("SELECT state FROM pg_stat_activity WHERE pid = $1")
+            .bind(pid)
+            .fetch_one(pool)
+            .await
+            .unwrap()
+    }
+
+    /// Terminates a backend and waits until the server no longer lists it.
+    async fn terminate(pool: &PgPool, pid: i32) {
+        let killed: bool = sqlx::query_scalar("SELECT pg_terminate_backend($1)")
+            .bind(pid)
+            .fetch_one(pool)
+            .await
+            .unwrap();
+        assert!(killed);
+        for _ in 0..500 {
+            let alive: bool =
+                sqlx::query_scalar("SELECT EXISTS (SELECT FROM pg_stat_activity WHERE pid = $1)")
+                    .bind(pid)
+                    .fetch_one(pool)
+                    .await
+                    .unwrap();
+            if !alive {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        panic!("backend {pid} still listed after its termination");
     }
 
     fn position(next: i64) -> Position {
@@ -560,28 +673,86 @@ mod tests {
         let mut sink = sink(&pool).await;
         let mut unit = sink.begin().await.unwrap();
         let pid = backend_pid(unit.conn()).await;
-        sink.commit(unit, Vec::new(), &position(1)).await.unwrap();
-        let killed: bool = sqlx::query_scalar("SELECT pg_terminate_backend($1)")
-            .bind(pid)
-            .fetch_one(&db.pool)
-            .await
-            .unwrap();
-        assert!(killed);
-        for _ in 0..500 {
-            let alive: bool =
-                sqlx::query_scalar("SELECT EXISTS (SELECT FROM pg_stat_activity WHERE pid = $1)")
-                    .bind(pid)
-                    .fetch_one(&db.pool)
-                    .await
-                    .unwrap();
-            if !alive {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
+        // Kept outside any transaction: after a rolled-back unit (a committed one begins the next transaction).
+        sink.abort(unit).await;
+        terminate(&db.pool, pid).await;
         let mut unit = sink.begin().await.expect("a unit on another connection");
         assert_ne!(backend_pid(unit.conn()).await, pid);
+        sink.commit(unit, Vec::new(), &position(1)).await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_connection_the_server_closed_inside_the_next_transaction_fails_that_unit_only() {
+        let db = testkit::fresh_database().await;
+        let pool = pool(&db.url, 4).await;
+        let mut sink = sink(&pool).await;
+        let mut unit = sink.begin().await.unwrap();
+        let pid = backend_pid(unit.conn()).await;
+        sink.commit(unit, Vec::new(), &position(1)).await.unwrap();
+        terminate(&db.pool, pid).await;
+        // The next unit starts in the transaction the commit began, without a round trip: its first statement
+        // finds the connection closed, as it would had the server closed it during the unit.
+        let mut doomed = sink.begin().await.unwrap();
+        let failed = sqlx::query("SELECT 1").execute(doomed.conn()).await;
+        assert!(failed.is_err(), "the closed connection answered");
+        sink.abort(doomed).await;
+        let mut unit = sink
+            .begin()
+            .await
+            .expect("the retry runs on another connection");
+        assert_ne!(backend_pid(unit.conn()).await, pid);
         sink.commit(unit, Vec::new(), &position(2)).await.unwrap();
+        let stored: (i64, i64) = sqlx::query_as(
+            "SELECT next_offset, generation FROM consumer_offsets WHERE consumer_group = 'g'",
+        )
+        .fetch_one(&db.pool)
+        .await
+        .unwrap();
+        assert_eq!(stored, (2, 2));
+    }
+
+    #[tokio::test]
+    async fn a_commit_begins_the_next_units_transaction_which_the_lane_rolls_back_before_giving_the_connection_back()
+     {
+        let db = database_with_a_sink_table().await;
+        let pool = pool(&db.url, 4).await;
+        let mut sink = sink(&pool).await;
+        let mut unit = sink.begin().await.unwrap();
+        let pid = backend_pid(unit.conn()).await;
+        sink.commit(unit, Vec::new(), &position(1)).await.unwrap();
+        assert_eq!(
+            state(&db.pool, pid).await,
+            "idle in transaction",
+            "the COMMIT carried the next unit's BEGIN"
+        );
+        // The next unit runs in that transaction, and its write commits with its position.
+        let mut next = sink.begin().await.unwrap();
+        assert_eq!(backend_pid(next.conn()).await, pid);
+        sqlx::query("INSERT INTO sink VALUES (2)")
+            .execute(next.conn())
+            .await
+            .unwrap();
+        sink.commit(next, Vec::new(), &position(2)).await.unwrap();
+        // Nothing left to do: the empty transaction is rolled back before the connection is back in the pool.
+        sink.idle();
+        all_idle(&pool).await;
+        assert_eq!(state(&db.pool, pid).await, "idle");
+        assert_back_outside_any_transaction(&pool).await;
+        // A closing lane does the same, before it returns.
+        let mut unit = sink.begin().await.unwrap();
+        let pid = backend_pid(unit.conn()).await;
+        sink.commit(unit, Vec::new(), &position(3)).await.unwrap();
+        assert_eq!(state(&db.pool, pid).await, "idle in transaction");
+        sink.close(&position(3), true).await;
+        assert_eq!(state(&db.pool, pid).await, "idle");
+        let stored: (i64, i64, i64) = sqlx::query_as(
+            "SELECT (SELECT count(*) FROM sink), next_offset, generation FROM consumer_offsets \
+             WHERE consumer_group = 'g'",
+        )
+        .fetch_one(&db.pool)
+        .await
+        .unwrap();
+        assert_eq!(stored, (1, 3, 3), "three commits, one write");
     }
 
     #[tokio::test]
