@@ -139,7 +139,9 @@ pub fn classify_sqlx(err: &sqlx::Error) -> ErrorClass {
                 // serialization_failure, deadlock_detected, lock_not_available, query_canceled (statement timeout)
                 "40001" | "40P01" | "55P03" | "57014" => ErrorClass::Transient,
                 // connection exceptions, insufficient resources, operator intervention (admin shutdown, crash,
-                // cannot connect now), system errors
+                // cannot connect now), system errors, and the server ending the session of a transaction that
+                // idled or ran too long (idle_in_transaction_session_timeout, transaction_timeout)
+                "25P03" | "25P04" => ErrorClass::Infrastructure,
                 c if c.starts_with("08")
                     || c.starts_with("53")
                     || c.starts_with("57")

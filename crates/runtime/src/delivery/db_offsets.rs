@@ -17,12 +17,14 @@
 //! - A lane keeps its connection from one unit to the next (`BEGIN`, the handler's statements, the
 //!   compare-and-set, `COMMIT` — without the pool's test on every acquire and release), for at most [`HOLD`]
 //!   before handing it back to the pool, at once when it has nothing to do or must wait (a retry, the breaker, a
-//!   handler slot), and never when the pool has no other connection to give. A kept connection's `COMMIT`
-//!   carries the next unit's `BEGIN` (`COMMIT; BEGIN`, one round trip: decision 0053); a kept connection is
-//!   given back only outside any transaction — the lane rolls that empty transaction back first, and closes the
-//!   connection instead when it cannot. One whose `BEGIN` did not complete is closed, never pooled; one the
-//!   server closed between two units fails the unit that runs on it next (an infrastructure error, retried),
-//!   as when it is closed during a unit.
+//!   handler slot, a dead letter's acknowledgement), and never when the pool has no other connection to give.
+//!   The `COMMIT` of a unit whose connection the lane keeps carries the next unit's `BEGIN` (`COMMIT; BEGIN`,
+//!   one round trip: decision 0053). A connection given back inside that empty transaction has its `ROLLBACK`
+//!   queued, which the pool's test on its return sends before the pool hands it out again (and closes it if that
+//!   fails). One whose `BEGIN` or `COMMIT; BEGIN` did not complete is closed, never pooled. One the server closed
+//!   since the last unit is replaced without failing the next unit when it was kept outside a transaction (after
+//!   a rolled-back unit); after a commit it fails the next unit at its first statement — an infrastructure
+//!   failure, which opens the circuit breaker — as when the server closes it during a unit.
 //! - The position is stored only when the unit's own transaction is the only one open: a handler's savepoint left
 //!   open, or a nested `begin()` that rolled the unit back, fails the unit instead.
 //! - Output and DLQ records are acknowledged by the broker before the database commit: at-least-once for them
@@ -164,9 +166,10 @@ const HOLD: Duration = Duration::from_millis(500);
 /// A connection a lane kept from its last unit, and since when it is out of the pool. After a committed unit it
 /// is already inside the next unit's transaction (sqlx's transaction depth 1, as the server's).
 ///
-/// Dropped while a transaction is open on it (a failure, a cancelled future) it queues a `ROLLBACK` of every
-/// level, as sqlx's own `Transaction` does for its one; the connection sends it before anything else, at the
-/// latest when the pool tests it.
+/// Dropped while a transaction is open on it — the empty one a `COMMIT; BEGIN` began, or a unit's (a failure, a
+/// cancelled future) — it queues a `ROLLBACK` of every level, as sqlx's own `Transaction` does for its one. The
+/// pool's test of a returning connection sends it first, in the same round trip, and the pool closes the
+/// connection instead of taking it back when that fails.
 struct Held {
     conn: PoolConnection<Postgres>,
     since: Instant,
@@ -177,25 +180,16 @@ impl Held {
     fn in_transaction(&self) -> bool {
         PgTransactionManager::get_transaction_depth(&self.conn) > 0
     }
+
+    /// Whether it has been out of the pool less than [`HOLD`].
+    fn fresh(&self) -> bool {
+        self.since.elapsed() < HOLD
+    }
 }
 
 impl Drop for Held {
     fn drop(&mut self) {
         roll_back_all(&mut self.conn);
-    }
-}
-
-/// Gives a kept connection back to the pool outside any transaction: the open one (the empty transaction a
-/// `COMMIT; BEGIN` began) is rolled back first, and a connection that cannot roll back within `deadline` is
-/// closed instead.
-async fn give_back(mut held: Held, deadline: Duration) {
-    if held.in_transaction()
-        && !matches!(
-            tokio::time::timeout(deadline, PgTransactionManager::rollback(&mut held.conn)).await,
-            Ok(Ok(()))
-        )
-    {
-        held.conn.close_on_drop();
     }
 }
 
@@ -256,10 +250,7 @@ impl Sink {
     /// pool, which discards it, and the unit starts on another one: nothing had run on it yet. One kept longer
     /// than [`HOLD`] goes back through the pool and its test.
     async fn open(&mut self) -> Result<Unit, SinkError> {
-        if let Some(held) = self.held.take_if(|h| h.since.elapsed() >= HOLD) {
-            tokio::spawn(give_back(held, self.db_timeout));
-        }
-        if let Some(mut held) = self.held.take() {
+        if let Some(mut held) = self.held.take().filter(Held::fresh) {
             if held.in_transaction() {
                 return Ok(Unit(Some(held)));
             }
@@ -297,14 +288,15 @@ impl Sink {
         self.pool.num_idle() > 0 || self.pool.size() < self.pool.options().get_max_connections()
     }
 
-    /// Commits the unit. When the lane may keep the connection, the `COMMIT` carries the next unit's `BEGIN`
-    /// (one round trip instead of two: decision 0053) and the connection is kept inside that transaction;
-    /// otherwise it commits alone and the connection goes back to the pool.
+    /// Commits the unit. When the lane may keep the connection (within [`HOLD`], and the pool has another to
+    /// give), the `COMMIT` carries the next unit's `BEGIN` (one round trip instead of two: decision 0053) and the
+    /// connection is kept inside that transaction; otherwise it commits alone, as before.
     ///
     /// A failed `COMMIT; BEGIN` closes its connection: whether either statement took effect is unknown (the next
     /// compare-and-set tells whether the commit did).
     async fn commit_unit(&mut self, mut tx: Unit) -> Result<(), SinkError> {
-        if !self.may_keep() {
+        let fresh = tx.0.as_ref().is_some_and(Held::fresh);
+        if !(fresh && self.may_keep()) {
             self.bounded(PgTransactionManager::commit(tx.conn()))
                 .await?;
             self.keep(tx);
@@ -321,8 +313,12 @@ impl Sink {
         };
         match chained {
             Ok(Ok(_)) => {
-                // The server is in the next unit's transaction, and sqlx's depth (1) says so.
-                self.held = tx.0.take();
+                // The server is in the next unit's transaction, and sqlx's depth (1) says so. Checked again: another
+                // task may have taken the pool's last idle connection meanwhile (then the empty transaction is
+                // rolled back as the connection goes back).
+                if self.may_keep() {
+                    self.held = tx.0.take();
+                }
                 Ok(())
             }
             failed => {
@@ -468,6 +464,9 @@ impl LaneSink for Sink {
         letter: OutputRecord,
         position: &Position,
     ) -> Result<(), SinkError> {
+        // The acknowledgement can take up to the produce timeout: the kept connection (maybe inside the empty
+        // transaction its last commit began) goes back to the pool rather than waiting with it.
+        self.held = None;
         produce::send_all(&self.producer, &[letter], self.produce_timeout)
             .await
             .map_err(classify)?;
@@ -484,16 +483,11 @@ impl LaneSink for Sink {
     }
 
     fn idle(&mut self) {
-        if let Some(held) = self.held.take() {
-            // Off the lane's path: the lane is about to wait anyway.
-            tokio::spawn(give_back(held, self.db_timeout));
-        }
+        self.held = None;
     }
 
     async fn close(&mut self, _position: &Position, _graceful: bool) {
-        if let Some(held) = self.held.take() {
-            give_back(held, self.db_timeout).await;
-        }
+        self.held = None;
     }
 }
 
@@ -551,6 +545,14 @@ mod tests {
             .await
             .unwrap();
         assert!(killed);
+        assert!(
+            gone(pool, pid).await,
+            "backend {pid} still listed after its termination"
+        );
+    }
+
+    /// Whether the server stops listing backend `pid` within 5 s: its connection was closed.
+    async fn gone(pool: &PgPool, pid: i32) -> bool {
         for _ in 0..500 {
             let alive: bool =
                 sqlx::query_scalar("SELECT EXISTS (SELECT FROM pg_stat_activity WHERE pid = $1)")
@@ -559,11 +561,11 @@ mod tests {
                     .await
                     .unwrap();
             if !alive {
-                return;
+                return true;
             }
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
-        panic!("backend {pid} still listed after its termination");
+        false
     }
 
     fn position(next: i64) -> Position {
@@ -733,7 +735,8 @@ mod tests {
             .await
             .unwrap();
         sink.commit(next, Vec::new(), &position(2)).await.unwrap();
-        // Nothing left to do: the empty transaction is rolled back before the connection is back in the pool.
+        // Nothing left to do: the empty transaction is rolled back (the pool's test on the connection's return
+        // sends the queued ROLLBACK) before the connection is back in the pool.
         sink.idle();
         all_idle(&pool).await;
         assert_eq!(state(&db.pool, pid).await, "idle");
@@ -744,6 +747,7 @@ mod tests {
         sink.commit(unit, Vec::new(), &position(3)).await.unwrap();
         assert_eq!(state(&db.pool, pid).await, "idle in transaction");
         sink.close(&position(3), true).await;
+        all_idle(&pool).await;
         assert_eq!(state(&db.pool, pid).await, "idle");
         let stored: (i64, i64, i64) = sqlx::query_as(
             "SELECT (SELECT count(*) FROM sink), next_offset, generation FROM consumer_offsets \
@@ -753,6 +757,181 @@ mod tests {
         .await
         .unwrap();
         assert_eq!(stored, (1, 3, 3), "three commits, one write");
+    }
+
+    #[tokio::test]
+    async fn a_commit_that_fails_closes_the_connection_and_stores_nothing() {
+        let db = testkit::fresh_database().await;
+        sqlx::query("CREATE TABLE d (v int UNIQUE DEFERRABLE INITIALLY DEFERRED)")
+            .execute(&db.pool)
+            .await
+            .unwrap();
+        let pool = pool(&db.url, 4).await;
+        let mut sink = sink(&pool).await;
+        let mut unit = sink.begin().await.unwrap();
+        let pid = backend_pid(unit.conn()).await;
+        // Refused only at COMMIT: the COMMIT of `COMMIT; BEGIN` fails, and the BEGIN never runs.
+        sqlx::query("INSERT INTO d VALUES (1), (1)")
+            .execute(unit.conn())
+            .await
+            .unwrap();
+        let failed = sink.commit(unit, Vec::new(), &position(1)).await;
+        assert!(
+            matches!(failed, Err(SinkError::Unavailable(_))),
+            "{failed:?}"
+        );
+        assert!(
+            gone(&db.pool, pid).await,
+            "the connection whose COMMIT; BEGIN failed was closed, not kept or pooled"
+        );
+        let next = sink.begin().await.unwrap();
+        sink.commit(next, Vec::new(), &position(1)).await.unwrap();
+        let stored: (i64, i64, i64) = sqlx::query_as(
+            "SELECT (SELECT count(*) FROM d), next_offset, generation FROM consumer_offsets \
+             WHERE consumer_group = 'g'",
+        )
+        .fetch_one(&db.pool)
+        .await
+        .unwrap();
+        assert_eq!(stored, (0, 1, 1), "only the second unit's position");
+    }
+
+    #[tokio::test]
+    async fn a_commit_that_outlasts_its_deadline_closes_the_connection_and_the_next_compare_and_set_fences_the_lane()
+     {
+        let db = testkit::fresh_database().await;
+        // A COMMIT that takes 300 ms on the server: a deferred constraint trigger sleeps before the commit.
+        sqlx::raw_sql(
+            "CREATE TABLE slow (v int);
+             CREATE FUNCTION slow_commit() RETURNS trigger LANGUAGE plpgsql AS
+               $$ BEGIN PERFORM pg_sleep(0.3); RETURN NULL; END $$;
+             CREATE CONSTRAINT TRIGGER slow_commit AFTER INSERT ON slow
+               DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION slow_commit();",
+        )
+        .execute(&db.pool)
+        .await
+        .unwrap();
+        let pool = pool(&db.url, 4).await;
+        let mut sink = sink(&pool).await;
+        let unit = sink.begin().await.unwrap();
+        sink.commit(unit, Vec::new(), &position(1)).await.unwrap();
+        let mut unit = sink.begin().await.unwrap();
+        let pid = backend_pid(unit.conn()).await;
+        sqlx::query("INSERT INTO slow VALUES (2)")
+            .execute(unit.conn())
+            .await
+            .unwrap();
+        // The deadline passes while the server commits.
+        let deadline = std::mem::replace(&mut sink.db_timeout, Duration::from_millis(100));
+        let lost = sink.commit(unit, Vec::new(), &position(2)).await;
+        assert!(matches!(lost, Err(SinkError::Unavailable(_))), "{lost:?}");
+        sink.db_timeout = deadline;
+        // The server did commit; the lane cannot know, and must not store again from the generation it had.
+        let mut committed = false;
+        for _ in 0..500 {
+            let rows: i64 = sqlx::query_scalar("SELECT count(*) FROM slow")
+                .fetch_one(&db.pool)
+                .await
+                .unwrap();
+            if rows == 1 {
+                committed = true;
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert!(committed, "the server finished the commit");
+        assert!(gone(&db.pool, pid).await, "closed, not kept or pooled");
+        let mut unit = sink.begin().await.unwrap();
+        sqlx::query("INSERT INTO slow VALUES (2)")
+            .execute(unit.conn())
+            .await
+            .unwrap();
+        let redone = sink.commit(unit, Vec::new(), &position(2)).await;
+        assert!(matches!(redone, Err(SinkError::Fenced)), "{redone:?}");
+        let stored: (i64, i64, i64) = sqlx::query_as(
+            "SELECT (SELECT count(*) FROM slow), next_offset, generation FROM consumer_offsets \
+             WHERE consumer_group = 'g'",
+        )
+        .fetch_one(&db.pool)
+        .await
+        .unwrap();
+        assert_eq!(
+            stored,
+            (1, 2, 2),
+            "the commit whose answer was lost counted once"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_lane_dropped_inside_the_next_transaction_gives_its_connection_back_outside_it() {
+        let db = testkit::fresh_database().await;
+        let pool = pool(&db.url, 4).await;
+        let mut sink = sink(&pool).await;
+        let mut unit = sink.begin().await.unwrap();
+        let pid = backend_pid(unit.conn()).await;
+        sink.commit(unit, Vec::new(), &position(1)).await.unwrap();
+        assert_eq!(state(&db.pool, pid).await, "idle in transaction");
+        // As when a lane is aborted after the drain deadline.
+        drop(sink);
+        all_idle(&pool).await;
+        assert_eq!(state(&db.pool, pid).await, "idle");
+    }
+
+    #[tokio::test]
+    async fn a_dead_letter_does_not_wait_for_its_acknowledgement_inside_the_next_transaction() {
+        let db = testkit::fresh_database().await;
+        let pool = pool(&db.url, 4).await;
+        let mut sink = sink(&pool).await;
+        let mut unit = sink.begin().await.unwrap();
+        let pid = backend_pid(unit.conn()).await;
+        sink.commit(unit, Vec::new(), &position(1)).await.unwrap();
+        assert_eq!(state(&db.pool, pid).await, "idle in transaction");
+        // The test's producer has no broker: the dead letter waits the whole produce timeout (1 s), then fails.
+        let letter = OutputRecord::new("t.dlq", "k", "v");
+        let at = position(2);
+        let (sent, during) = tokio::join!(sink.dead_letter(letter, &at), async {
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            state(&db.pool, pid).await
+        });
+        assert!(sent.is_err(), "no broker acknowledged it");
+        assert_eq!(
+            during, "idle",
+            "the kept connection went back (its empty transaction rolled back) before the wait"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_session_the_server_ended_for_idling_in_a_transaction_is_an_infrastructure_failure() {
+        let db = testkit::fresh_database().await;
+        let pool = PgPoolOptions::new()
+            .max_connections(4)
+            .after_connect(|conn, _| {
+                Box::pin(async move {
+                    sqlx::query("SET idle_in_transaction_session_timeout = '100ms'")
+                        .execute(conn)
+                        .await
+                        .map(|_| ())
+                })
+            })
+            .connect(&db.url)
+            .await
+            .unwrap();
+        let mut sink = sink(&pool).await;
+        let unit = sink.begin().await.unwrap();
+        sink.commit(unit, Vec::new(), &position(1)).await.unwrap();
+        // Longer than the server allows a transaction to idle, shorter than the lane's hold.
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let mut unit = sink.begin().await.unwrap();
+        let err = sqlx::query("SELECT 1")
+            .execute(unit.conn())
+            .await
+            .expect_err("the server ended the session");
+        assert_eq!(
+            classify_sqlx(&err),
+            ErrorClass::Infrastructure,
+            "{}",
+            service_kit::telemetry::error_chain(&err)
+        );
     }
 
     #[tokio::test]
