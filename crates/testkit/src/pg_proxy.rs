@@ -3,7 +3,7 @@
 //! without touching the shared server.
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -18,6 +18,8 @@ pub struct PgProxy {
     pub addr: SocketAddr,
     up: Arc<AtomicBool>,
     slow: Arc<AtomicBool>,
+    /// Connections relayed to the server right now.
+    live: Arc<AtomicU64>,
     connections: Arc<Mutex<Vec<JoinHandle<()>>>>,
     accept: JoinHandle<()>,
 }
@@ -30,9 +32,11 @@ impl PgProxy {
         let addr = listener.local_addr().unwrap();
         let up = Arc::new(AtomicBool::new(true));
         let slow = Arc::new(AtomicBool::new(false));
+        let live = Arc::new(AtomicU64::new(0));
         let connections: Arc<Mutex<Vec<JoinHandle<()>>>> = Default::default();
         let accept = {
-            let (up, slow, connections) = (up.clone(), slow.clone(), connections.clone());
+            let (up, slow, live, connections) =
+                (up.clone(), slow.clone(), live.clone(), connections.clone());
             tokio::spawn(async move {
                 loop {
                     let Ok((client, _)) = listener.accept().await else {
@@ -42,9 +46,12 @@ impl PgProxy {
                         drop(client);
                         continue;
                     }
-                    let (target, slow) = (target.clone(), slow.clone());
+                    let (target, slow, live) = (target.clone(), slow.clone(), live.clone());
                     let task = tokio::spawn(async move {
                         if let Ok(server) = TcpStream::connect(&target).await {
+                            let _ = client.set_nodelay(true);
+                            let _ = server.set_nodelay(true);
+                            let _counted = Live::count(live);
                             relay(client, server, &slow).await;
                         }
                     });
@@ -56,6 +63,7 @@ impl PgProxy {
             addr,
             up,
             slow,
+            live,
             connections,
             accept,
         }
@@ -66,12 +74,14 @@ impl PgProxy {
         url.replacen(&host_port(url), &self.addr.to_string(), 1)
     }
 
-    /// Drops every connection and refuses new ones until [`PgProxy::restore`].
-    pub fn cut(&self) {
+    /// Drops every connection and refuses new ones until [`PgProxy::restore`]; returns how many were live.
+    pub fn cut(&self) -> u64 {
         self.up.store(false, Ordering::SeqCst);
+        let dropped = self.live.load(Ordering::SeqCst);
         for task in self.connections.lock().unwrap().drain(..) {
             task.abort();
         }
+        dropped
     }
 
     pub fn restore(&self) {
@@ -88,6 +98,22 @@ impl Drop for PgProxy {
     fn drop(&mut self) {
         self.accept.abort();
         self.cut();
+    }
+}
+
+/// One relayed connection in [`PgProxy`]'s count while it lives (also when its task is aborted by a cut).
+struct Live(Arc<AtomicU64>);
+
+impl Live {
+    fn count(live: Arc<AtomicU64>) -> Live {
+        live.fetch_add(1, Ordering::SeqCst);
+        Live(live)
+    }
+}
+
+impl Drop for Live {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
     }
 }
 

@@ -33,7 +33,6 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
 use std::process::{ExitCode, Stdio};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use checkoutctl::simulate::{self, Deps, Options, Report};
@@ -46,7 +45,6 @@ use rand::{Rng, SeedableRng};
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::{ClientConfig, Message, Offset, TopicPartitionList};
 use serde::Serialize;
-use tokio::net::{TcpListener, TcpStream};
 use tokio::process::{Child, Command};
 use tokio::sync::watch;
 
@@ -88,93 +86,6 @@ fn free_port() -> u16 {
 
 fn secs(d: Duration) -> f64 {
     (d.as_secs_f64() * 10.0).round() / 10.0
-}
-
-// ------------------------------------------------------------------------------------------------ the proxy
-
-/// A TCP proxy in front of PostgreSQL. A cut drops every live connection and refuses new ones until restored.
-struct Proxy {
-    addr: std::net::SocketAddr,
-    cut: Arc<AtomicBool>,
-    generation: watch::Sender<u64>,
-    live: Arc<AtomicU64>,
-}
-
-impl Proxy {
-    async fn start(upstream: String) -> Proxy {
-        let listener = TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind the proxy");
-        let addr = listener.local_addr().expect("its address");
-        let cut = Arc::new(AtomicBool::new(false));
-        let (generation, _) = watch::channel(0u64);
-        let live = Arc::new(AtomicU64::new(0));
-        let (c, g, l) = (cut.clone(), generation.clone(), live.clone());
-        tokio::spawn(async move {
-            loop {
-                let Ok((mut client, _)) = listener.accept().await else {
-                    continue;
-                };
-                if c.load(Ordering::SeqCst) {
-                    drop(client); // refused: closed at once
-                    continue;
-                }
-                let mut cut_signal = g.subscribe();
-                let upstream = upstream.clone();
-                let live = l.clone();
-                tokio::spawn(async move {
-                    let Ok(mut server) = TcpStream::connect(&upstream).await else {
-                        return;
-                    };
-                    let _ = client.set_nodelay(true);
-                    let _ = server.set_nodelay(true);
-                    live.fetch_add(1, Ordering::SeqCst);
-                    tokio::select! {
-                        _ = tokio::io::copy_bidirectional(&mut client, &mut server) => {}
-                        _ = cut_signal.changed() => {}
-                    }
-                    live.fetch_sub(1, Ordering::SeqCst);
-                });
-            }
-        });
-        Proxy {
-            addr,
-            cut,
-            generation,
-            live,
-        }
-    }
-
-    /// Starts an outage; returns the connections dropped.
-    fn cut(&self) -> u64 {
-        self.cut.store(true, Ordering::SeqCst);
-        let dropped = self.live.load(Ordering::SeqCst);
-        self.generation.send_modify(|g| *g += 1);
-        dropped
-    }
-
-    fn restore(&self) {
-        self.cut.store(false, Ordering::SeqCst);
-    }
-}
-
-/// `url` with its host and port replaced by `addr` (the proxy).
-fn through(url: &str, addr: std::net::SocketAddr) -> String {
-    let (scheme, rest) = url.split_once("://").expect("a URL with a scheme");
-    let (authority, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
-    let userinfo = authority.rsplit_once('@').map(|(u, _)| format!("{u}@"));
-    format!("{scheme}://{}{addr}{path}", userinfo.unwrap_or_default())
-}
-
-fn host_port(url: &str) -> String {
-    let rest = url.split_once("://").map_or(url, |(_, r)| r);
-    let authority = &rest[..rest.find('/').unwrap_or(rest.len())];
-    let hp = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
-    if hp.contains(':') {
-        hp.to_string()
-    } else {
-        format!("{hp}:5432")
-    }
 }
 
 // ------------------------------------------------------------------------------------------------ the fleet
@@ -626,8 +537,8 @@ async fn run() -> Result<bool, String> {
             "checkoutctl topics apply --env production: {status}"
         ));
     }
-    let proxy = Proxy::start(host_port(&db.url)).await;
-    let proxied_url = through(&db.url, proxy.addr);
+    let proxy = testkit::pg_proxy::PgProxy::start(&db.url).await;
+    let proxied_url = proxy.url(&db.url);
     let (smtp, sms) = (free_port(), free_port());
     let sandbox_dir = out_dir.join("sandbox");
     let mut sandbox = Command::new(bin_dir.join("dev-sandbox"))
