@@ -265,6 +265,10 @@ impl Commits {
 }
 
 impl Part {
+    fn is(&self, topic: &str, partition: i32) -> bool {
+        self.partition == partition && *self.topic == *topic
+    }
+
     /// Moves what fits from the stash to the lane's inbox; pauses the partition when its share of the stash
     /// budget (`limit`) still waits. Whether it paused now.
     //
@@ -312,7 +316,7 @@ struct State {
     /// The partitions with a lane. A list: a member owns tens of partitions, and a burst's records come
     /// partition after partition, so the one found last is looked at first ([`find`]).
     parts: Vec<Part>,
-    /// Where in `parts` the last partition looked up was.
+    /// Where in `parts` the last partition looked up was: a hint, checked before use.
     last: usize,
     /// Partitions that received records in the current burst; handed to their lanes at its end.
     touched: Vec<(Arc<str>, i32)>,
@@ -327,9 +331,10 @@ struct State {
     waiting_backoff: Duration,
 }
 
-/// Where `topic`/`partition` is in `parts`, looking at `last` first (and remembering it there).
+/// Where `topic`/`partition` is in `parts`, looking at `last` first (and remembering it there; any value of
+/// `last` is safe).
 fn find(parts: &[Part], last: &mut usize, topic: &str, partition: i32) -> Option<usize> {
-    let is = |p: &Part| p.partition == partition && *p.topic == *topic;
+    let is = |p: &Part| p.is(topic, partition);
     if parts.get(*last).is_some_and(is) {
         return Some(*last);
     }
@@ -685,7 +690,6 @@ impl<P: Processor, D: Delivery> PollCtx<P, D> {
         let mut parts: Vec<Part> = {
             let mut state = self.lock();
             state.waiting.clear();
-            state.last = 0;
             std::mem::take(&mut state.parts)
         };
         if let Ok(assignment) = consumer.assignment()
@@ -932,7 +936,7 @@ impl<P: Processor, D: Delivery> ClientContext for PollCtx<P, D> {
                 let Some(part) = state
                     .parts
                     .iter()
-                    .find(|p| p.partition == partition_stats.partition && *p.topic == **topic)
+                    .find(|p| p.is(topic, partition_stats.partition))
                 else {
                     continue;
                 };

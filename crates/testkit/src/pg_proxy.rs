@@ -3,7 +3,7 @@
 //! without touching the shared server.
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -18,8 +18,7 @@ pub struct PgProxy {
     pub addr: SocketAddr,
     up: Arc<AtomicBool>,
     slow: Arc<AtomicBool>,
-    /// Connections relayed to the server right now.
-    live: Arc<AtomicU64>,
+    /// The relays of the connections still open (finished ones are dropped as new ones come).
     connections: Arc<Mutex<Vec<JoinHandle<()>>>>,
     accept: JoinHandle<()>,
 }
@@ -32,11 +31,9 @@ impl PgProxy {
         let addr = listener.local_addr().unwrap();
         let up = Arc::new(AtomicBool::new(true));
         let slow = Arc::new(AtomicBool::new(false));
-        let live = Arc::new(AtomicU64::new(0));
         let connections: Arc<Mutex<Vec<JoinHandle<()>>>> = Default::default();
         let accept = {
-            let (up, slow, live, connections) =
-                (up.clone(), slow.clone(), live.clone(), connections.clone());
+            let (up, slow, connections) = (up.clone(), slow.clone(), connections.clone());
             tokio::spawn(async move {
                 loop {
                     let Ok((client, _)) = listener.accept().await else {
@@ -46,16 +43,17 @@ impl PgProxy {
                         drop(client);
                         continue;
                     }
-                    let (target, slow, live) = (target.clone(), slow.clone(), live.clone());
+                    let (target, slow) = (target.clone(), slow.clone());
                     let task = tokio::spawn(async move {
                         if let Ok(server) = TcpStream::connect(&target).await {
                             let _ = client.set_nodelay(true);
                             let _ = server.set_nodelay(true);
-                            let _counted = Live::count(live);
                             relay(client, server, &slow).await;
                         }
                     });
-                    connections.lock().unwrap().push(task);
+                    let mut connections = connections.lock().unwrap();
+                    connections.retain(|t| !t.is_finished());
+                    connections.push(task);
                 }
             })
         };
@@ -63,7 +61,6 @@ impl PgProxy {
             addr,
             up,
             slow,
-            live,
             connections,
             accept,
         }
@@ -77,8 +74,9 @@ impl PgProxy {
     /// Drops every connection and refuses new ones until [`PgProxy::restore`]; returns how many were live.
     pub fn cut(&self) -> u64 {
         self.up.store(false, Ordering::SeqCst);
-        let dropped = self.live.load(Ordering::SeqCst);
+        let mut dropped = 0;
         for task in self.connections.lock().unwrap().drain(..) {
+            dropped += u64::from(!task.is_finished());
             task.abort();
         }
         dropped
@@ -98,22 +96,6 @@ impl Drop for PgProxy {
     fn drop(&mut self) {
         self.accept.abort();
         self.cut();
-    }
-}
-
-/// One relayed connection in [`PgProxy`]'s count while it lives (also when its task is aborted by a cut).
-struct Live(Arc<AtomicU64>);
-
-impl Live {
-    fn count(live: Arc<AtomicU64>) -> Live {
-        live.fetch_add(1, Ordering::SeqCst);
-        Live(live)
-    }
-}
-
-impl Drop for Live {
-    fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::SeqCst);
     }
 }
 
@@ -149,4 +131,43 @@ fn host_port(url: &str) -> String {
         .map(|i| i + 1)
         .unwrap_or_else(|| url.find("://").unwrap() + 3)..];
     after_at.split(['/', '?']).next().unwrap().to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use sqlx::Connection;
+
+    use super::*;
+
+    #[tokio::test]
+    async fn a_cut_drops_the_open_connections_refuses_new_ones_and_counts_them() {
+        let db = crate::fresh_database().await;
+        let proxy = PgProxy::start(&db.url).await;
+        let url = proxy.url(&db.url);
+        let mut first = sqlx::PgConnection::connect(&url).await.unwrap();
+        let second = sqlx::PgConnection::connect(&url).await.unwrap();
+        second.close().await.unwrap();
+        // The second one's relay ends when it closes.
+        for _ in 0..500 {
+            if proxy
+                .connections
+                .lock()
+                .unwrap()
+                .iter()
+                .filter(|t| !t.is_finished())
+                .count()
+                == 1
+            {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert_eq!(proxy.cut(), 1, "one connection was open");
+        assert!(sqlx::query("SELECT 1").execute(&mut first).await.is_err());
+        assert!(sqlx::PgConnection::connect(&url).await.is_err(), "refused");
+        proxy.restore();
+        sqlx::PgConnection::connect(&url)
+            .await
+            .expect("accepted again");
+    }
 }
