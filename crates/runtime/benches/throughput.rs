@@ -14,8 +14,12 @@
 //! the whole machine and this process used during it, beside what the cores could give: a run near that limit is
 //! CPU-bound, one far below it waits. `BENCH_THREADS=1` adds this process's CPU seconds per kind of thread (the
 //! poll thread, librdkafka's broker threads, the runtime's workers) and how long each kind was runnable but
-//! waited for a core (the poll thread is the one serial stage: its wait is the run's lost time).
+//! waited for a core and how often it was preempted (the poll thread is the one serial stage: its wait is the run's
+//! lost time), and the CPU seconds of the machine's other processes (PostgreSQL, the broker) by name.
 //! `BENCH_DEBUG=cgrp,fetch RUST_LOG=debug` logs librdkafka's debug contexts (e.g. what a group's join waits for).
+//! The bench runs on the services' async runtime (workers in the batch scheduling class, decision 0054);
+//! `BENCH_WORKER_CLASSES=1` runs each mode twice per round, its workers in the batch and in the normal class, and
+//! prints the ratios per class (that decision's A/B, inside one process).
 //!
 //! The peer, in the same rounds: Kafka's own `kafka-consumer-perf-test` (the Java consumer, a fresh group, the
 //! same topic), whose `nMsg.sec` counts from its start to its last record — the group join included, as ours does;
@@ -31,6 +35,7 @@ use runtime::{
     Consumer, ConsumerOptions, GroupPolicy, Guarantee, Handler, HandlerCtx, HandlerError, Record,
 };
 use service_kit::KafkaSettings;
+use service_kit::threads::Class;
 
 const PARTITIONS: i32 = 12;
 
@@ -150,8 +155,31 @@ struct Figures {
     /// CPU seconds the whole machine (all cores) and this process used during the run: whether it was CPU-bound.
     cpu_machine: f64,
     cpu_process: f64,
-    /// Per kind of thread of this process: CPU seconds, and seconds it was runnable but waited for a core.
-    threads: Vec<(String, f64, f64)>,
+    /// Per kind of thread of this process: CPU seconds, seconds it was runnable but waited for a core, and how
+    /// often it was preempted (taken off its core while it could still run).
+    threads: Vec<(String, f64, f64, u64)>,
+    /// CPU seconds of the machine's other processes by name (`postgres`, `java`, …), most first.
+    others: Vec<(String, f64)>,
+    /// After the first record: stretches of at least [`STALL`] in which no record completed (count, total,
+    /// longest, and how many records were done when the longest began). The bench samples progress every 5 ms.
+    stalls: (usize, Duration, Duration, usize),
+}
+
+/// A stretch this long without a completed record counts as a stall (every lane waited at once).
+const STALL: Duration = Duration::from_millis(20);
+
+/// Puts every worker of this process's async runtime in `class` (the bench's A/B of decision 0054).
+fn set_worker_class(class: Class) {
+    for t in thread_times()
+        .iter()
+        .filter(|t| t.kind == "tokio-rt-worker")
+    {
+        if let Err(err) =
+            service_kit::threads::set_thread(t.tid.parse().expect("a thread id"), class)
+        {
+            panic!("cannot put worker {} in {class:?}: {err}", t.tid);
+        }
+    }
 }
 
 fn cores() -> f64 {
@@ -160,12 +188,14 @@ fn cores() -> f64 {
 
 /// One thread's times so far: its id, its kind (its name without the numbering: `poll-bench-1a2b` → `poll`,
 /// `rdk:broker1` → `rdk:broker`), CPU seconds (`/proc/self/task/*/stat`) and seconds spent runnable but waiting
-/// for a core (`schedstat`'s run-queue wait; 0 where the kernel does not keep it).
+/// for a core (`schedstat`'s run-queue wait; 0 where the kernel does not keep it), and its involuntary context
+/// switches (`status`: how often it was preempted).
 struct ThreadTimes {
     tid: String,
     kind: String,
     cpu: f64,
     wait: f64,
+    preempted: u64,
 }
 
 fn thread_times() -> Vec<ThreadTimes> {
@@ -182,6 +212,16 @@ fn thread_times() -> Vec<ThreadTimes> {
                 .ok()
                 .and_then(|s| s.split_whitespace().nth(1)?.parse::<f64>().ok())
                 .map_or(0.0, |ns| ns / 1e9);
+            let preempted = std::fs::read_to_string(task.path().join("status"))
+                .ok()
+                .and_then(|s| {
+                    s.lines()
+                        .find_map(|l| l.strip_prefix("nonvoluntary_ctxt_switches:"))?
+                        .trim()
+                        .parse()
+                        .ok()
+                })
+                .unwrap_or(0);
             let name = comm.trim();
             let kind = if name.starts_with("poll-") {
                 "poll".to_string()
@@ -194,28 +234,67 @@ fn thread_times() -> Vec<ThreadTimes> {
                 kind,
                 cpu,
                 wait,
+                preempted,
             })
         })
         .collect()
 }
 
-/// Per kind of thread between two [`thread_times`] snapshots: (kind, CPU seconds, seconds waiting for a core),
-/// most CPU first.
-fn thread_seconds(before: &[ThreadTimes], after: &[ThreadTimes]) -> Vec<(String, f64, f64)> {
-    let mut kinds: Vec<(String, f64, f64)> = Vec::new();
+/// Per kind of thread between two [`thread_times`] snapshots: (kind, CPU seconds, seconds waiting for a core,
+/// preemptions), most CPU first.
+fn thread_seconds(before: &[ThreadTimes], after: &[ThreadTimes]) -> Vec<(String, f64, f64, u64)> {
+    let mut kinds: Vec<(String, f64, f64, u64)> = Vec::new();
     for t in after {
-        let (cpu, wait) = before
+        let (cpu, wait, preempted) = before
             .iter()
             .find(|b| b.tid == t.tid)
-            .map_or((t.cpu, t.wait), |b| (t.cpu - b.cpu, t.wait - b.wait));
-        match kinds.iter_mut().find(|(k, _, _)| *k == t.kind) {
-            Some((_, c, w)) => (*c, *w) = (*c + cpu, *w + wait),
-            None => kinds.push((t.kind.clone(), cpu, wait)),
+            .map_or((t.cpu, t.wait, t.preempted), |b| {
+                (t.cpu - b.cpu, t.wait - b.wait, t.preempted - b.preempted)
+            });
+        match kinds.iter_mut().find(|(k, ..)| *k == t.kind) {
+            Some((_, c, w, p)) => (*c, *w, *p) = (*c + cpu, *w + wait, *p + preempted),
+            None => kinds.push((t.kind.clone(), cpu, wait, preempted)),
         }
     }
     kinds.sort_by(|a, b| b.1.total_cmp(&a.1));
-    kinds.retain(|(_, cpu, _)| *cpu >= 0.01);
+    kinds.retain(|(_, cpu, ..)| *cpu >= 0.01);
     kinds
+}
+
+/// CPU seconds so far of every other process on the machine, by pid: (pid, name, seconds).
+fn process_times() -> Vec<(u32, String, f64)> {
+    let me = std::process::id();
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    entries
+        .flatten()
+        .filter_map(|e| {
+            let pid: u32 = e.file_name().to_str()?.parse().ok()?;
+            let stat = std::fs::read_to_string(e.path().join("stat")).ok()?;
+            let name = stat.split_once('(')?.1.rsplit_once(')')?.0.to_string();
+            (pid != me).then(|| (pid, name, ticks(&stat) / TICKS))
+        })
+        .collect()
+}
+
+/// CPU seconds of other processes between two [`process_times`] snapshots, by name, most first (processes that
+/// started during the run count whole; those that ended are missed).
+fn process_seconds(
+    before: &[(u32, String, f64)],
+    after: &[(u32, String, f64)],
+) -> Vec<(String, f64)> {
+    let mut names: Vec<(String, f64)> = Vec::new();
+    for (pid, name, cpu) in after {
+        let used = cpu - before.iter().find(|b| b.0 == *pid).map_or(0.0, |b| b.2);
+        match names.iter_mut().find(|(n, _)| n == name) {
+            Some((_, c)) => *c += used,
+            None => names.push((name.clone(), used)),
+        }
+    }
+    names.sort_by(|a, b| b.1.total_cmp(&a.1));
+    names.retain(|(_, cpu)| *cpu >= 0.01);
+    names
 }
 
 /// Clock ticks per second of `/proc` figures (`USER_HZ`, 100 on Linux).
@@ -279,13 +358,24 @@ async fn run(topic: &str, records: usize, guarantee: Guarantee, pool: sqlx::PgPo
     let shutdown = tokio_util::sync::CancellationToken::new();
     let cpu_before = cpu_seconds();
     let threads_before = thread_times();
+    let others_before = process_times();
     let started = Instant::now();
     let task = tokio::spawn(consumer.run(shutdown.clone()));
     let mut first = None;
+    let (mut last_progress, mut last_n) = (Instant::now(), 0);
+    let mut stalls = (0, Duration::ZERO, Duration::ZERO, 0);
     loop {
         let n = processed(&registry) as usize;
         if n > 0 && first.is_none() {
             first = Some(Instant::now());
+        }
+        if n != last_n {
+            let gap = last_progress.elapsed();
+            if last_n > 0 && gap >= STALL {
+                let at = if gap > stalls.2 { last_n } else { stalls.3 };
+                stalls = (stalls.0 + 1, stalls.1 + gap, stalls.2.max(gap), at);
+            }
+            (last_progress, last_n) = (Instant::now(), n);
         }
         if n >= records {
             break;
@@ -305,6 +395,7 @@ async fn run(topic: &str, records: usize, guarantee: Guarantee, pool: sqlx::PgPo
     let done = Instant::now();
     let cpu_after = cpu_seconds();
     let threads = thread_seconds(&threads_before, &thread_times());
+    let others = process_seconds(&others_before, &process_times());
     let (units, pauses) = (
         metric(&registry, "unit_records"),
         metric(&registry, "partition_pauses_total"),
@@ -321,11 +412,20 @@ async fn run(topic: &str, records: usize, guarantee: Guarantee, pool: sqlx::PgPo
         cpu_machine: cpu_after.0 - cpu_before.0,
         cpu_process: cpu_after.1 - cpu_before.1,
         threads,
+        others,
+        stalls,
     }
 }
 
-#[tokio::main]
-async fn main() {
+/// On the async runtime the consumer services run on (`service_kit::threads`: workers in the batch scheduling
+/// class, so they do not preempt the poll thread; decision 0054).
+fn main() {
+    service_kit::threads::runtime()
+        .expect("the async runtime starts")
+        .block_on(bench());
+}
+
+async fn bench() {
     if std::env::var_os("BENCH_DEBUG").is_some() {
         service_kit::telemetry::init(&Default::default());
     }
@@ -384,6 +484,15 @@ async fn main() {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(1);
+    // BENCH_WORKER_CLASSES=1: every mode runs twice per round, with the runtime's workers in the batch class (as
+    // the services run) and in the normal class, in alternating order, and the ratios are printed per class — the
+    // A/B of decision 0054 inside one process, so that the machine's drift spreads over both. No Java consumer.
+    let classes: &[Option<Class>] = if std::env::var_os("BENCH_WORKER_CLASSES").is_some() {
+        &[Some(Class::Batch), Some(Class::Normal)]
+    } else {
+        &[None]
+    };
+    let mut class_rates: Vec<Vec<Vec<f64>>> = vec![vec![Vec::new(); modes.len()]; classes.len()];
     let mut rates: Vec<Vec<f64>> = vec![Vec::new(); modes.len()];
     let (mut java, mut java_fetch): (Vec<f64>, Vec<f64>) = (Vec::new(), Vec::new());
     for round in 1 - warmup as isize..=rounds as isize {
@@ -396,36 +505,70 @@ async fn main() {
             if !wanted(id) {
                 continue;
             }
-            let f = run(&topic, records, *guarantee, pool.clone()).await;
-            let rate = f.records as f64 / (f.join + f.steady).as_secs_f64();
-            println!(
-                "{label}: {name:<38} {rate:>10.0} records/s  ({} records in {:.2?}, the first after {:.2?}; \
-                 {:.0} records per unit, {} pauses; CPU {:.2} s of the machine's {:.2}, {:.2} s by this process)",
-                f.records,
-                f.join + f.steady,
-                f.join,
-                f.records as f64 / f.units.max(1.0),
-                f.pauses,
-                f.cpu_machine,
-                cores() * (f.join + f.steady).as_secs_f64(),
-                f.cpu_process,
-            );
-            if std::env::var_os("BENCH_THREADS").is_some() {
-                let threads: Vec<String> = f
-                    .threads
-                    .iter()
-                    .map(|(kind, cpu, wait)| format!("{kind} {cpu:.2} ({wait:.2})"))
-                    .collect();
+            for k in 0..classes.len() {
+                // Alternate which class goes first.
+                let c = if round % 2 == 0 {
+                    classes.len() - 1 - k
+                } else {
+                    k
+                };
+                let name = match classes[c] {
+                    Some(class) => {
+                        set_worker_class(class);
+                        format!("{name} [{class:?}]")
+                    }
+                    None => name.to_string(),
+                };
+                let f = run(&topic, records, *guarantee, pool.clone()).await;
+                let rate = f.records as f64 / (f.join + f.steady).as_secs_f64();
                 println!(
-                    "    CPU seconds by thread (in brackets: seconds runnable but waiting for a core): {}",
-                    threads.join(", ")
+                    "{label}: {name:<38} {rate:>10.0} records/s  ({} records in {:.2?}, the first after {:.2?}; \
+                 {:.0} records per unit, {} pauses; CPU {:.2} s of the machine's {:.2}, {:.2} s by this process)",
+                    f.records,
+                    f.join + f.steady,
+                    f.join,
+                    f.records as f64 / f.units.max(1.0),
+                    f.pauses,
+                    f.cpu_machine,
+                    cores() * (f.join + f.steady).as_secs_f64(),
+                    f.cpu_process,
                 );
-            }
-            if round >= 1 {
-                rates[i].push(rate);
+                if std::env::var_os("BENCH_THREADS").is_some() {
+                    let threads: Vec<String> = f
+                        .threads
+                        .iter()
+                        .map(|(kind, cpu, wait, preempted)| {
+                            format!("{kind} {cpu:.2} ({wait:.2}, {preempted})")
+                        })
+                        .collect();
+                    println!(
+                        "    CPU seconds by thread (in brackets: seconds runnable but waiting for a core, preemptions): \
+                     {}",
+                        threads.join(", ")
+                    );
+                    let others: Vec<String> = f
+                        .others
+                        .iter()
+                        .take(4)
+                        .map(|(name, cpu)| format!("{name} {cpu:.2}"))
+                        .collect();
+                    println!(
+                        "    CPU seconds of other processes: {}; {} stalls of {STALL:?} or more without a record done, \
+                     {:.0?} in all (longest {:.0?}, after {} records)",
+                        others.join(", "),
+                        f.stalls.0,
+                        f.stalls.1,
+                        f.stalls.2,
+                        f.stalls.3
+                    );
+                }
+                if round >= 1 {
+                    rates[i].push(rate);
+                    class_rates[c][i].push(rate);
+                }
             }
         }
-        if only.is_some() {
+        if only.is_some() || classes.len() > 1 {
             continue;
         }
         if let Some((total, fetch)) = java_consumer(&topic, records) {
@@ -439,13 +582,37 @@ async fn main() {
             }
         }
     }
-    if only.is_some() {
-        return;
-    }
     let median = |v: &mut Vec<f64>| {
         v.sort_by(|a, b| a.partial_cmp(b).expect("finite figures"));
         v[v.len() / 2]
     };
+    if classes.len() > 1 {
+        for (class, rates) in classes.iter().flatten().zip(&mut class_rates) {
+            let medians: Vec<Option<f64>> = rates
+                .iter_mut()
+                .map(|r| (!r.is_empty()).then(|| median(r)))
+                .collect();
+            let line: Vec<String> = modes
+                .iter()
+                .zip(&medians)
+                .filter_map(|((id, ..), m)| Some(format!("{id} {:.0}", (*m)?)))
+                .collect();
+            let ratio = |i: usize| match (medians[0], medians[i]) {
+                (Some(alo), Some(m)) => format!("{:.2}", m / alo),
+                _ => "-".into(),
+            };
+            println!(
+                "workers {class:?}: median records/s {}; (a) / at-least-once {}, (b) / at-least-once {}",
+                line.join(", "),
+                ratio(1),
+                ratio(2)
+            );
+        }
+        return;
+    }
+    if only.is_some() {
+        return;
+    }
     let medians: Vec<f64> = rates.iter_mut().map(median).collect();
     println!("median of {rounds} rounds:");
     for ((_, name, _), rate) in modes.iter().zip(&medians) {

@@ -262,6 +262,14 @@ impl<P: Processor> Consumer<P> {
             std::thread::Builder::new()
                 .name(format!("poll-{group}"))
                 .spawn(move || {
+                    // Started from a worker of the services' runtime, this thread inherits its batch class; the
+                    // one serial stage takes the normal class back, and librdkafka's threads, created here,
+                    // inherit it (decision 0054).
+                    if let Err(err) =
+                        service_kit::threads::set_current(service_kit::threads::Class::Normal)
+                    {
+                        tracing::warn!(error = %err, "the poll thread keeps its scheduling class");
+                    }
                     let _ = done_tx.send(pipeline(shared, runtime, token));
                 })
                 .map_err(|e| {

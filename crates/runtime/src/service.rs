@@ -217,10 +217,7 @@ pub fn main<S: ConsumerService>() -> ExitCode {
         eprintln!("{}: {err:#}", S::NAME);
         return ExitCode::from(2);
     }
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let runtime = match service_kit::threads::runtime() {
         Ok(runtime) => runtime,
         Err(err) => {
             eprintln!("{}: cannot start the async runtime: {err}", S::NAME);

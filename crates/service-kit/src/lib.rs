@@ -11,6 +11,8 @@
 //! - [`kafka`]: the spec's producer settings as data, and client configuration built from settings.
 //! - [`db`]: the PostgreSQL pool and the workspace's migrations.
 //! - [`alloc`]: jemalloc as the global allocator of every binary that links the kit (decision 0046).
+//! - [`threads`]: the async runtime of the consumer services, its workers in the batch scheduling class so that
+//!   they do not preempt the poll thread (decision 0054).
 //! - [`services`]: the table of services and their operations ports, shared by `make run`, docker-compose and the
 //!   code.
 
@@ -22,6 +24,7 @@ pub mod ops;
 pub mod services;
 pub mod shutdown;
 pub mod telemetry;
+pub mod threads;
 
 pub use config::{
     ConfigError, DatabaseSettings, HttpSettings, KafkaSettings, LogFormat, LogSettings, Settings,

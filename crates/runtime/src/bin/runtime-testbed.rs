@@ -125,8 +125,12 @@ impl Handler for Testbed {
     }
 }
 
-#[tokio::main]
-async fn main() -> anyhow_like::Result {
+/// On the async runtime the consumer services run on (`service_kit::threads`, decision 0054).
+fn main() -> anyhow_like::Result {
+    service_kit::threads::runtime()?.block_on(testbed())
+}
+
+async fn testbed() -> anyhow_like::Result {
     let args = Args::parse();
     service_kit::telemetry::init(&service_kit::LogSettings {
         filter: "warn,runtime=info".into(),

@@ -6,5 +6,6 @@ mod eos_db;
 mod eos_kafka;
 mod helpers;
 mod rebalance;
+mod scheduling;
 mod sigkill;
 mod topics;
