@@ -93,8 +93,9 @@ bench: bench-quiet ## Every benchmark, one after the other, into one report: tar
 bench-events: ## Event codec: decode+validate and encode of ~1 KiB envelopes (criterion).
 	$(CARGO) bench -p events --bench codec
 
-bench-runtime: bench-quiet ## Consumer runtime: no-op handler records/s at-least-once vs exactly-once (a) and (b).
+bench-runtime: bench-quiet ## Consumer runtime: no-op handler records/s at-least-once vs exactly-once (a) and (b); a resumed partition's wait behind a held fetch.
 	$(WITH_ENV) BENCH_RECORDS=$${BENCH_RECORDS:-1000000} $(CARGO) bench -p runtime --bench throughput
+	$(WITH_ENV) $(CARGO) bench -p runtime --bench resume
 
 bench-e2e: bench-quiet ## Projections, audit, analytics and settlement at 500, 1000, 2000 events/s (10k invoices each): commit → read model and payment → SettlementCompleted p50/p99, catch-up per group, checked against the truth.
 	$(WITH_ENV) E2E_RATES=$${E2E_RATES:-500,1000,2000} $(CARGO) bench -p flows --bench e2e

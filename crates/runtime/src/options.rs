@@ -89,6 +89,14 @@ pub struct ConsumerOptions {
     /// records/s with 1 s, 466k with 10 ms; decision 0048).
     #[serde(with = "humantime_serde")]
     pub fetch_queue_backoff: Duration,
+    /// The longest the broker holds a fetch that found nothing new (`fetch.wait.max.ms`). librdkafka keeps one
+    /// fetch in flight per broker, so a partition that becomes fetchable while one is held — resumed after a
+    /// pause, seeked after an outage, back from a full-queue back-off — waits for it: with librdkafka's 500 ms,
+    /// a resumed partition's next record came 54–312 ms after the resume while the other partition was idle, with
+    /// 100 ms 7–100 ms (`cargo bench -p runtime --bench resume`, decision 0055). The price is one empty fetch per
+    /// broker every 100 ms when nothing arrives. Between 1 ms and 5 s.
+    #[serde(with = "humantime_serde")]
+    pub fetch_wait_max: Duration,
     /// How often partition lag is sampled (librdkafka statistics).
     #[serde(with = "humantime_serde")]
     pub lag_interval: Duration,
@@ -120,6 +128,7 @@ impl Default for ConsumerOptions {
             queued_max_messages_kbytes: 4096,
             fetch_queue_backoff: Duration::from_millis(10),
             max_partition_fetch_bytes: 64 << 10,
+            fetch_wait_max: Duration::from_millis(100),
             lag_interval: Duration::from_secs(5),
             auto_offset_reset: "earliest".into(),
             restart_backoff: Duration::from_secs(1),
@@ -192,6 +201,13 @@ impl ConsumerOptions {
                 "max_partition_fetch_bytes ({}) must be between 1 KiB and 1 MiB: larger fetches overflow a \
                  partition's stash and make it pause",
                 self.max_partition_fetch_bytes
+            ));
+        }
+        if !(Duration::from_millis(1)..=Duration::from_secs(5)).contains(&self.fetch_wait_max) {
+            return bad(format!(
+                "fetch_wait_max ({:?}) must be between 1ms and 5s: it is how long a partition that becomes \
+                 fetchable may wait behind a fetch the broker holds",
+                self.fetch_wait_max
             ));
         }
         if !matches!(self.auto_offset_reset.as_str(), "earliest" | "latest") {
@@ -272,6 +288,22 @@ mod tests {
             ..Default::default()
         });
         assert!(err.contains("fetch_queue_backoff"), "{err}");
+    }
+
+    #[test]
+    fn a_held_fetch_is_short_by_default_and_bounded() {
+        assert_eq!(
+            ConsumerOptions::default().fetch_wait_max,
+            Duration::from_millis(100),
+            "librdkafka's 500 ms makes a resumed partition wait behind a fetch held for idle ones"
+        );
+        for wait in [Duration::ZERO, Duration::from_millis(5001)] {
+            let err = rejected(ConsumerOptions {
+                fetch_wait_max: wait,
+                ..Default::default()
+            });
+            assert!(err.contains("fetch_wait_max"), "{err}");
+        }
     }
 
     #[test]

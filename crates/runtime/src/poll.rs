@@ -183,6 +183,7 @@ fn consumer_config<P>(shared: &Shared<P>) -> ClientConfig {
             "max.partition.fetch.bytes",
             options.max_partition_fetch_bytes.to_string(),
         )
+        .set("fetch.wait.max.ms", millis(options.fetch_wait_max))
         .set("statistics.interval.ms", millis(options.lag_interval))
         .set("enable.partition.eof", "false");
     if options.static_membership {
