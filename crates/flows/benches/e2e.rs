@@ -89,14 +89,8 @@ async fn progress(pool: &PgPool, service: &str, group: &str) -> i64 {
         .expect("count progress")
 }
 
-/// On the async runtime the services run on in production (`service_kit::threads`, decision 0054).
-fn main() {
-    service_kit::threads::runtime()
-        .expect("the async runtime starts")
-        .block_on(bench());
-}
-
-async fn bench() {
+#[tokio::main(flavor = "multi_thread")]
+async fn main() {
     let invoices: usize = env("E2E_INVOICES", 10_000);
     let merchants: usize = env("E2E_MERCHANTS", 200);
     let rates: String = env("E2E_RATES", env("E2E_RATE", 2000u32).to_string());

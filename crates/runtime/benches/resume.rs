@@ -7,10 +7,10 @@
 //! cargo bench -p runtime --bench resume
 //! ```
 //!
-//! One plain librdkafka consumer per setting reads a 2-partition topic to its end, then eight times: pauses
-//! partition 1, produces one record to it, keeps polling partition 0 alone for 30–290 ms (so that a fetch for
-//! the idle partition is held by the broker), resumes partition 1 and times its record. Settings alternate, twice
-//! each.
+//! For each setting, twice (alternating): a fresh plain librdkafka consumer of a fresh, empty 2-partition topic
+//! polls for 3 s, then eight times pauses partition 1, produces one record to it, keeps polling partition 0 alone
+//! for 30–290 ms (so that a fetch for the idle partition is held by the broker), resumes partition 1 and times its
+//! record.
 
 use std::time::{Duration, Instant};
 

@@ -14,12 +14,17 @@
 //! the whole machine and this process used during it, beside what the cores could give: a run near that limit is
 //! CPU-bound, one far below it waits. `BENCH_THREADS=1` adds this process's CPU seconds per kind of thread (the
 //! poll thread, librdkafka's broker threads, the runtime's workers) and how long each kind was runnable but
-//! waited for a core and how often it was preempted (the poll thread is the one serial stage: its wait is the run's
-//! lost time), and the CPU seconds of the machine's other processes (PostgreSQL, the broker) by name.
+//! waited for a core and its involuntary context switches (preemptions and ends of time slices; the poll thread is
+//! the one serial stage: its wait is the run's lost time), the CPU seconds of the machine's other processes
+//! (PostgreSQL, the broker) by name, and the stalls: stretches of 20 ms or more in which no record completed, an
+//! upper bound (progress is sampled every 5 ms), with where the longest began — a round that waited (decision
+//! 0055) rather than one slowed by a busy machine.
 //! `BENCH_DEBUG=cgrp,fetch RUST_LOG=debug` logs librdkafka's debug contexts (e.g. what a group's join waits for).
 //! The bench runs on the services' async runtime (workers in the batch scheduling class, decision 0054);
-//! `BENCH_WORKER_CLASSES=1` runs each mode twice per round, its workers in the batch and in the normal class, and
-//! prints the ratios per class (that decision's A/B, inside one process).
+//! `BENCH_WORKER_CLASSES=1` runs each mode twice per round, its workers in the batch and in the normal class (which
+//! goes first alternates: use an even `BENCH_ROUNDS`), and prints per class the medians and the ratios to
+//! at-least-once, and per mode the mean of the per-round batch ÷ normal ratios with the rounds each class won
+//! (that decision's A/B, inside one process).
 //!
 //! The peer, in the same rounds: Kafka's own `kafka-consumer-perf-test` (the Java consumer, a fresh group, the
 //! same topic), whose `nMsg.sec` counts from its start to its last record — the group join included, as ours does;
@@ -542,7 +547,8 @@ async fn bench() {
                         })
                         .collect();
                     println!(
-                        "    CPU seconds by thread (in brackets: seconds runnable but waiting for a core, preemptions): \
+                        "    CPU seconds by thread (in brackets: seconds runnable but waiting for a core, involuntary \
+                     switches): \
                      {}",
                         threads.join(", ")
                     );
@@ -587,6 +593,22 @@ async fn bench() {
         v[v.len() / 2]
     };
     if classes.len() > 1 {
+        // Per round, before the medians sort the figures: classes[0] is batch, classes[1] normal.
+        for (i, (id, ..)) in modes.iter().enumerate() {
+            let (batch, normal) = (&class_rates[0][i], &class_rates[1][i]);
+            if batch.is_empty() {
+                continue;
+            }
+            let ratios: Vec<f64> = batch.iter().zip(normal).map(|(b, n)| b / n).collect();
+            let wins = ratios.iter().filter(|r| **r > 1.0).count();
+            let each: Vec<String> = ratios.iter().map(|r| format!("{r:.2}")).collect();
+            println!(
+                "{id}: workers batch ÷ normal per round {} (mean {:.3}; batch faster in {wins} of {} rounds)",
+                each.join(" "),
+                ratios.iter().sum::<f64>() / ratios.len() as f64,
+                ratios.len()
+            );
+        }
         for (class, rates) in classes.iter().flatten().zip(&mut class_rates) {
             let medians: Vec<Option<f64>> = rates
                 .iter_mut()

@@ -265,9 +265,7 @@ impl<P: Processor> Consumer<P> {
                     // Started from a worker of the services' runtime, this thread inherits its batch class; the
                     // one serial stage takes the normal class back, and librdkafka's threads, created here,
                     // inherit it (decision 0054).
-                    if let Err(err) =
-                        service_kit::threads::set_current(service_kit::threads::Class::Normal)
-                    {
+                    if let Err(err) = service_kit::threads::to_normal() {
                         tracing::warn!(error = %err, "the poll thread keeps its scheduling class");
                     }
                     let _ = done_tx.send(pipeline(shared, runtime, token));

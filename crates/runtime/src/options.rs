@@ -73,7 +73,7 @@ pub struct ConsumerOptions {
     /// librdkafka's prefetch bound for the whole consumer (`queued.max.messages.kbytes`; librdkafka lowers
     /// `fetch.max.bytes` to it). 4 MiB: it costs more memory than it says (librdkafka's per-message structures
     /// and the fetch buffers come on top), and with the short `fetch_queue_backoff` a refill is milliseconds away
-    /// (decision 0048).
+    /// (decision 0048) — or up to `fetch_wait_max` behind a fetch the broker holds (decision 0055).
     pub queued_max_messages_kbytes: u32,
     /// The most one fetch brings for one partition (`max.partition.fetch.bytes`, compressed bytes as stored; a
     /// record batch larger than this still comes whole). 64 KiB rather than librdkafka's 1 MiB: a fetch response
@@ -92,9 +92,9 @@ pub struct ConsumerOptions {
     /// The longest the broker holds a fetch that found nothing new (`fetch.wait.max.ms`). librdkafka keeps one
     /// fetch in flight per broker, so a partition that becomes fetchable while one is held — resumed after a
     /// pause, seeked after an outage, back from a full-queue back-off — waits for it: with librdkafka's 500 ms,
-    /// a resumed partition's next record came 54–312 ms after the resume while the other partition was idle, with
-    /// 100 ms 7–100 ms (`cargo bench -p runtime --bench resume`, decision 0055). The price is one empty fetch per
-    /// broker every 100 ms when nothing arrives. Between 1 ms and 5 s.
+    /// a resumed partition's next record came 210–471 ms after the resume while the other partition was idle,
+    /// with 100 ms 12–95 ms (`cargo bench -p runtime --bench resume`, decision 0055). The price is one empty fetch
+    /// per broker every 100 ms when nothing arrives. Between 1 ms and 5 s.
     #[serde(with = "humantime_serde")]
     pub fetch_wait_max: Duration,
     /// How often partition lag is sampled (librdkafka statistics).

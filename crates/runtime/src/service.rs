@@ -2,7 +2,8 @@
 //! settings and how to build its handler. Everything else is written once, here:
 //!
 //! - [`main`]: `--help`, configuration (defaults → TOML file → `CHECKOUT__…` variables → `KAFKA_BOOTSTRAP_SERVERS`
-//!   and `DATABASE_URL`), telemetry, SIGTERM/Ctrl-C, start, drain, exit code;
+//!   and `DATABASE_URL`), telemetry, SIGTERM/Ctrl-C, start, drain, exit code, on the async runtime of
+//!   `service_kit::threads` (workers in the batch scheduling class, so they do not preempt the poll thread);
 //! - [`start`]: the group's policy from the spec with the configured overrides (checked by the service), the
 //!   operations server (`/health`, `/ready`, `/metrics`) bound first so `/health` answers while the service
 //!   connects, PostgreSQL, the handler, the consumer; [`Running::wait`] returns once the consumer has drained,

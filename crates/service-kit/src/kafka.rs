@@ -200,6 +200,12 @@ const RESERVED: &[(&str, Owner)] = &[
         },
     ),
     (
+        "fetch.wait.max.ms",
+        Owner::RuntimeOption {
+            setting: "fetch_wait_max",
+        },
+    ),
+    (
         "statistics.interval.ms",
         Owner::RuntimeOption {
             setting: "lag_interval",
@@ -457,6 +463,7 @@ mod tests {
             ("fetch.queue.backoff.ms", "fetch_queue_backoff"),
             ("max.partition.fetch.bytes", "max_partition_fetch_bytes"),
             ("fetch.message.max.bytes", "max_partition_fetch_bytes"),
+            ("fetch.wait.max.ms", "fetch_wait_max"),
             (
                 "statistics.interval.ms",
                 "service.consumer.options.lag_interval",

@@ -4,19 +4,24 @@
 //! Everything else (the lanes' handlers and database round trips, the operations server) runs on the async
 //! runtime's workers, which sleep and wake thousands of times a second. Linux lets a waking thread of the normal
 //! class preempt the running one, so on a busy machine each wake-up of a worker took the poll thread off its core
-//! (`make bench-runtime`, mode (b): ~2,100 preemptions of the poll thread by the process's own workers per 1M
-//! records, ~0.3 s of it waiting for a core).
+//! (a scheduler trace of a 1M-record mode (b) bench round: 3,066 preemptions of the poll thread, 2,097 of them by
+//! the process's own workers).
 //!
 //! Guarantees:
 //! - [`runtime`] builds a multi-threaded tokio runtime whose worker and blocking threads run in `SCHED_BATCH`:
 //!   the same share of CPU and the same nice value as before, but a waking worker does not preempt a running
 //!   thread; it waits for a free core or the scheduler's tick (milliseconds, and only when every core is busy).
-//! - [`Class::Normal`] puts a thread back in the normal class; the consumer runtime's poll thread does that first,
-//!   so it (and librdkafka's threads, which it creates and which inherit its class) is preempted only by other
-//!   normal threads. Threads inherit the class of the thread that creates them.
+//! - Only threads in the normal class are moved: a class an operator chose (`chrt`, systemd's
+//!   `CPUSchedulingPolicy`) is left alone, and so is the calling thread's when [`to_normal`] finds it in neither.
+//! - [`to_normal`] puts a batch thread back in the normal class; the consumer runtime's poll thread does that
+//!   first, so it — and librdkafka's threads, which it creates and which inherit its class — is preempted only by
+//!   other normal threads. [`with_class`] runs a closure in a class and restores the previous one (the runtime
+//!   creates mode (a)'s transactional producers that way on a blocking thread). Threads inherit the class of the
+//!   thread that creates them.
 //! - Switching between these two classes needs no privilege. Where it fails (another OS, a seccomp profile that
-//!   forbids it), the runtime still builds and the thread keeps its class: the failure is returned to the caller,
-//!   which logs it. Scheduling is a matter of speed here, never of correctness.
+//!   forbids it, musl, which does not implement the call), the thread keeps its class and nothing else changes:
+//!   [`runtime`] reports the first failure once on stderr (it may run before tracing is installed), the poll
+//!   thread logs a warning each time it starts. Scheduling is a matter of speed here, never of correctness.
 
 use std::io;
 
@@ -45,7 +50,8 @@ pub fn set_current(class: Class) -> io::Result<()> {
 }
 
 /// Puts the thread with kernel id `tid` (0: the calling thread) in `class`. The bench uses it to switch the
-/// runtime's workers between classes between two runs.
+/// runtime's workers between classes between two runs; a thread id that was reused names another thread, so
+/// only ids read from this process's `/proc/self/task` a moment before are safe to pass.
 pub fn set_thread(tid: u32, class: Class) -> io::Result<()> {
     #[cfg(target_os = "linux")]
     {
@@ -81,8 +87,10 @@ pub fn of_thread(tid: u32) -> Option<Class> {
     #[cfg(target_os = "linux")]
     {
         let tid = libc::pid_t::try_from(tid).ok()?;
-        // SAFETY: a plain query by thread id; a stale id only makes it fail.
-        match unsafe { libc::sched_getscheduler(tid) } {
+        // SAFETY: a plain query by thread id, no memory passed.
+        let policy = unsafe { libc::sched_getscheduler(tid) };
+        // The reset-on-fork flag may come or'ed into the policy.
+        match policy & !libc::SCHED_RESET_ON_FORK {
             libc::SCHED_OTHER => Some(Class::Normal),
             libc::SCHED_BATCH => Some(Class::Batch),
             _ => None,
@@ -95,14 +103,37 @@ pub fn of_thread(tid: u32) -> Option<Class> {
     }
 }
 
+/// Moves the calling thread from the batch to the normal class; a thread in any other class is left alone.
+pub fn to_normal() -> io::Result<()> {
+    match current() {
+        Some(Class::Batch) => set_current(Class::Normal),
+        _ => Ok(()),
+    }
+}
+
+/// Runs `f` with the calling thread in `class` (when it is in one of ours), then puts it back in the class it
+/// had. A failure to switch runs `f` in the thread's class anyway.
+pub fn with_class<T>(class: Class, f: impl FnOnce() -> T) -> T {
+    let before = current();
+    let switched = before.is_some_and(|b| b != class) && set_current(class).is_ok();
+    let result = f();
+    if switched && let Some(before) = before {
+        let _ = set_current(before);
+    }
+    result
+}
+
 /// A multi-threaded tokio runtime (all drivers enabled, one worker per core) whose threads run in
-/// [`Class::Batch`]. A thread that cannot change class keeps running in its own, and the first such failure is
-/// reported once on stderr (tracing may not be installed yet when threads start).
+/// [`Class::Batch`] (those that start in the normal class). A thread that cannot change class keeps its own, and
+/// the first such failure is reported once on stderr (tracing may not be installed yet when threads start).
 pub fn runtime() -> io::Result<tokio::runtime::Runtime> {
     static REPORTED: std::sync::Once = std::sync::Once::new();
     tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .on_thread_start(|| {
+            if current() != Some(Class::Normal) {
+                return;
+            }
             if let Err(err) = set_current(Class::Batch) {
                 REPORTED.call_once(|| {
                     eprintln!("async runtime threads keep the normal scheduling class: {err}")
@@ -132,7 +163,7 @@ mod tests {
             tokio::spawn(async {
                 std::thread::spawn(|| {
                     let inherited = current();
-                    set_current(Class::Normal).unwrap();
+                    to_normal().unwrap();
                     (inherited, current())
                 })
                 .join()
@@ -143,5 +174,14 @@ mod tests {
         });
         assert_eq!(inherited, Some(Class::Batch));
         assert_eq!(restored, Some(Class::Normal));
+
+        // A closure in another class, and the class restored after it.
+        let (inside, after) = runtime.block_on(async {
+            tokio::task::spawn_blocking(|| (with_class(Class::Normal, current), current()))
+                .await
+                .unwrap()
+        });
+        assert_eq!(inside, Some(Class::Normal));
+        assert_eq!(after, Some(Class::Batch));
     }
 }

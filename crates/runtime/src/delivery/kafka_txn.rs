@@ -142,9 +142,14 @@ impl Sink {
         }
         let (config, timeout) = (self.config.clone(), self.call_timeout);
         let producer = tokio::task::spawn_blocking(move || {
-            let producer: FutureProducer = config
-                .create()
-                .map_err(|e| restart("creating the producer", e))?;
+            // librdkafka's threads inherit the class of the thread that creates them: the producer's are
+            // normal like the poll thread's, not batch like this blocking thread (decision 0054).
+            let created =
+                service_kit::threads::with_class(service_kit::threads::Class::Normal, || {
+                    config.create::<FutureProducer>()
+                });
+            let producer: FutureProducer =
+                created.map_err(|e| restart("creating the producer", e))?;
             producer
                 .init_transactions(timeout)
                 .map_err(|e| restart("init_transactions", e))?;
