@@ -497,8 +497,8 @@ async fn bench() {
     } else {
         &[None]
     };
+    // Per class, per mode, one rate per counted round (one class unless BENCH_WORKER_CLASSES).
     let mut class_rates: Vec<Vec<Vec<f64>>> = vec![vec![Vec::new(); modes.len()]; classes.len()];
-    let mut rates: Vec<Vec<f64>> = vec![Vec::new(); modes.len()];
     let (mut java, mut java_fetch): (Vec<f64>, Vec<f64>) = (Vec::new(), Vec::new());
     for round in 1 - warmup as isize..=rounds as isize {
         let label = if round < 1 {
@@ -547,9 +547,8 @@ async fn bench() {
                         })
                         .collect();
                     println!(
-                        "    CPU seconds by thread (in brackets: seconds runnable but waiting for a core, involuntary \
-                     switches): \
-                     {}",
+                        "    CPU seconds by thread (in brackets: seconds runnable but waiting for a core, \
+                         involuntary switches): {}",
                         threads.join(", ")
                     );
                     let others: Vec<String> = f
@@ -559,8 +558,8 @@ async fn bench() {
                         .map(|(name, cpu)| format!("{name} {cpu:.2}"))
                         .collect();
                     println!(
-                        "    CPU seconds of other processes: {}; {} stalls of {STALL:?} or more without a record done, \
-                     {:.0?} in all (longest {:.0?}, after {} records)",
+                        "    CPU seconds of other processes: {}; {} stalls of {STALL:?} or more without a \
+                         record done, {:.0?} in all (longest {:.0?}, after {} records)",
                         others.join(", "),
                         f.stalls.0,
                         f.stalls.1,
@@ -569,7 +568,6 @@ async fn bench() {
                     );
                 }
                 if round >= 1 {
-                    rates[i].push(rate);
                     class_rates[c][i].push(rate);
                 }
             }
@@ -635,7 +633,7 @@ async fn bench() {
     if only.is_some() {
         return;
     }
-    let medians: Vec<f64> = rates.iter_mut().map(median).collect();
+    let medians: Vec<f64> = class_rates[0].iter_mut().map(median).collect();
     println!("median of {rounds} rounds:");
     for ((_, name, _), rate) in modes.iter().zip(&medians) {
         println!(

@@ -14,9 +14,9 @@
 //!   partition is tracked and anything below it is dropped, so a pause, resume or refetch never reorders or
 //!   duplicates records within an assignment. librdkafka's prefetch is bounded by `queued.max.messages.kbytes`,
 //!   and what one fetch brings for a partition by `max.partition.fetch.bytes` (so it fits in the stash share).
-//!   A fetch the broker holds for partitions with nothing new lasts at most `fetch.wait.max.ms` (`fetch_wait_max`, 100 ms by default): a
-//!   partition resumed, seeked or back from a back-off waits for it, librdkafka having one fetch in flight per
-//!   broker (decision 0055).
+//!   A fetch the broker holds for partitions with nothing new lasts at most `fetch.wait.max.ms`
+//!   (`fetch_wait_max`, 100 ms by default): a partition resumed, seeked or back from a back-off waits for it,
+//!   librdkafka having one fetch in flight per broker (decision 0055).
 //! - **The poll thread runs in the normal scheduling class** even when started from a batch-class worker of the
 //!   services' runtime (decision 0054), and so do librdkafka's threads, which it creates.
 //! - **Commits only what is done, only for what is owned** (when the mode commits to Kafka — see
