@@ -339,6 +339,10 @@ fn pipeline<P: Processor>(
                     } else {
                         Seek::Beginning
                     },
+                    group_commit: db_offsets::GroupCommit {
+                        interval: options.transaction_commit_interval,
+                        max_units: db_offsets::GroupCommit::MAX_UNITS,
+                    },
                 },
                 Err(exit) => return exit,
             };

@@ -187,8 +187,9 @@ impl<P: Processor, S: LaneSink> Lane<P, S> {
         loop {
             if self.pending.is_empty() {
                 if queue.try_recv_many(&mut incoming, batch_size) == 0 {
-                    // Nothing to do: what the sink keeps between back-to-back units goes back before the wait.
-                    self.sink.idle();
+                    // Nothing to do: what the sink keeps between back-to-back units goes back before the wait
+                    // (or lingers, until its due time, for the next records).
+                    self.sink.awaiting_records();
                     let due = self.sink.due();
                     tokio::select! {
                         biased;

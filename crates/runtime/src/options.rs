@@ -31,7 +31,9 @@ pub struct ConsumerOptions {
     #[serde(with = "humantime_serde")]
     pub commit_interval: Duration,
     /// Mode (a): how often the open transaction is committed (with the offsets of the records done in it) once it
-    /// holds outputs or dead letters, which `read_committed` readers see only then.
+    /// holds outputs or dead letters, which `read_committed` readers see only then. Mode (b): the longest a lane's
+    /// database transaction of back-to-back units stays open while the lane keeps working (it commits sooner when
+    /// the lane waits, or holds 16 units; decision 0056).
     #[serde(with = "humantime_serde")]
     pub transaction_commit_interval: Duration,
     /// Mode (a): librdkafka `transaction.timeout.ms`.

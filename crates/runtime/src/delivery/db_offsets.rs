@@ -2,10 +2,22 @@
 //! position commit in one database transaction.
 //!
 //! Guarantees:
-//! - A unit (a batch, or one record) runs in one transaction that also stores the lane's [`Position`] in
-//!   `consumer_offsets` (`next_offset`, and `ahead`: offsets above it that are done too). Whatever the handler
-//!   wrote through the transaction commits with that position or not at all; the runtime rolls it back on any
-//!   failure, so a failed unit leaves no trace (handlers of this mode keep their effects in the transaction).
+//! - Units (a batch, or one record) run in a transaction that also stores the lane's [`Position`] in
+//!   `consumer_offsets` (`next_offset`, and `ahead`: offsets above it that are done too). Back-to-back units of a
+//!   lane share one transaction (decision 0056): the first opens it, each later one runs behind a savepoint of
+//!   its own, and the transaction stores the position after its last unit and commits when the lane is about to
+//!   wait for anything (for records: after [`LINGER`], unless the pool has no other connection to give), when it
+//!   holds [`GroupCommit::MAX_UNITS`] units, or once it is `transaction_commit_interval` old. Whatever the
+//!   handlers wrote commits with that position or not at all; a unit that fails rolls back to its savepoint (or,
+//!   alone in its transaction, all of it), so a failed unit leaves no trace and the units before it stay
+//!   (handlers of this mode keep their effects in the transaction). `now()` in a handler dates from its
+//!   transaction's start.
+//! - When the lane goes idle, the open transaction commits on a task of its own; the next commit, flush or close
+//!   takes its result first, so positions commit in order. A commit that fails after its units were done for
+//!   the lane (handed off, or of several units) loses them: the sink asks for the pipeline to be re-created
+//!   ([`SinkError::Restart`]), which resumes from the stored positions and redoes them — as mode (a) does with a
+//!   failed transaction. Only a unit whose own commit fails, alone in its transaction, fails by itself: the lane
+//!   retries it.
 //! - The position is written with a compare-and-set on its `generation` (`UPDATE … WHERE generation =
 //!   expected`, or an insert when there was no row): a consumer that lost the partition — a zombie — finds
 //!   another generation, rolls back and stops ([`SinkError::Fenced`]). Exactly one transaction can move a
@@ -14,15 +26,16 @@
 //!   are skipped when they arrive, and a partition **with no stored row starts at the beginning of its topic**
 //!   (or its end, when `auto_offset_reset = "latest"` says so) — never at Kafka's committed offset, which this
 //!   mode writes for lag tools only.
-//! - A lane keeps its connection from one unit to the next (`BEGIN`, the handler's statements, the
+//! - A lane keeps its connection from one transaction to the next (`BEGIN`, the handlers' statements, the
 //!   compare-and-set, `COMMIT` — without the pool's test on every acquire and release), for at most [`HOLD`]
 //!   before handing it back to the pool, at once when it has nothing to do or must wait (a retry, the breaker, a
 //!   handler slot, a dead letter's acknowledgement), and never when the pool has no other connection to give. A
 //!   kept connection that the server closed is replaced before the unit starts on it; one whose `BEGIN` did not
 //!   complete is closed, never pooled. (A `COMMIT; BEGIN` that would save the next unit's round trip was
 //!   measured and not taken: decision 0053.)
-//! - The position is stored only when the unit's own transaction is the only one open: a handler's savepoint left
-//!   open, or a nested `begin()` that rolled the unit back, fails the unit instead.
+//! - A unit is kept only when its transaction is the only one open: a handler's savepoint left open fails the
+//!   unit instead, and a nested `begin()` that rolled the whole transaction back fails it too — with the units
+//!   before it, for which the sink asks for a restart.
 //! - Output and DLQ records are acknowledged by the broker before the database commit: at-least-once for them
 //!   (use the outbox for exactly-once publishing); a crash between a DLQ ack and the commit can dead-letter a
 //!   record twice (its provenance headers identify it).
@@ -38,6 +51,7 @@ use sqlx::postgres::PgTransactionManager;
 use sqlx::{PgConnection, PgPool, Postgres};
 use sqlx_core::transaction::TransactionManager;
 use tokio::runtime::Handle;
+use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
 use super::{Assigned, Delivery, LaneSink, Position, Seek, SinkError, classify};
@@ -54,6 +68,23 @@ pub(crate) struct DbOffsets {
     pub produce_timeout: Duration,
     /// Where a partition with no stored position starts.
     pub without_row: Seek,
+    /// How a lane groups its units into transactions.
+    pub group_commit: GroupCommit,
+}
+
+/// How a lane groups back-to-back units into one transaction (decision 0056): the first unit opens it, each
+/// later one runs behind a savepoint, and the transaction stores the position and commits when the lane is about
+/// to wait, when it holds `max_units` units, or once it is `interval` old — whichever comes first.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct GroupCommit {
+    pub interval: Duration,
+    pub max_units: u32,
+}
+
+impl GroupCommit {
+    /// At most 16 units: each after the first is a subtransaction, and PostgreSQL keeps up to 64 of a
+    /// transaction's subtransaction ids in shared memory before every snapshot must look them up on disk.
+    pub const MAX_UNITS: u32 = 16;
 }
 
 /// A stored position and its generation.
@@ -132,6 +163,10 @@ impl Delivery for DbOffsets {
                         held: None,
                         db_timeout: self.db_timeout,
                         produce_timeout: self.produce_timeout,
+                        group_commit: self.group_commit,
+                        open: None,
+                        committing: None,
+                        broken: None,
                     },
                 }
             })
@@ -152,6 +187,46 @@ pub(crate) struct Sink {
     held: Option<Held>,
     db_timeout: Duration,
     produce_timeout: Duration,
+    group_commit: GroupCommit,
+    /// The transaction of units done but not committed yet.
+    open: Option<Open>,
+    /// The commit of a transaction handed off when the lane went idle; its result is the new generation.
+    committing: Option<JoinHandle<Result<i64, SinkError>>>,
+    /// Why the open transaction was lost (a unit's rollback to its savepoint failed, or a handed-off commit
+    /// did): the units in it are not durable, so the lane must start over from the stored position.
+    broken: Option<String>,
+}
+
+/// A transaction of done units that has not stored its position yet.
+struct Open {
+    /// Its connection between units; `None` while the next unit is out with the lane.
+    unit: Option<Unit>,
+    /// Units in it, including one out with the lane.
+    units: u32,
+    since: Instant,
+    /// The position after its last done unit.
+    position: Position,
+    /// Whether a savepoint `unit` exists in it (from the second unit on).
+    savepoint: bool,
+    /// While the lane waits for records: until when the transaction waits for more units.
+    linger: Option<Instant>,
+}
+
+/// How long an open transaction waits for the lane's next records before it commits: what a backlog arriving
+/// in batches a few milliseconds apart needs to group them (the 10 ms the spec gives the producer's
+/// `linger.ms`), and the most it adds to a record's commit when records are sparse.
+const LINGER: Duration = Duration::from_millis(10);
+
+/// [`Sink::broken`] after a handed-off commit found another consumer owning the partition.
+const FENCED: &str = "fenced";
+
+/// The row of a lane's position, and the statement deadline.
+#[derive(Clone)]
+struct Row {
+    group: String,
+    topic: Arc<str>,
+    partition: i32,
+    timeout: Duration,
 }
 
 /// How long a lane may keep a connection between units before handing it back to the pool, which tests it (a
@@ -288,68 +363,211 @@ impl Sink {
         )))
     }
 
-    /// Stores `position` (compare-and-set on the generation) and commits `tx`.
-    async fn store_and_commit(
-        &mut self,
-        mut tx: Unit,
-        position: &Position,
-    ) -> Result<(), SinkError> {
-        // The unit's own transaction, and only it, must be open: a handler that left a savepoint open (depth 2)
-        // would make the `COMMIT` below only release it, and one whose failed nested `begin()` rolled the whole
-        // transaction back (depth 0) would store the position without the unit's writes.
-        let depth = PgTransactionManager::get_transaction_depth(tx.conn());
-        if depth != 1 {
-            return Err(SinkError::Unavailable(HandlerError::transient(format!(
-                "the unit's transaction is not the only one open (depth {depth}): a handler left a nested \
-                 transaction open or rolled the unit back; the unit is rolled back and retried"
-            ))));
+    fn row(&self) -> Row {
+        Row {
+            group: self.group.clone(),
+            topic: self.topic.clone(),
+            partition: self.partition,
+            timeout: self.db_timeout,
         }
-        let stored = match self.generation {
-            Some(expected) => {
-                let update = sqlx::query_scalar::<_, i64>(
-                    "UPDATE consumer_offsets SET next_offset = $4, ahead = $5, generation = generation + 1, \
-                            updated_at = now() \
-                     WHERE consumer_group = $1 AND topic = $2 AND partition = $3 AND generation = $6 \
-                     RETURNING generation",
-                )
-                .bind(&self.group)
-                .bind(&*self.topic)
-                .bind(self.partition)
-                .bind(position.next)
-                .bind(&position.ahead)
-                .bind(expected)
-                .fetch_optional(tx.conn());
-                self.bounded(update).await?
-            }
-            None => {
-                let insert = sqlx::query_scalar::<_, i64>(
-                    "INSERT INTO consumer_offsets (consumer_group, topic, partition, next_offset, ahead, generation) \
-                     VALUES ($1, $2, $3, $4, $5, 1) ON CONFLICT DO NOTHING RETURNING generation",
-                )
-                .bind(&self.group)
-                .bind(&*self.topic)
-                .bind(self.partition)
-                .bind(position.next)
-                .bind(&position.ahead)
-                .fetch_optional(tx.conn());
-                self.bounded(insert).await?
-            }
-        };
-        let Some(generation) = stored else {
-            self.rollback(tx).await;
-            tracing::warn!(
-                expected = ?self.generation, next = position.next,
-                "the stored position moved under us: another consumer owns this partition; stopping (fenced)"
-            );
-            return Err(SinkError::Fenced);
-        };
-        // Whether a failed commit happened is unknown; the next compare-and-set tells (and fences us if it did).
-        self.bounded(PgTransactionManager::commit(tx.conn()))
-            .await?;
-        self.keep(tx);
-        self.generation = Some(generation);
-        Ok(())
     }
+
+    /// Fails when the open transaction was lost (its units are not durable) or a commit found the lane fenced.
+    fn check(&self) -> Result<(), SinkError> {
+        match self.broken.as_deref() {
+            Some(FENCED) => Err(SinkError::Fenced),
+            Some(why) => Err(SinkError::Restart(why.to_string())),
+            None => Ok(()),
+        }
+    }
+
+    /// Loses the open transaction (rolled back when its connection is dropped) and fails every later call.
+    fn lose(&mut self, why: String) -> SinkError {
+        tracing::warn!(reason = %why, "the lane's open transaction is lost; the lane starts over from the stored position");
+        self.open = None;
+        self.broken = Some(why.clone());
+        SinkError::Restart(why)
+    }
+
+    /// Waits for a handed-off commit and takes its generation; a commit that failed loses its units.
+    async fn settle(&mut self) -> Result<(), SinkError> {
+        self.check()?;
+        let Some(task) = self.committing.take() else {
+            return Ok(());
+        };
+        match task.await {
+            Ok(Ok(generation)) => {
+                self.generation = Some(generation);
+                Ok(())
+            }
+            Ok(Err(SinkError::Fenced)) => {
+                self.open = None;
+                self.broken = Some(FENCED.into());
+                Err(SinkError::Fenced)
+            }
+            Ok(Err(error)) => Err(self.lose(format!(
+                "the commit of the lane's last units failed: {}",
+                sink_error_text(&error)
+            ))),
+            Err(join) => Err(self.lose(format!(
+                "the commit of the lane's last units did not finish: {join}"
+            ))),
+        }
+    }
+
+    /// Stores `position` and commits `unit` on this task; keeps the connection for the next unit.
+    async fn commit_now(&mut self, mut unit: Unit, position: &Position) -> Result<(), SinkError> {
+        self.settle().await?;
+        match store_and_commit(&mut unit, &self.row(), self.generation, position).await {
+            Ok(generation) => {
+                self.generation = Some(generation);
+                self.keep(unit);
+                Ok(())
+            }
+            Err(SinkError::Fenced) => {
+                // Rolled back: whatever is open goes with it, and the lane is done with this partition.
+                self.open = None;
+                self.broken = Some(FENCED.into());
+                Err(SinkError::Fenced)
+            }
+            Err(error) => Err(error),
+        }
+    }
+
+    /// Commits the open transaction, if any, with `position`. Its units are already done for the lane, so a
+    /// failure loses them: the lane must start over from the stored position.
+    async fn commit_open(&mut self, position: &Position) -> Result<(), SinkError> {
+        let Some(mut open) = self.open.take() else {
+            return self.settle().await;
+        };
+        let unit = open
+            .unit
+            .take()
+            .expect("between units the open transaction's connection is parked");
+        match self.commit_now(unit, position).await {
+            Ok(()) => Ok(()),
+            Err(SinkError::Fenced) => Err(SinkError::Fenced),
+            Err(SinkError::Restart(why)) => Err(SinkError::Restart(why)),
+            Err(error) => Err(self.lose(format!(
+                "committing {} units failed: {}",
+                open.units,
+                sink_error_text(&error)
+            ))),
+        }
+    }
+
+    /// Undoes a unit that ran behind the savepoint `unit`: back to the savepoint, the units before it kept.
+    async fn undo_to_savepoint(&mut self, unit: &mut Unit) -> Result<(), String> {
+        while PgTransactionManager::get_transaction_depth(unit.conn()) > 1 {
+            self.bounded(PgTransactionManager::rollback(unit.conn()))
+                .await
+                .map_err(|e| {
+                    format!(
+                        "rolling back a handler's savepoint failed: {}",
+                        sink_error_text(&e)
+                    )
+                })?;
+        }
+        if PgTransactionManager::get_transaction_depth(unit.conn()) == 0 {
+            return Err(
+                "a handler rolled back the whole transaction, with the units before its own".into(),
+            );
+        }
+        self.bounded(sqlx::raw_sql("ROLLBACK TO SAVEPOINT unit").execute(unit.conn()))
+            .await
+            .map(|_| ())
+            .map_err(|e| {
+                format!(
+                    "rolling back to the unit's savepoint failed: {}",
+                    sink_error_text(&e)
+                )
+            })
+    }
+}
+
+/// A sink error's text with its cause chain.
+fn sink_error_text(error: &SinkError) -> String {
+    match error {
+        SinkError::Unavailable(e) | SinkError::Permanent(e) => e.chain(),
+        SinkError::Fenced => "fenced".into(),
+        SinkError::Restart(why) => why.clone(),
+    }
+}
+
+/// Runs `op` within `timeout`; a timeout is an infrastructure failure.
+async fn within<T>(
+    timeout: Duration,
+    op: impl Future<Output = Result<T, sqlx::Error>>,
+) -> Result<T, SinkError> {
+    match tokio::time::timeout(timeout, op).await {
+        Ok(result) => result.map_err(db_error),
+        Err(_) => Err(SinkError::Unavailable(HandlerError::infrastructure(
+            format!("database statement timed out after {timeout:?}"),
+        ))),
+    }
+}
+
+/// Stores `position` in `row` with a compare-and-set from `expected` (`None`: no row yet) and commits `unit`;
+/// the new generation. Fenced (and rolled back) when the stored generation is another.
+async fn store_and_commit(
+    unit: &mut Unit,
+    row: &Row,
+    expected: Option<i64>,
+    position: &Position,
+) -> Result<i64, SinkError> {
+    // The unit's own transaction, and only it, must be open: a handler that left a savepoint open (depth 2)
+    // would make the `COMMIT` below only release it, and one whose failed nested `begin()` rolled the whole
+    // transaction back (depth 0) would store the position without the unit's writes.
+    let depth = PgTransactionManager::get_transaction_depth(unit.conn());
+    if depth != 1 {
+        return Err(SinkError::Unavailable(HandlerError::transient(format!(
+            "the unit's transaction is not the only one open (depth {depth}): a handler left a nested \
+             transaction open or rolled the unit back; the unit is rolled back and retried"
+        ))));
+    }
+    let stored = match expected {
+        Some(expected) => {
+            let update = sqlx::query_scalar::<_, i64>(
+                "UPDATE consumer_offsets SET next_offset = $4, ahead = $5, generation = generation + 1, \
+                        updated_at = now() \
+                 WHERE consumer_group = $1 AND topic = $2 AND partition = $3 AND generation = $6 \
+                 RETURNING generation",
+            )
+            .bind(&row.group)
+            .bind(&*row.topic)
+            .bind(row.partition)
+            .bind(position.next)
+            .bind(&position.ahead)
+            .bind(expected)
+            .fetch_optional(unit.conn());
+            within(row.timeout, update).await?
+        }
+        None => {
+            let insert = sqlx::query_scalar::<_, i64>(
+                "INSERT INTO consumer_offsets (consumer_group, topic, partition, next_offset, ahead, generation) \
+                 VALUES ($1, $2, $3, $4, $5, 1) ON CONFLICT DO NOTHING RETURNING generation",
+            )
+            .bind(&row.group)
+            .bind(&*row.topic)
+            .bind(row.partition)
+            .bind(position.next)
+            .bind(&position.ahead)
+            .fetch_optional(unit.conn());
+            within(row.timeout, insert).await?
+        }
+    };
+    let Some(generation) = stored else {
+        let _ = within(row.timeout, PgTransactionManager::rollback(unit.conn())).await;
+        tracing::warn!(
+            ?expected,
+            next = position.next,
+            "the stored position moved under us: another consumer owns this partition; stopping (fenced)"
+        );
+        return Err(SinkError::Fenced);
+    };
+    // Whether a failed commit happened is unknown; the next compare-and-set tells (and fences us if it did).
+    within(row.timeout, PgTransactionManager::commit(unit.conn())).await?;
+    Ok(generation)
 }
 
 impl LaneSink for Sink {
@@ -364,7 +582,34 @@ impl LaneSink for Sink {
     }
 
     async fn begin(&mut self) -> Result<Self::Unit, SinkError> {
-        self.open().await
+        self.check()?;
+        let Some(open) = self.open.as_mut() else {
+            return self.open().await;
+        };
+        open.linger = None;
+        // A later unit of the open transaction: behind a savepoint of its own (the previous one released, so
+        // that savepoints do not nest), which its failure rolls back to.
+        let mut unit = open
+            .unit
+            .take()
+            .expect("between units the open transaction's connection is parked");
+        let sql = if open.savepoint {
+            "RELEASE SAVEPOINT unit; SAVEPOINT unit"
+        } else {
+            "SAVEPOINT unit"
+        };
+        match self.bounded(sqlx::raw_sql(sql).execute(unit.conn())).await {
+            Ok(_) => {
+                if let Some(open) = self.open.as_mut() {
+                    open.savepoint = true;
+                }
+                Ok(unit)
+            }
+            Err(error) => Err(self.lose(format!(
+                "a savepoint for the next unit failed: {}",
+                sink_error_text(&error)
+            ))),
+        }
     }
 
     fn db(unit: &mut Self::Unit) -> Option<&mut PgConnection> {
@@ -373,20 +618,70 @@ impl LaneSink for Sink {
 
     async fn commit(
         &mut self,
-        unit: Self::Unit,
+        mut unit: Self::Unit,
         outputs: Vec<OutputRecord>,
         position: &Position,
     ) -> Result<(), SinkError> {
         if let Err(error) = produce::send_all(&self.producer, &outputs, self.produce_timeout).await
         {
-            self.rollback(unit).await;
+            self.abort(unit).await;
             return Err(classify(error));
         }
-        self.store_and_commit(unit, position).await
+        let depth = PgTransactionManager::get_transaction_depth(unit.conn());
+        if depth != 1 {
+            self.abort(unit).await;
+            self.check()?;
+            return Err(SinkError::Unavailable(HandlerError::transient(format!(
+                "the unit's transaction is not the only one open (depth {depth}): a handler left a nested \
+                 transaction open or rolled the unit back; the unit is rolled back and retried"
+            ))));
+        }
+        let (units, since) = match &self.open {
+            Some(open) => (open.units + 1, open.since),
+            None => (1, Instant::now()),
+        };
+        if units < self.group_commit.max_units && since.elapsed() < self.group_commit.interval {
+            self.open = Some(Open {
+                unit: Some(unit),
+                units,
+                since,
+                position: position.clone(),
+                savepoint: self.open.as_ref().is_some_and(|o| o.savepoint),
+                linger: None,
+            });
+            return Ok(());
+        }
+        self.open = None;
+        match self.commit_now(unit, position).await {
+            Ok(()) => Ok(()),
+            Err(SinkError::Fenced) => Err(SinkError::Fenced),
+            Err(SinkError::Restart(why)) => Err(SinkError::Restart(why)),
+            // The units before this one were done for the lane: they are lost with the transaction.
+            Err(error) if units > 1 => Err(self.lose(format!(
+                "committing {units} units failed: {}",
+                sink_error_text(&error)
+            ))),
+            Err(error) => Err(error),
+        }
     }
 
-    async fn abort(&mut self, unit: Self::Unit) {
-        self.rollback(unit).await;
+    async fn abort(&mut self, mut unit: Self::Unit) {
+        if self.open.is_none() {
+            // The unit's own transaction.
+            self.rollback(unit).await;
+            return;
+        }
+        match self.undo_to_savepoint(&mut unit).await {
+            Ok(()) => {
+                if let Some(open) = self.open.as_mut() {
+                    open.units -= 1;
+                    open.unit = Some(unit);
+                }
+            }
+            Err(why) => {
+                let _ = self.lose(why);
+            }
+        }
     }
 
     async fn dead_letter(
@@ -394,30 +689,93 @@ impl LaneSink for Sink {
         letter: OutputRecord,
         position: &Position,
     ) -> Result<(), SinkError> {
-        // The acknowledgement can take up to the produce timeout: the kept connection goes back to the pool
-        // rather than waiting with the lane.
+        // The units before it commit first, and the kept connection goes back to the pool rather than waiting
+        // with the lane: the acknowledgement can take up to the produce timeout.
+        if let Some(before) = self.open.as_ref().map(|o| o.position.clone()) {
+            self.commit_open(&before).await?;
+        }
         self.held = None;
         produce::send_all(&self.producer, &[letter], self.produce_timeout)
             .await
             .map_err(classify)?;
+        self.settle().await?;
         let tx = self.open().await?;
-        self.store_and_commit(tx, position).await
+        self.commit_now(tx, position).await
     }
 
     fn due(&self) -> Option<tokio::time::Instant> {
-        None
+        self.open.as_ref().map(|open| {
+            let end = open.since + self.group_commit.interval;
+            open.linger.map_or(end, |linger| linger.min(end))
+        })
     }
 
-    async fn flush(&mut self, _position: &Position) -> Result<(), SinkError> {
-        Ok(())
+    async fn flush(&mut self, position: &Position) -> Result<(), SinkError> {
+        self.check()?;
+        self.commit_open(position).await
     }
 
+    /// The lane is about to wait: the open transaction commits on a task of its own (the lane need not wait
+    /// for it; the next unit's commit, or a later flush, takes its result), and the kept connection goes back.
     fn idle(&mut self) {
         self.held = None;
+        let Some(mut open) = self.open.take() else {
+            return;
+        };
+        let Some(mut unit) = open.unit.take() else {
+            return;
+        };
+        let row = self.row();
+        let previous = self.committing.take();
+        let expected = self.generation;
+        let position = open.position;
+        self.committing = Some(tokio::spawn(async move {
+            // Positions commit in order: this one's compare-and-set expects the generation the one before wrote.
+            let expected = match previous {
+                None => expected,
+                Some(previous) => match previous.await {
+                    Ok(Ok(generation)) => Some(generation),
+                    Ok(Err(error)) => return Err(error),
+                    Err(join) => {
+                        return Err(SinkError::Restart(format!(
+                            "the commit before did not finish: {join}"
+                        )));
+                    }
+                },
+            };
+            store_and_commit(&mut unit, &row, expected, &position).await
+        }));
     }
 
-    async fn close(&mut self, _position: &Position, _graceful: bool) {
+    /// The open transaction waits [`LINGER`] for the next records — unless the pool has no other connection to
+    /// give, when it commits now as at any other wait.
+    fn awaiting_records(&mut self) {
+        let exhausted = self.pool.num_idle() == 0
+            && self.pool.size() >= self.pool.options().get_max_connections();
+        match self.open.as_mut() {
+            Some(open) if !exhausted && open.unit.is_some() => {
+                open.linger = Some(Instant::now() + LINGER);
+            }
+            _ => self.idle(),
+        }
+    }
+
+    async fn close(&mut self, position: &Position, graceful: bool) {
         self.held = None;
+        if graceful && self.broken.is_none() {
+            if let Err(error) = self.commit_open(position).await {
+                tracing::warn!(
+                    error = %sink_error_text(&error),
+                    "the lane's last units did not commit; the next owner redoes them"
+                );
+            }
+        } else {
+            // Rolled back when dropped: the next owner redoes these units.
+            self.open = None;
+            if let Some(task) = self.committing.take() {
+                let _ = task.await;
+            }
+        }
     }
 }
 
@@ -431,7 +789,13 @@ mod tests {
 
     use super::*;
 
+    /// A sink committing every unit on its own, as before units were grouped (the connection tests below).
     async fn sink(pool: &PgPool) -> Sink {
+        grouped_sink(pool, 1).await
+    }
+
+    /// A sink grouping up to `max_units` units per transaction, with an interval the tests never reach.
+    async fn grouped_sink(pool: &PgPool, max_units: u32) -> Sink {
         let producer: FutureProducer = rdkafka::ClientConfig::new()
             .set("bootstrap.servers", "127.0.0.1:1")
             .create()
@@ -444,6 +808,10 @@ mod tests {
             db_timeout: Duration::from_secs(10),
             produce_timeout: Duration::from_secs(1),
             without_row: Seek::Beginning,
+            group_commit: GroupCommit {
+                interval: Duration::from_secs(60),
+                max_units,
+            },
         };
         let partitions = [(Arc::<str>::from("t"), 0)];
         let assign = tokio::task::spawn_blocking(move || delivery.assign(&partitions));
@@ -874,6 +1242,281 @@ mod tests {
             "the connection of the cut-off BEGIN was closed, not pooled"
         );
         drop(next);
+        assert_back_outside_any_transaction(&pool).await;
+    }
+
+    // Grouped units (decision 0056).
+
+    async fn write(unit: &mut Unit, value: i32) {
+        sqlx::query("INSERT INTO sink VALUES ($1)")
+            .bind(value)
+            .execute(unit.conn())
+            .await
+            .unwrap();
+    }
+
+    /// The sink table's values, and the stored position and generation (`None`: no row).
+    async fn stored(pool: &PgPool) -> (Vec<i32>, Option<(i64, i64)>) {
+        let values: Vec<i32> = sqlx::query_scalar("SELECT v FROM sink ORDER BY v")
+            .fetch_all(pool)
+            .await
+            .unwrap();
+        let row: Option<(i64, i64)> = sqlx::query_as(
+            "SELECT next_offset, generation FROM consumer_offsets WHERE consumer_group = 'g'",
+        )
+        .fetch_optional(pool)
+        .await
+        .unwrap();
+        (values, row)
+    }
+
+    #[tokio::test]
+    async fn back_to_back_units_commit_together_with_the_last_position_and_nothing_shows_before() {
+        let db = database_with_a_sink_table().await;
+        let pool = pool(&db.url, 4).await;
+        let mut sink = grouped_sink(&pool, 16).await;
+        for (value, next) in [(1, 10), (2, 20)] {
+            let mut unit = sink.begin().await.unwrap();
+            write(&mut unit, value).await;
+            sink.commit(unit, Vec::new(), &position(next))
+                .await
+                .unwrap();
+            assert_eq!(
+                stored(&db.pool).await,
+                (vec![], None),
+                "nothing committed yet"
+            );
+        }
+        assert!(
+            sink.due().is_some(),
+            "the open transaction is due some time"
+        );
+        sink.flush(&position(20)).await.unwrap();
+        assert_eq!(sink.due(), None);
+        assert_eq!(
+            stored(&db.pool).await,
+            (vec![1, 2], Some((20, 1))),
+            "one commit, both units"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_failed_unit_behind_a_savepoint_rolls_back_alone_and_the_units_around_it_commit() {
+        let db = database_with_a_sink_table().await;
+        let pool = pool(&db.url, 4).await;
+        let mut sink = grouped_sink(&pool, 16).await;
+        let mut first = sink.begin().await.unwrap();
+        write(&mut first, 1).await;
+        sink.commit(first, Vec::new(), &position(1)).await.unwrap();
+        let mut failed = sink.begin().await.unwrap();
+        write(&mut failed, 2).await;
+        // A statement error leaves the transaction aborted until the rollback to the unit's savepoint.
+        sqlx::query("SELECT 1/0")
+            .execute(failed.conn())
+            .await
+            .unwrap_err();
+        sink.abort(failed).await;
+        let mut third = sink.begin().await.unwrap();
+        write(&mut third, 3).await;
+        sink.commit(third, Vec::new(), &position(3)).await.unwrap();
+        sink.flush(&position(3)).await.unwrap();
+        assert_eq!(stored(&db.pool).await, (vec![1, 3], Some((3, 1))));
+    }
+
+    #[tokio::test]
+    async fn a_transaction_handed_off_at_idle_commits_on_its_own_and_the_next_one_follows_its_generation()
+     {
+        let db = database_with_a_sink_table().await;
+        let pool = pool(&db.url, 4).await;
+        let mut sink = grouped_sink(&pool, 16).await;
+        let mut first = sink.begin().await.unwrap();
+        write(&mut first, 1).await;
+        sink.commit(first, Vec::new(), &position(1)).await.unwrap();
+        sink.idle();
+        assert_eq!(
+            sink.due(),
+            None,
+            "handed off: nothing left for the lane to flush"
+        );
+        let mut second = sink.begin().await.unwrap();
+        write(&mut second, 2).await;
+        sink.commit(second, Vec::new(), &position(2)).await.unwrap();
+        sink.flush(&position(2)).await.unwrap();
+        assert_eq!(
+            stored(&db.pool).await,
+            (vec![1, 2], Some((2, 2))),
+            "two commits in order: the second's compare-and-set expected the first's generation"
+        );
+    }
+
+    #[tokio::test]
+    async fn the_unit_that_fills_a_transaction_commits_it() {
+        let db = database_with_a_sink_table().await;
+        let pool = pool(&db.url, 4).await;
+        let mut sink = grouped_sink(&pool, 2).await;
+        let mut first = sink.begin().await.unwrap();
+        write(&mut first, 1).await;
+        sink.commit(first, Vec::new(), &position(1)).await.unwrap();
+        assert_eq!(stored(&db.pool).await, (vec![], None));
+        let mut second = sink.begin().await.unwrap();
+        write(&mut second, 2).await;
+        sink.commit(second, Vec::new(), &position(2)).await.unwrap();
+        assert_eq!(
+            stored(&db.pool).await,
+            (vec![1, 2], Some((2, 1))),
+            "committed by the second unit"
+        );
+        assert_eq!(sink.due(), None);
+    }
+
+    #[tokio::test]
+    async fn a_handed_off_commit_that_fails_loses_its_units_and_every_later_call_asks_for_a_restart()
+     {
+        let db = testkit::fresh_database().await;
+        sqlx::query("CREATE TABLE d (v int UNIQUE DEFERRABLE INITIALLY DEFERRED)")
+            .execute(&db.pool)
+            .await
+            .unwrap();
+        let pool = pool(&db.url, 4).await;
+        let mut sink = grouped_sink(&pool, 16).await;
+        for next in [1, 2] {
+            let mut unit = sink.begin().await.unwrap();
+            // The second unit's duplicate is refused only at COMMIT, on the handed-off task.
+            sqlx::query("INSERT INTO d VALUES (1)")
+                .execute(unit.conn())
+                .await
+                .unwrap();
+            sink.commit(unit, Vec::new(), &position(next))
+                .await
+                .unwrap();
+        }
+        sink.idle();
+        let third = sink.begin().await.unwrap();
+        sink.commit(third, Vec::new(), &position(3)).await.unwrap();
+        let failed = sink.flush(&position(3)).await;
+        assert!(matches!(failed, Err(SinkError::Restart(_))), "{failed:?}");
+        assert!(matches!(sink.begin().await, Err(SinkError::Restart(_))));
+        let rows: (i64, i64) = sqlx::query_as(
+            "SELECT (SELECT count(*) FROM d), (SELECT count(*) FROM consumer_offsets)",
+        )
+        .fetch_one(&db.pool)
+        .await
+        .unwrap();
+        assert_eq!(rows, (0, 0), "neither transaction stored anything");
+        drop(sink);
+        assert_back_outside_any_transaction(&pool).await;
+    }
+
+    #[tokio::test]
+    async fn a_lane_that_lost_its_partition_finds_out_at_the_commit_of_its_grouped_units() {
+        let db = database_with_a_sink_table().await;
+        let pool = pool(&db.url, 4).await;
+        let mut sink = grouped_sink(&pool, 16).await;
+        let mut first = sink.begin().await.unwrap();
+        write(&mut first, 1).await;
+        sink.commit(first, Vec::new(), &position(1)).await.unwrap();
+        sink.flush(&position(1)).await.unwrap();
+        // The next owner stores its own position.
+        sqlx::query("UPDATE consumer_offsets SET next_offset = 5, generation = 7")
+            .execute(&db.pool)
+            .await
+            .unwrap();
+        for (value, next) in [(2, 2), (3, 3)] {
+            let mut unit = sink.begin().await.unwrap();
+            write(&mut unit, value).await;
+            sink.commit(unit, Vec::new(), &position(next))
+                .await
+                .unwrap();
+        }
+        assert!(matches!(
+            sink.flush(&position(3)).await,
+            Err(SinkError::Fenced)
+        ));
+        assert!(
+            matches!(sink.begin().await, Err(SinkError::Fenced)),
+            "and stays fenced"
+        );
+        assert_eq!(
+            stored(&db.pool).await,
+            (vec![1], Some((5, 7))),
+            "the zombie's units left nothing"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_handler_that_rolled_back_the_whole_transaction_loses_the_units_before_it() {
+        let db = database_with_a_sink_table().await;
+        let pool = pool(&db.url, 4).await;
+        let mut sink = grouped_sink(&pool, 16).await;
+        let mut first = sink.begin().await.unwrap();
+        write(&mut first, 1).await;
+        sink.commit(first, Vec::new(), &position(1)).await.unwrap();
+        let mut second = sink.begin().await.unwrap();
+        write(&mut second, 2).await;
+        // What a nested `begin()` whose failure rolled back every level does.
+        PgTransactionManager::rollback(second.conn()).await.unwrap();
+        let failed = sink.commit(second, Vec::new(), &position(2)).await;
+        assert!(matches!(failed, Err(SinkError::Restart(_))), "{failed:?}");
+        assert_eq!(stored(&db.pool).await, (vec![], None));
+        drop(sink);
+        assert_back_outside_any_transaction(&pool).await;
+    }
+
+    #[tokio::test]
+    async fn a_lane_waiting_for_records_lingers_unless_the_pool_has_nothing_left_to_give() {
+        let db = database_with_a_sink_table().await;
+        let four = pool(&db.url, 4).await;
+        let mut sink = grouped_sink(&four, 16).await;
+        let mut unit = sink.begin().await.unwrap();
+        write(&mut unit, 1).await;
+        sink.commit(unit, Vec::new(), &position(1)).await.unwrap();
+        let before = Instant::now();
+        sink.awaiting_records();
+        let due = sink.due().expect("still open, lingering");
+        assert!(
+            due <= before + LINGER + Duration::from_millis(5),
+            "due within the linger"
+        );
+        // More records come: the next unit joins the transaction and the linger ends.
+        let mut unit = sink.begin().await.unwrap();
+        write(&mut unit, 2).await;
+        sink.commit(unit, Vec::new(), &position(2)).await.unwrap();
+        assert!(
+            sink.due().unwrap() > before + LINGER,
+            "joined: back to the interval"
+        );
+        sink.flush(&position(2)).await.unwrap();
+        assert_eq!(stored(&db.pool).await, (vec![1, 2], Some((2, 1))));
+
+        // With the pool's only connection in the transaction, it does not linger: it commits at once.
+        let single = pool(&db.url, 1).await;
+        let mut sink = grouped_sink(&single, 16).await;
+        let mut unit = sink.begin().await.unwrap();
+        write(&mut unit, 3).await;
+        sink.commit(unit, Vec::new(), &position(3)).await.unwrap();
+        sink.awaiting_records();
+        assert_eq!(sink.due(), None, "handed off");
+        all_idle(&single).await;
+        assert_eq!(stored(&db.pool).await, (vec![1, 2, 3], Some((3, 2))));
+    }
+
+    #[tokio::test]
+    async fn a_graceful_close_commits_the_open_transaction_and_any_other_drops_it() {
+        let db = database_with_a_sink_table().await;
+        let pool = pool(&db.url, 4).await;
+        for graceful in [false, true] {
+            let mut sink = grouped_sink(&pool, 16).await;
+            let mut unit = sink.begin().await.unwrap();
+            write(&mut unit, 1).await;
+            sink.commit(unit, Vec::new(), &position(1)).await.unwrap();
+            sink.close(&position(1), graceful).await;
+            let expected = if graceful {
+                (vec![1], Some((1, 1)))
+            } else {
+                (vec![], None)
+            };
+            assert_eq!(stored(&db.pool).await, expected, "graceful: {graceful}");
+        }
         assert_back_outside_any_transaction(&pool).await;
     }
 }

@@ -141,6 +141,12 @@ pub(crate) trait LaneSink: Send + 'static {
     /// next unit: let go of what it kept between units (mode (b): its database connection, back to the pool).
     fn idle(&mut self) {}
 
+    /// The lane is about to wait for records: as [`LaneSink::idle`], unless the sink keeps its pending work open
+    /// a little longer for the next ones ([`LaneSink::due`] then says until when; mode (b)'s linger).
+    fn awaiting_records(&mut self) {
+        self.idle();
+    }
+
     /// The lane ends: commit what is pending (`graceful`) or drop it.
     fn close(&mut self, position: &Position, graceful: bool) -> impl Future<Output = ()> + Send;
 }
