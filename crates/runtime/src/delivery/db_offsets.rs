@@ -201,7 +201,7 @@ pub(crate) struct Sink {
 struct Open {
     /// Its connection between units; `None` while the next unit is out with the lane.
     unit: Option<Unit>,
-    /// Units in it, including one out with the lane.
+    /// Done units in it (not one out with the lane, nor a failed one rolled back to its savepoint).
     units: u32,
     since: Instant,
     /// The position after its last done unit.
@@ -328,9 +328,7 @@ impl Sink {
     /// open on it (a handler's savepoint after a rollback: dropping the unit rolls it back, and the connection
     /// goes back to the pool).
     fn keep(&mut self, mut unit: Unit) {
-        let exhausted = self.pool.num_idle() == 0
-            && self.pool.size() >= self.pool.options().get_max_connections();
-        if exhausted || PgTransactionManager::get_transaction_depth(unit.conn()) != 0 {
+        if self.pool_exhausted() || PgTransactionManager::get_transaction_depth(unit.conn()) != 0 {
             return;
         }
         self.held = unit.0.take();
@@ -361,6 +359,11 @@ impl Sink {
             "database statement timed out after {:?}",
             self.db_timeout
         )))
+    }
+
+    /// Whether the pool has no connection left to give: another task may be waiting for the one this lane holds.
+    fn pool_exhausted(&self) -> bool {
+        self.pool.num_idle() == 0 && self.pool.size() >= self.pool.options().get_max_connections()
     }
 
     fn row(&self) -> Row {
@@ -582,7 +585,9 @@ impl LaneSink for Sink {
     }
 
     async fn begin(&mut self) -> Result<Self::Unit, SinkError> {
-        self.check()?;
+        // A commit handed off at the last wait finishes first: the next unit's statements, on another
+        // connection, must see what the units before it wrote.
+        self.settle().await?;
         let Some(open) = self.open.as_mut() else {
             return self.open().await;
         };
@@ -640,7 +645,10 @@ impl LaneSink for Sink {
             Some(open) => (open.units + 1, open.since),
             None => (1, Instant::now()),
         };
-        if units < self.group_commit.max_units && since.elapsed() < self.group_commit.interval {
+        if units < self.group_commit.max_units
+            && since.elapsed() < self.group_commit.interval
+            && !self.pool_exhausted()
+        {
             self.open = Some(Open {
                 unit: Some(unit),
                 units,
@@ -674,7 +682,6 @@ impl LaneSink for Sink {
         match self.undo_to_savepoint(&mut unit).await {
             Ok(()) => {
                 if let Some(open) = self.open.as_mut() {
-                    open.units -= 1;
                     open.unit = Some(unit);
                 }
             }
@@ -689,6 +696,8 @@ impl LaneSink for Sink {
         letter: OutputRecord,
         position: &Position,
     ) -> Result<(), SinkError> {
+        // Not when the units before it were lost: the lane starts over, and would dead-letter the record again.
+        self.check()?;
         // The units before it commit first, and the kept connection goes back to the pool rather than waiting
         // with the lane: the acknowledgement can take up to the produce timeout.
         if let Some(before) = self.open.as_ref().map(|o| o.position.clone()) {
@@ -750,8 +759,7 @@ impl LaneSink for Sink {
     /// The open transaction waits [`LINGER`] for the next records — unless the pool has no other connection to
     /// give, when it commits now as at any other wait.
     fn awaiting_records(&mut self) {
-        let exhausted = self.pool.num_idle() == 0
-            && self.pool.size() >= self.pool.options().get_max_connections();
+        let exhausted = self.pool_exhausted();
         match self.open.as_mut() {
             Some(open) if !exhausted && open.unit.is_some() => {
                 open.linger = Some(Instant::now() + LINGER);
@@ -761,7 +769,6 @@ impl LaneSink for Sink {
     }
 
     async fn close(&mut self, position: &Position, graceful: bool) {
-        self.held = None;
         if graceful && self.broken.is_none() {
             if let Err(error) = self.commit_open(position).await {
                 tracing::warn!(
@@ -770,12 +777,15 @@ impl LaneSink for Sink {
                 );
             }
         } else {
-            // Rolled back when dropped: the next owner redoes these units.
+            // Rolled back here: the next owner redoes these units. A commit already handed off is waited for,
+            // not cut off (a cancelled statement leaves its connection in an unknown state): whether it lands
+            // before the next owner reads the position or after (and fences it), nothing is applied twice.
             self.open = None;
             if let Some(task) = self.committing.take() {
                 let _ = task.await;
             }
         }
+        self.held = None;
     }
 }
 
@@ -796,6 +806,17 @@ mod tests {
 
     /// A sink grouping up to `max_units` units per transaction, with an interval the tests never reach.
     async fn grouped_sink(pool: &PgPool, max_units: u32) -> Sink {
+        sink_with(
+            pool,
+            GroupCommit {
+                interval: Duration::from_secs(60),
+                max_units,
+            },
+        )
+        .await
+    }
+
+    async fn sink_with(pool: &PgPool, group_commit: GroupCommit) -> Sink {
         let producer: FutureProducer = rdkafka::ClientConfig::new()
             .set("bootstrap.servers", "127.0.0.1:1")
             .create()
@@ -808,10 +829,7 @@ mod tests {
             db_timeout: Duration::from_secs(10),
             produce_timeout: Duration::from_secs(1),
             without_row: Seek::Beginning,
-            group_commit: GroupCommit {
-                interval: Duration::from_secs(60),
-                max_units,
-            },
+            group_commit,
         };
         let partitions = [(Arc::<str>::from("t"), 0)];
         let assign = tokio::task::spawn_blocking(move || delivery.assign(&partitions));
@@ -1391,11 +1409,20 @@ mod tests {
                 .unwrap();
         }
         sink.idle();
-        let third = sink.begin().await.unwrap();
-        sink.commit(third, Vec::new(), &position(3)).await.unwrap();
-        let failed = sink.flush(&position(3)).await;
-        assert!(matches!(failed, Err(SinkError::Restart(_))), "{failed:?}");
+        // The next unit begins only once the handed-off commit is done: here, failed.
+        let failed = sink.begin().await.err();
+        assert!(matches!(failed, Some(SinkError::Restart(_))), "{failed:?}");
         assert!(matches!(sink.begin().await, Err(SinkError::Restart(_))));
+        assert!(matches!(
+            sink.flush(&position(3)).await,
+            Err(SinkError::Restart(_))
+        ));
+        // Refused before anything is produced (the producer here reaches no broker).
+        let letter = OutputRecord::new("t.dlq", "k", "v");
+        assert!(matches!(
+            sink.dead_letter(letter, &position(3)).await,
+            Err(SinkError::Restart(_))
+        ));
         let rows: (i64, i64) = sqlx::query_as(
             "SELECT (SELECT count(*) FROM d), (SELECT count(*) FROM consumer_offsets)",
         )
@@ -1510,13 +1537,105 @@ mod tests {
             write(&mut unit, 1).await;
             sink.commit(unit, Vec::new(), &position(1)).await.unwrap();
             sink.close(&position(1), graceful).await;
+            // Either way the transaction ended at the close, with the sink still alive.
+            assert_back_outside_any_transaction(&pool).await;
             let expected = if graceful {
                 (vec![1], Some((1, 1)))
             } else {
                 (vec![], None)
             };
             assert_eq!(stored(&db.pool).await, expected, "graceful: {graceful}");
+            drop(sink);
         }
-        assert_back_outside_any_transaction(&pool).await;
+    }
+
+    #[tokio::test]
+    async fn a_failed_commit_after_a_rolled_back_unit_still_loses_the_units_before_it() {
+        let db = testkit::fresh_database().await;
+        sqlx::query("CREATE TABLE d (v int UNIQUE DEFERRABLE INITIALLY DEFERRED)")
+            .execute(&db.pool)
+            .await
+            .unwrap();
+        let pool = pool(&db.url, 4).await;
+        let mut sink = grouped_sink(&pool, 2).await;
+        let insert = |v: i32| sqlx::query("INSERT INTO d VALUES ($1)").bind(v);
+        let mut done = sink.begin().await.unwrap();
+        insert(1).execute(done.conn()).await.unwrap();
+        sink.commit(done, Vec::new(), &position(1)).await.unwrap();
+        let mut failed = sink.begin().await.unwrap();
+        insert(2).execute(failed.conn()).await.unwrap();
+        sink.abort(failed).await;
+        // Fills the transaction (the done unit and this one): its COMMIT is refused.
+        let mut last = sink.begin().await.unwrap();
+        insert(1).execute(last.conn()).await.unwrap();
+        let result = sink.commit(last, Vec::new(), &position(3)).await;
+        assert!(
+            matches!(result, Err(SinkError::Restart(_))),
+            "the first unit was done for the lane and is lost with the transaction: {result:?}"
+        );
+        let rows: (i64, i64) = sqlx::query_as(
+            "SELECT (SELECT count(*) FROM d), (SELECT count(*) FROM consumer_offsets)",
+        )
+        .fetch_one(&db.pool)
+        .await
+        .unwrap();
+        assert_eq!(rows, (0, 0));
+    }
+
+    #[tokio::test]
+    async fn a_transaction_commits_with_the_unit_that_finds_it_older_than_the_interval() {
+        let db = database_with_a_sink_table().await;
+        let pool = pool(&db.url, 4).await;
+        let interval = Duration::from_millis(200);
+        let mut sink = sink_with(
+            &pool,
+            GroupCommit {
+                interval,
+                max_units: 16,
+            },
+        )
+        .await;
+        let mut first = sink.begin().await.unwrap();
+        write(&mut first, 1).await;
+        sink.commit(first, Vec::new(), &position(1)).await.unwrap();
+        assert_eq!(stored(&db.pool).await, (vec![], None));
+        tokio::time::sleep(interval).await;
+        let mut second = sink.begin().await.unwrap();
+        write(&mut second, 2).await;
+        sink.commit(second, Vec::new(), &position(2)).await.unwrap();
+        assert_eq!(stored(&db.pool).await, (vec![1, 2], Some((2, 1))));
+    }
+
+    #[tokio::test]
+    async fn the_unit_after_a_handed_off_commit_sees_what_it_committed() {
+        let db = database_with_a_sink_table().await;
+        // Its commit takes 300 ms, so it is still running when the next unit begins.
+        sqlx::query(
+            "CREATE FUNCTION slow() RETURNS trigger LANGUAGE plpgsql AS \
+               $$ BEGIN PERFORM pg_sleep(0.3); RETURN NULL; END $$",
+        )
+        .execute(&db.pool)
+        .await
+        .unwrap();
+        sqlx::query(
+            "CREATE CONSTRAINT TRIGGER slow AFTER INSERT ON sink DEFERRABLE INITIALLY DEFERRED \
+             FOR EACH ROW EXECUTE FUNCTION slow()",
+        )
+        .execute(&db.pool)
+        .await
+        .unwrap();
+        let pool = pool(&db.url, 4).await;
+        let mut sink = grouped_sink(&pool, 16).await;
+        let mut first = sink.begin().await.unwrap();
+        write(&mut first, 1).await;
+        sink.commit(first, Vec::new(), &position(1)).await.unwrap();
+        sink.idle();
+        let mut next = sink.begin().await.unwrap();
+        let seen: i64 = sqlx::query_scalar("SELECT count(*) FROM sink")
+            .fetch_one(next.conn())
+            .await
+            .unwrap();
+        assert_eq!(seen, 1, "the next unit reads what the unit before it wrote");
+        sink.abort(next).await;
     }
 }
