@@ -29,7 +29,9 @@
 //! The peer, in the same rounds: Kafka's own `kafka-consumer-perf-test` (the Java consumer, a fresh group, the
 //! same topic), whose `nMsg.sec` counts from its start to its last record — the group join included, as ours does;
 //! its fetch-only rate (join excluded) is printed beside it. Ratios: at-least-once / the Java consumer (target
-//! ≥ 1.0) and each exactly-once mode / at-least-once (target ≥ 0.8). Beside them: each round's ratios (how far
+//! ≥ 1.0) and each exactly-once mode / at-least-once (target ≥ 0.8). The no-op handler writes nothing, so its
+//! mode (b) units share transactions (decision 0056); `(b), a transaction per unit` runs it as a handler that
+//! appends to the outbox must run (`Handler::shares_transactions` false), printed for information. Beside them: each round's ratios (how far
 //! one run's median can be trusted), and each mode's median time to its first record with the ratios without it,
 //! for information — a new group's at-least-once and (a) runs wait librdkafka's 100 ms offset-reset back-off
 //! before their first fetch, (b) seeks to the beginning itself, so the join favours (b) by about that much.
@@ -47,7 +49,12 @@ use service_kit::threads::Class;
 
 const PARTITIONS: i32 = 12;
 
-struct NoOp;
+/// The no-op handler. It writes nothing, so in mode (b) its units may share transactions (decision 0056) —
+/// unless `alone`, the shape of a handler that appends to the outbox (settlement, payments): a transaction per
+/// unit, measured beside it for information.
+struct NoOp {
+    alone: bool,
+}
 
 impl Handler for NoOp {
     async fn handle(
@@ -56,6 +63,10 @@ impl Handler for NoOp {
         _ctx: &mut HandlerCtx<'_>,
     ) -> Result<(), HandlerError> {
         Ok(())
+    }
+
+    fn shares_transactions(&self) -> bool {
+        !self.alone
     }
 }
 
@@ -342,7 +353,13 @@ fn ticks(stat: &str) -> f64 {
     })
 }
 
-async fn run(topic: &str, records: usize, guarantee: Guarantee, pool: sqlx::PgPool) -> Figures {
+async fn run(
+    topic: &str,
+    records: usize,
+    guarantee: Guarantee,
+    alone: bool,
+    pool: sqlx::PgPool,
+) -> Figures {
     let policy = GroupPolicy::resolve(
         READ_MODEL_PROJECTIONS,
         &PolicyOverrides {
@@ -355,7 +372,7 @@ async fn run(topic: &str, records: usize, guarantee: Guarantee, pool: sqlx::PgPo
     .unwrap();
     let registry = Registry::new();
     let mut builder = Consumer::builder(policy, kafka())
-        .handler(NoOp)
+        .handler(NoOp { alone })
         .registry(&registry)
         .options(ConsumerOptions {
             lag_interval: Duration::from_secs(60),
@@ -458,21 +475,34 @@ async fn bench() {
         .await
         .unwrap();
 
-    // (BENCH_MODES name, printed name, guarantee)
+    // (BENCH_MODES name, printed name, guarantee, a transaction per unit in mode (b))
     let modes = [
-        ("at-least-once", "at-least-once", Guarantee::AtLeastOnce),
+        (
+            "at-least-once",
+            "at-least-once",
+            Guarantee::AtLeastOnce,
+            false,
+        ),
         (
             "a",
             "exactly-once (a) Kafka transactions",
             Guarantee::ExactlyOnceKafka,
+            false,
         ),
         (
             "b",
             "exactly-once (b) PostgreSQL offsets",
             Guarantee::ExactlyOnceDb,
+            false,
+        ),
+        (
+            "b-alone",
+            "(b), a transaction per unit",
+            Guarantee::ExactlyOnceDb,
+            true,
         ),
     ];
-    // BENCH_MODES=b (or "at-least-once,a"): only those modes, for profiling one; the ratios need all three.
+    // BENCH_MODES=b (or "at-least-once,a"): only those modes, for profiling one; the ratios need all of them.
     let only: Option<Vec<String>> = std::env::var("BENCH_MODES")
         .ok()
         .map(|v| v.split(',').map(|m| m.trim().to_string()).collect());
@@ -512,7 +542,7 @@ async fn bench() {
         } else {
             format!("round {round}")
         };
-        for (i, (id, name, guarantee)) in modes.iter().enumerate() {
+        for (i, (id, name, guarantee, alone)) in modes.iter().enumerate() {
             if !wanted(id) {
                 continue;
             }
@@ -530,7 +560,7 @@ async fn bench() {
                     }
                     None => name.to_string(),
                 };
-                let f = run(&topic, records, *guarantee, pool.clone()).await;
+                let f = run(&topic, records, *guarantee, *alone, pool.clone()).await;
                 let rate = f.records as f64 / (f.join + f.steady).as_secs_f64();
                 println!(
                     "{label}: {name:<38} {rate:>10.0} records/s  ({} records in {:.2?}, the first after {:.2?}; \
@@ -653,15 +683,16 @@ async fn bench() {
         each.join(" ")
     };
     let spread = format!(
-        "per round: (a) / at-least-once {}; (b) / at-least-once {}",
+        "per round: (a) / at-least-once {}; (b) / at-least-once {}; (b), a transaction per unit {}",
         per_round(1),
-        per_round(2)
+        per_round(2),
+        per_round(3)
     );
     let medians: Vec<f64> = class_rates[0].iter_mut().map(median).collect();
     let join: Vec<f64> = joins.iter_mut().map(median).collect();
     let steady: Vec<f64> = steady_rates.iter_mut().map(median).collect();
     println!("median of {rounds} rounds:");
-    for ((_, name, _), rate) in modes.iter().zip(&medians) {
+    for ((_, name, ..), rate) in modes.iter().zip(&medians) {
         println!(
             "  {name:<38} {rate:>10.0} records/s  ({:.2} x at-least-once)",
             rate / medians[0]
@@ -683,6 +714,11 @@ async fn bench() {
             medians[2] / medians[0]
         );
     }
+    println!(
+        "  for information: (b) with a transaction per unit (a handler that appends to the outbox) / at-least-once \
+         = {:.2}",
+        medians[3] / medians[0]
+    );
     println!("  {spread}");
     // The targets count the join, as the Java figure does. Modes start unevenly: at-least-once and (a) leave a
     // partition without a committed offset to librdkafka, which waits 100 ms before asking for the beginning

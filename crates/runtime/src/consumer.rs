@@ -341,7 +341,11 @@ fn pipeline<P: Processor>(
                     },
                     group_commit: db_offsets::GroupCommit {
                         interval: options.transaction_commit_interval,
-                        max_units: db_offsets::GroupCommit::MAX_UNITS,
+                        max_units: if shared.processor.shares_transactions() {
+                            db_offsets::GroupCommit::MAX_UNITS
+                        } else {
+                            1
+                        },
                     },
                 },
                 Err(exit) => return exit,

@@ -35,6 +35,15 @@ pub trait BatchHandler: Send + Sync + 'static {
         records: &[Record],
         ctx: &mut HandlerCtx<'_>,
     ) -> impl Future<Output = Result<(), BatchError>> + Send;
+    /// Mode (b): whether back-to-back units of a partition may share one database transaction (decision 0056):
+    /// far fewer commits, but what the handler locks — rows it writes, the outbox's per-key advisory locks —
+    /// stays locked until that transaction commits, up to `transaction_commit_interval` later and across
+    /// units. Say `true` only when no other transaction can wait for those locks in an order that deadlocks; a
+    /// handler that appends to the outbox must not (the outbox takes its key locks in one sorted batch per
+    /// append, deadlock-free only with one append per transaction). Default `false`: a transaction per unit.
+    fn shares_transactions(&self) -> bool {
+        false
+    }
 }
 
 /// Why a batch failed, and which record made it fail when the handler knows.
@@ -72,6 +81,15 @@ pub trait Handler: Send + Sync + 'static {
         record: &Record,
         ctx: &mut HandlerCtx<'_>,
     ) -> impl Future<Output = Result<(), HandlerError>> + Send;
+    /// Mode (b): whether back-to-back units of a partition may share one database transaction (decision 0056):
+    /// far fewer commits, but what the handler locks — rows it writes, the outbox's per-key advisory locks —
+    /// stays locked until that transaction commits, up to `transaction_commit_interval` later and across
+    /// units. Say `true` only when no other transaction can wait for those locks in an order that deadlocks; a
+    /// handler that appends to the outbox must not (the outbox takes its key locks in one sorted batch per
+    /// append, deadlock-free only with one append per transaction). Default `false`: a transaction per unit.
+    fn shares_transactions(&self) -> bool {
+        false
+    }
 }
 
 /// What a handler may use besides the record.

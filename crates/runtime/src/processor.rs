@@ -37,6 +37,10 @@ pub trait Processor: Send + Sync + 'static {
         records: &'a [Record],
         ctx: &'a mut HandlerCtx<'_>,
     ) -> impl Future<Output = RunOutcome> + Send + 'a;
+
+    /// The handler's [`BatchHandler::shares_transactions`] / [`Handler::shares_transactions`].
+    #[doc(hidden)]
+    fn shares_transactions(&self) -> bool;
 }
 
 /// The outcome of a run; opaque outside the runtime.
@@ -50,6 +54,10 @@ pub struct Batched<B>(pub B);
 pub struct PerRecord<H>(pub H);
 
 impl<B: BatchHandler> Processor for Batched<B> {
+    fn shares_transactions(&self) -> bool {
+        self.0.shares_transactions()
+    }
+
     async fn run<'a>(&'a self, records: &'a [Record], ctx: &'a mut HandlerCtx<'_>) -> RunOutcome {
         let called = AssertUnwindSafe(self.0.handle_batch(records, ctx))
             .catch_unwind()
@@ -71,6 +79,10 @@ impl<B: BatchHandler> Processor for Batched<B> {
 }
 
 impl<H: Handler> Processor for PerRecord<H> {
+    fn shares_transactions(&self) -> bool {
+        self.0.shares_transactions()
+    }
+
     async fn run<'a>(&'a self, records: &'a [Record], ctx: &'a mut HandlerCtx<'_>) -> RunOutcome {
         for (index, record) in records.iter().enumerate() {
             let called = AssertUnwindSafe(self.0.handle(record, ctx))

@@ -58,6 +58,14 @@ impl Aggregator {
 }
 
 impl BatchHandler for Aggregator {
+    /// Yes: a lane writes only rows no other lane writes — aggregates keyed by its own topic and partition,
+    /// invoices whose events all come through its partition (keyed by invoice), `processed_events` by event id —
+    /// in sorted order within a batch, and appends nothing to the outbox; so holding them across units makes no
+    /// other transaction wait, and none can deadlock with it (decision 0056).
+    fn shares_transactions(&self) -> bool {
+        true
+    }
+
     async fn handle_batch(
         &self,
         records: &[Record],

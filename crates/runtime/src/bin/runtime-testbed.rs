@@ -73,6 +73,12 @@ struct Testbed {
 }
 
 impl Handler for Testbed {
+    /// Its rows are the partition's own and it appends nothing to the outbox: mode (b) runs its units in shared
+    /// transactions, which the SIGKILL and rebalance tests then cover (decision 0056).
+    fn shares_transactions(&self) -> bool {
+        true
+    }
+
     async fn handle(&self, record: &Record, ctx: &mut HandlerCtx<'_>) -> Result<(), HandlerError> {
         let value = String::from_utf8_lossy(record.value_bytes()?).into_owned();
         match self.kind {

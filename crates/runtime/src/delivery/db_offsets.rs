@@ -3,8 +3,9 @@
 //!
 //! Guarantees:
 //! - Units (a batch, or one record) run in a transaction that also stores the lane's [`Position`] in
-//!   `consumer_offsets` (`next_offset`, and `ahead`: offsets above it that are done too). Back-to-back units of a
-//!   lane share one transaction (decision 0056): the first opens it, each later one runs behind a savepoint of
+//!   `consumer_offsets` (`next_offset`, and `ahead`: offsets above it that are done too). When the group's
+//!   handler allows it (`shares_transactions`; a handler that appends to the outbox must not), back-to-back units
+//!   of a lane share one transaction (decision 0056); otherwise each unit has its own. Shared: the first opens it, each later one runs behind a savepoint of
 //!   its own, and the transaction stores the position after its last unit and commits when the lane is about to
 //!   wait for anything (for records: after [`LINGER`], unless the pool has no other connection to give), when it
 //!   holds [`GroupCommit::MAX_UNITS`] units, or once it is `transaction_commit_interval` old. Whatever the
@@ -1273,6 +1274,15 @@ mod tests {
             .unwrap();
     }
 
+    /// One unit that writes `value` and is done at `next`.
+    async fn done_unit(sink: &mut Sink, value: i32, next: i64) {
+        let mut unit = sink.begin().await.unwrap();
+        write(&mut unit, value).await;
+        sink.commit(unit, Vec::new(), &position(next))
+            .await
+            .unwrap();
+    }
+
     /// The sink table's values, and the stored position and generation (`None`: no row).
     async fn stored(pool: &PgPool) -> (Vec<i32>, Option<(i64, i64)>) {
         let values: Vec<i32> = sqlx::query_scalar("SELECT v FROM sink ORDER BY v")
@@ -1323,9 +1333,7 @@ mod tests {
         let db = database_with_a_sink_table().await;
         let pool = pool(&db.url, 4).await;
         let mut sink = grouped_sink(&pool, 16).await;
-        let mut first = sink.begin().await.unwrap();
-        write(&mut first, 1).await;
-        sink.commit(first, Vec::new(), &position(1)).await.unwrap();
+        done_unit(&mut sink, 1, 1).await;
         let mut failed = sink.begin().await.unwrap();
         write(&mut failed, 2).await;
         // A statement error leaves the transaction aborted until the rollback to the unit's savepoint.
@@ -1334,9 +1342,7 @@ mod tests {
             .await
             .unwrap_err();
         sink.abort(failed).await;
-        let mut third = sink.begin().await.unwrap();
-        write(&mut third, 3).await;
-        sink.commit(third, Vec::new(), &position(3)).await.unwrap();
+        done_unit(&mut sink, 3, 3).await;
         sink.flush(&position(3)).await.unwrap();
         assert_eq!(stored(&db.pool).await, (vec![1, 3], Some((3, 1))));
     }
@@ -1347,18 +1353,14 @@ mod tests {
         let db = database_with_a_sink_table().await;
         let pool = pool(&db.url, 4).await;
         let mut sink = grouped_sink(&pool, 16).await;
-        let mut first = sink.begin().await.unwrap();
-        write(&mut first, 1).await;
-        sink.commit(first, Vec::new(), &position(1)).await.unwrap();
+        done_unit(&mut sink, 1, 1).await;
         sink.idle();
         assert_eq!(
             sink.due(),
             None,
             "handed off: nothing left for the lane to flush"
         );
-        let mut second = sink.begin().await.unwrap();
-        write(&mut second, 2).await;
-        sink.commit(second, Vec::new(), &position(2)).await.unwrap();
+        done_unit(&mut sink, 2, 2).await;
         sink.flush(&position(2)).await.unwrap();
         assert_eq!(
             stored(&db.pool).await,
@@ -1372,13 +1374,9 @@ mod tests {
         let db = database_with_a_sink_table().await;
         let pool = pool(&db.url, 4).await;
         let mut sink = grouped_sink(&pool, 2).await;
-        let mut first = sink.begin().await.unwrap();
-        write(&mut first, 1).await;
-        sink.commit(first, Vec::new(), &position(1)).await.unwrap();
+        done_unit(&mut sink, 1, 1).await;
         assert_eq!(stored(&db.pool).await, (vec![], None));
-        let mut second = sink.begin().await.unwrap();
-        write(&mut second, 2).await;
-        sink.commit(second, Vec::new(), &position(2)).await.unwrap();
+        done_unit(&mut sink, 2, 2).await;
         assert_eq!(
             stored(&db.pool).await,
             (vec![1, 2], Some((2, 1))),
@@ -1439,9 +1437,7 @@ mod tests {
         let db = database_with_a_sink_table().await;
         let pool = pool(&db.url, 4).await;
         let mut sink = grouped_sink(&pool, 16).await;
-        let mut first = sink.begin().await.unwrap();
-        write(&mut first, 1).await;
-        sink.commit(first, Vec::new(), &position(1)).await.unwrap();
+        done_unit(&mut sink, 1, 1).await;
         sink.flush(&position(1)).await.unwrap();
         // The next owner stores its own position.
         sqlx::query("UPDATE consumer_offsets SET next_offset = 5, generation = 7")
@@ -1475,9 +1471,7 @@ mod tests {
         let db = database_with_a_sink_table().await;
         let pool = pool(&db.url, 4).await;
         let mut sink = grouped_sink(&pool, 16).await;
-        let mut first = sink.begin().await.unwrap();
-        write(&mut first, 1).await;
-        sink.commit(first, Vec::new(), &position(1)).await.unwrap();
+        done_unit(&mut sink, 1, 1).await;
         let mut second = sink.begin().await.unwrap();
         write(&mut second, 2).await;
         // What a nested `begin()` whose failure rolled back every level does.
@@ -1494,9 +1488,7 @@ mod tests {
         let db = database_with_a_sink_table().await;
         let four = pool(&db.url, 4).await;
         let mut sink = grouped_sink(&four, 16).await;
-        let mut unit = sink.begin().await.unwrap();
-        write(&mut unit, 1).await;
-        sink.commit(unit, Vec::new(), &position(1)).await.unwrap();
+        done_unit(&mut sink, 1, 1).await;
         let before = Instant::now();
         sink.awaiting_records();
         let due = sink.due().expect("still open, lingering");
@@ -1505,9 +1497,7 @@ mod tests {
             "due within the linger"
         );
         // More records come: the next unit joins the transaction and the linger ends.
-        let mut unit = sink.begin().await.unwrap();
-        write(&mut unit, 2).await;
-        sink.commit(unit, Vec::new(), &position(2)).await.unwrap();
+        done_unit(&mut sink, 2, 2).await;
         assert!(
             sink.due().unwrap() > before + LINGER,
             "joined: back to the interval"
@@ -1518,9 +1508,7 @@ mod tests {
         // With the pool's only connection in the transaction, it does not linger: it commits at once.
         let single = pool(&db.url, 1).await;
         let mut sink = grouped_sink(&single, 16).await;
-        let mut unit = sink.begin().await.unwrap();
-        write(&mut unit, 3).await;
-        sink.commit(unit, Vec::new(), &position(3)).await.unwrap();
+        done_unit(&mut sink, 3, 3).await;
         sink.awaiting_records();
         assert_eq!(sink.due(), None, "handed off");
         all_idle(&single).await;
@@ -1533,9 +1521,7 @@ mod tests {
         let pool = pool(&db.url, 4).await;
         for graceful in [false, true] {
             let mut sink = grouped_sink(&pool, 16).await;
-            let mut unit = sink.begin().await.unwrap();
-            write(&mut unit, 1).await;
-            sink.commit(unit, Vec::new(), &position(1)).await.unwrap();
+            done_unit(&mut sink, 1, 1).await;
             sink.close(&position(1), graceful).await;
             // Either way the transaction ended at the close, with the sink still alive.
             assert_back_outside_any_transaction(&pool).await;
@@ -1595,14 +1581,10 @@ mod tests {
             },
         )
         .await;
-        let mut first = sink.begin().await.unwrap();
-        write(&mut first, 1).await;
-        sink.commit(first, Vec::new(), &position(1)).await.unwrap();
+        done_unit(&mut sink, 1, 1).await;
         assert_eq!(stored(&db.pool).await, (vec![], None));
         tokio::time::sleep(interval).await;
-        let mut second = sink.begin().await.unwrap();
-        write(&mut second, 2).await;
-        sink.commit(second, Vec::new(), &position(2)).await.unwrap();
+        done_unit(&mut sink, 2, 2).await;
         assert_eq!(stored(&db.pool).await, (vec![1, 2], Some((2, 1))));
     }
 
@@ -1626,9 +1608,7 @@ mod tests {
         .unwrap();
         let pool = pool(&db.url, 4).await;
         let mut sink = grouped_sink(&pool, 16).await;
-        let mut first = sink.begin().await.unwrap();
-        write(&mut first, 1).await;
-        sink.commit(first, Vec::new(), &position(1)).await.unwrap();
+        done_unit(&mut sink, 1, 1).await;
         sink.idle();
         let mut next = sink.begin().await.unwrap();
         let seen: i64 = sqlx::query_scalar("SELECT count(*) FROM sink")
