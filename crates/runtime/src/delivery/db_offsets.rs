@@ -1274,6 +1274,14 @@ mod tests {
             .unwrap();
     }
 
+    /// A database with the sink table, a pool of 4 and a sink grouping up to `max_units` units.
+    async fn grouped(max_units: u32) -> (testkit::TestDb, PgPool, Sink) {
+        let db = database_with_a_sink_table().await;
+        let pool = pool(&db.url, 4).await;
+        let sink = grouped_sink(&pool, max_units).await;
+        (db, pool, sink)
+    }
+
     /// One unit that writes `value` and is done at `next`.
     async fn done_unit(sink: &mut Sink, value: i32, next: i64) {
         let mut unit = sink.begin().await.unwrap();
@@ -1300,9 +1308,7 @@ mod tests {
 
     #[tokio::test]
     async fn back_to_back_units_commit_together_with_the_last_position_and_nothing_shows_before() {
-        let db = database_with_a_sink_table().await;
-        let pool = pool(&db.url, 4).await;
-        let mut sink = grouped_sink(&pool, 16).await;
+        let (db, _pool, mut sink) = grouped(16).await;
         for (value, next) in [(1, 10), (2, 20)] {
             let mut unit = sink.begin().await.unwrap();
             write(&mut unit, value).await;
@@ -1330,9 +1336,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_failed_unit_behind_a_savepoint_rolls_back_alone_and_the_units_around_it_commit() {
-        let db = database_with_a_sink_table().await;
-        let pool = pool(&db.url, 4).await;
-        let mut sink = grouped_sink(&pool, 16).await;
+        let (db, _pool, mut sink) = grouped(16).await;
         done_unit(&mut sink, 1, 1).await;
         let mut failed = sink.begin().await.unwrap();
         write(&mut failed, 2).await;
@@ -1350,9 +1354,7 @@ mod tests {
     #[tokio::test]
     async fn a_transaction_handed_off_at_idle_commits_on_its_own_and_the_next_one_follows_its_generation()
      {
-        let db = database_with_a_sink_table().await;
-        let pool = pool(&db.url, 4).await;
-        let mut sink = grouped_sink(&pool, 16).await;
+        let (db, _pool, mut sink) = grouped(16).await;
         done_unit(&mut sink, 1, 1).await;
         sink.idle();
         assert_eq!(
@@ -1371,9 +1373,7 @@ mod tests {
 
     #[tokio::test]
     async fn the_unit_that_fills_a_transaction_commits_it() {
-        let db = database_with_a_sink_table().await;
-        let pool = pool(&db.url, 4).await;
-        let mut sink = grouped_sink(&pool, 2).await;
+        let (db, _pool, mut sink) = grouped(2).await;
         done_unit(&mut sink, 1, 1).await;
         assert_eq!(stored(&db.pool).await, (vec![], None));
         done_unit(&mut sink, 2, 2).await;
@@ -1434,9 +1434,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_lane_that_lost_its_partition_finds_out_at_the_commit_of_its_grouped_units() {
-        let db = database_with_a_sink_table().await;
-        let pool = pool(&db.url, 4).await;
-        let mut sink = grouped_sink(&pool, 16).await;
+        let (db, _pool, mut sink) = grouped(16).await;
         done_unit(&mut sink, 1, 1).await;
         sink.flush(&position(1)).await.unwrap();
         // The next owner stores its own position.
@@ -1468,9 +1466,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_handler_that_rolled_back_the_whole_transaction_loses_the_units_before_it() {
-        let db = database_with_a_sink_table().await;
-        let pool = pool(&db.url, 4).await;
-        let mut sink = grouped_sink(&pool, 16).await;
+        let (db, pool, mut sink) = grouped(16).await;
         done_unit(&mut sink, 1, 1).await;
         let mut second = sink.begin().await.unwrap();
         write(&mut second, 2).await;
