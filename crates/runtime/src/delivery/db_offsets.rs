@@ -313,7 +313,7 @@ impl Sink {
                     error = %service_kit::telemetry::error_chain(&err),
                     "the lane's connection failed to begin a transaction; taking another from the pool"
                 ),
-                Err(_) => return Err(self.timed_out()),
+                Err(_) => return Err(timed_out(self.db_timeout)),
             }
         }
         let mut conn = self.bounded(self.pool.acquire()).await?;
@@ -344,22 +344,12 @@ impl Sink {
         }
     }
 
-    /// Runs `op` with the configured statement deadline; a timeout is an infrastructure failure.
+    /// Runs `op` with the configured statement deadline ([`within`]).
     async fn bounded<T>(
         &self,
         op: impl Future<Output = Result<T, sqlx::Error>>,
     ) -> Result<T, SinkError> {
-        match tokio::time::timeout(self.db_timeout, op).await {
-            Ok(result) => result.map_err(db_error),
-            Err(_) => Err(self.timed_out()),
-        }
-    }
-
-    fn timed_out(&self) -> SinkError {
-        SinkError::Unavailable(HandlerError::infrastructure(format!(
-            "database statement timed out after {:?}",
-            self.db_timeout
-        )))
+        within(self.db_timeout, op).await
     }
 
     /// Whether the pool has no connection left to give: another task may be waiting for the one this lane holds.
@@ -393,6 +383,27 @@ impl Sink {
         SinkError::Restart(why)
     }
 
+    /// A commit found another consumer owning the partition (and rolled back): whatever is open goes with it,
+    /// and every later call says so.
+    fn fenced(&mut self) -> SinkError {
+        self.open = None;
+        self.broken = Some(FENCED.into());
+        SinkError::Fenced
+    }
+
+    /// A commit failed holding `done` units the lane already counts as done besides the one it still holds:
+    /// none, and the failure is that unit's (the lane retries it); any, and they are lost with the transaction.
+    fn commit_failed(&mut self, error: SinkError, done: u32) -> SinkError {
+        match error {
+            SinkError::Fenced | SinkError::Restart(_) => error,
+            error if done == 0 => error,
+            error => self.lose(format!(
+                "committing {done} done units failed: {}",
+                sink_error_text(&error)
+            )),
+        }
+    }
+
     /// Waits for a handed-off commit and takes its generation; a commit that failed loses its units.
     async fn settle(&mut self) -> Result<(), SinkError> {
         self.check()?;
@@ -404,11 +415,7 @@ impl Sink {
                 self.generation = Some(generation);
                 Ok(())
             }
-            Ok(Err(SinkError::Fenced)) => {
-                self.open = None;
-                self.broken = Some(FENCED.into());
-                Err(SinkError::Fenced)
-            }
+            Ok(Err(SinkError::Fenced)) => Err(self.fenced()),
             Ok(Err(error)) => Err(self.lose(format!(
                 "the commit of the lane's last units failed: {}",
                 sink_error_text(&error)
@@ -428,12 +435,7 @@ impl Sink {
                 self.keep(unit);
                 Ok(())
             }
-            Err(SinkError::Fenced) => {
-                // Rolled back: whatever is open goes with it, and the lane is done with this partition.
-                self.open = None;
-                self.broken = Some(FENCED.into());
-                Err(SinkError::Fenced)
-            }
+            Err(SinkError::Fenced) => Err(self.fenced()),
             Err(error) => Err(error),
         }
     }
@@ -450,13 +452,7 @@ impl Sink {
             .expect("between units the open transaction's connection is parked");
         match self.commit_now(unit, position).await {
             Ok(()) => Ok(()),
-            Err(SinkError::Fenced) => Err(SinkError::Fenced),
-            Err(SinkError::Restart(why)) => Err(SinkError::Restart(why)),
-            Err(error) => Err(self.lose(format!(
-                "committing {} units failed: {}",
-                open.units,
-                sink_error_text(&error)
-            ))),
+            Err(error) => Err(self.commit_failed(error, open.units)),
         }
     }
 
@@ -505,9 +501,26 @@ async fn within<T>(
 ) -> Result<T, SinkError> {
     match tokio::time::timeout(timeout, op).await {
         Ok(result) => result.map_err(db_error),
-        Err(_) => Err(SinkError::Unavailable(HandlerError::infrastructure(
-            format!("database statement timed out after {timeout:?}"),
-        ))),
+        Err(_) => Err(timed_out(timeout)),
+    }
+}
+
+fn timed_out(timeout: Duration) -> SinkError {
+    SinkError::Unavailable(HandlerError::infrastructure(format!(
+        "database statement timed out after {timeout:?}"
+    )))
+}
+
+/// The unit's own transaction, and only it, must be open: a handler that left a savepoint open (depth 2) would
+/// make the `COMMIT` only release it, and one whose failed nested `begin()` rolled the whole transaction back
+/// (depth 0) would store the position without the unit's writes.
+fn only_its_transaction_open(unit: &mut Unit) -> Result<(), SinkError> {
+    match PgTransactionManager::get_transaction_depth(unit.conn()) {
+        1 => Ok(()),
+        depth => Err(SinkError::Unavailable(HandlerError::transient(format!(
+            "the unit's transaction is not the only one open (depth {depth}): a handler left a nested \
+             transaction open or rolled the unit back; the unit is rolled back and retried"
+        )))),
     }
 }
 
@@ -519,16 +532,7 @@ async fn store_and_commit(
     expected: Option<i64>,
     position: &Position,
 ) -> Result<i64, SinkError> {
-    // The unit's own transaction, and only it, must be open: a handler that left a savepoint open (depth 2)
-    // would make the `COMMIT` below only release it, and one whose failed nested `begin()` rolled the whole
-    // transaction back (depth 0) would store the position without the unit's writes.
-    let depth = PgTransactionManager::get_transaction_depth(unit.conn());
-    if depth != 1 {
-        return Err(SinkError::Unavailable(HandlerError::transient(format!(
-            "the unit's transaction is not the only one open (depth {depth}): a handler left a nested \
-             transaction open or rolled the unit back; the unit is rolled back and retried"
-        ))));
-    }
+    only_its_transaction_open(unit)?;
     let stored = match expected {
         Some(expected) => {
             let update = sqlx::query_scalar::<_, i64>(
@@ -633,14 +637,10 @@ impl LaneSink for Sink {
             self.abort(unit).await;
             return Err(classify(error));
         }
-        let depth = PgTransactionManager::get_transaction_depth(unit.conn());
-        if depth != 1 {
+        if let Err(error) = only_its_transaction_open(&mut unit) {
             self.abort(unit).await;
             self.check()?;
-            return Err(SinkError::Unavailable(HandlerError::transient(format!(
-                "the unit's transaction is not the only one open (depth {depth}): a handler left a nested \
-                 transaction open or rolled the unit back; the unit is rolled back and retried"
-            ))));
+            return Err(error);
         }
         let (units, since) = match &self.open {
             Some(open) => (open.units + 1, open.since),
@@ -663,14 +663,8 @@ impl LaneSink for Sink {
         self.open = None;
         match self.commit_now(unit, position).await {
             Ok(()) => Ok(()),
-            Err(SinkError::Fenced) => Err(SinkError::Fenced),
-            Err(SinkError::Restart(why)) => Err(SinkError::Restart(why)),
             // The units before this one were done for the lane: they are lost with the transaction.
-            Err(error) if units > 1 => Err(self.lose(format!(
-                "committing {units} units failed: {}",
-                sink_error_text(&error)
-            ))),
-            Err(error) => Err(error),
+            Err(error) => Err(self.commit_failed(error, units - 1)),
         }
     }
 
